@@ -1,0 +1,175 @@
+"""Finite-difference gradient attacks: PGD and one-step FGSM on zeroth-order gradients.
+
+The gradient of the margin loss is estimated through the oracle only:
+
+* ``coordinate``: central differences along every feature, ``2 d`` queries per
+  estimate, exact up to O(h^2); the choice for low-dimensional (tabular) inputs;
+* ``nes``: antithetic Gaussian directions (NES / SPSA, Ilyas et al. 2018),
+  ``2 q`` queries per estimate; the choice for high-dimensional inputs.
+
+Each PGD step makes one oracle call holding the current iterate (to check for
+success) and its ``2q`` (or ``2d``) probes, then steps along the sign of the
+estimate (L-infinity) or its direction (L2) and projects onto the eps-ball and
+the valid range. A sample stops being queried once it is misclassified.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..oracle import Oracle
+from .base import AttackResult, Clock, Progress, check_norm, is_success, margin, perturbation_norm, project
+
+COORDINATE_MAX_DIM = 64
+
+
+def _probe_directions(estimator: str, d: int, q: int, na: int, rng: np.random.Generator) -> np.ndarray:
+    if estimator == "coordinate":
+        return np.broadcast_to(np.eye(d), (na, d, d))
+    return rng.standard_normal(size=(na, q, d))
+
+
+def _random_start(z: np.ndarray, norm: str, eps: float, rng: np.random.Generator) -> np.ndarray:
+    flat = z.reshape(z.shape[0], -1)
+    if norm == "linf":
+        delta = rng.uniform(-eps, eps, size=flat.shape)
+    else:
+        g = rng.standard_normal(size=flat.shape)
+        g /= np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
+        delta = g * eps * rng.uniform(0, 1, size=(flat.shape[0], 1)) ** (1.0 / flat.shape[1])
+    return project((flat + delta).reshape(z.shape), z, norm, eps)
+
+
+def fd_pgd(
+    oracle: Oracle,
+    z: np.ndarray,
+    y: np.ndarray,
+    *,
+    norm: str = "linf",
+    epsilon: float,
+    budget: int,
+    rng: np.random.Generator,
+    target: np.ndarray | None = None,
+    estimator: str = "auto",
+    directions: int | None = None,
+    steps: int | None = None,
+    sigma: float | None = None,
+    random_start: bool = True,
+    one_step: bool = False,
+    progress: Progress | None = None,
+) -> AttackResult:
+    """Projected gradient descent on finite-difference gradient estimates (``one_step`` gives FGSM)."""
+    norm = check_norm(norm, ("linf", "l2"))
+    clock = Clock()
+    ort0 = oracle.ort_time
+    q0 = oracle.queries.copy()
+    shape = oracle.sample_shape
+    n = z.shape[0]
+    d = int(np.prod(shape))
+    z = np.asarray(z, dtype=np.float64)
+    if oracle.budget is not None:
+        budget = int(min(budget, oracle.remaining().min()))
+    name = "fgsm" if one_step else "fd-pgd"
+
+    if estimator == "auto":
+        estimator = "coordinate" if d <= COORDINATE_MAX_DIM else "nes"
+    if estimator == "coordinate" and 2 * d + 2 > budget:
+        estimator = "nes"  # not enough budget for one full coordinate sweep
+    if estimator == "coordinate":
+        q = d
+    elif one_step:
+        q = max(1, min(directions or 500, (budget - 2) // 2))
+    else:
+        q = max(1, min(directions or 20, (budget - 2) // 4 or 1))
+    cost = 2 * q + 1  # probes + the iterate itself
+    if one_step:
+        n_steps = 1
+        random_start = False
+    else:
+        n_steps = steps or max(1, (budget - 1) // cost)
+        n_steps = min(n_steps, max(0, (budget - 1) // cost))
+    h0 = sigma if sigma is not None else (1e-3 if estimator == "coordinate" else 5e-3)
+    h = np.full(n, h0)
+    alpha = epsilon if one_step else 2.5 * epsilon / max(n_steps, 1)
+
+    def result(z_adv: np.ndarray, success: np.ndarray) -> AttackResult:
+        return AttackResult(
+            attack=name,
+            norm=norm,
+            epsilon=float(epsilon),
+            success=success,
+            queries=oracle.queries - q0,
+            z_adv=z_adv,
+            perturbation=perturbation_norm(z_adv - z, norm),
+            budget=budget,
+            target=target,
+            wall_time=clock.elapsed(),
+            ort_time=oracle.ort_time - ort0,
+            extra={"estimator": estimator, "directions": q, "steps": n_steps},
+        )
+
+    success = np.zeros(n, dtype=bool)
+    if n == 0 or budget <= 0:
+        return result(z.copy(), success)
+    if epsilon <= 0 or n_steps == 0 or budget < cost + 1:
+        labels = oracle.labels(z, np.arange(n))
+        return result(z.copy(), is_success(labels, y, target))
+
+    x_cur = _random_start(z, norm, epsilon, rng) if random_start else z.copy()
+    if progress:
+        progress(0, n_steps)
+    for step in range(n_steps):
+        act = np.flatnonzero(~success)
+        if act.size == 0:
+            break
+        na = act.size
+        u = _probe_directions(estimator, d, q, na, rng)  # (na, q, d)
+        base = x_cur[act].reshape(na, 1, d)
+        hh = h[act].reshape(na, 1, 1)
+        probes = np.concatenate([base + hh * u, base - hh * u], axis=1)  # (na, 2q, d)
+        batch = np.concatenate([base, probes], axis=1).reshape(na * (cost), *shape)
+        ids = np.repeat(act, cost)
+        scores, labels = oracle.scores(batch, ids)
+        scores = scores.reshape(na, cost, -1)
+        labels = labels.reshape(na, cost)
+        y_a = y[act]
+        t_a = None if target is None else target[act]
+        succ_now = is_success(labels[:, 0], y_a, t_a)
+        success[act[succ_now]] = True
+        # ascend the negative margin: L = -margin
+        lp = -margin(scores[:, 1 : 1 + q].reshape(na * q, -1), np.repeat(y_a, q), None if t_a is None else np.repeat(t_a, q))
+        lm = -margin(scores[:, 1 + q :].reshape(na * q, -1), np.repeat(y_a, q), None if t_a is None else np.repeat(t_a, q))
+        diff = (lp - lm).reshape(na, q, 1)
+        if estimator == "coordinate":
+            g = (diff[:, :, 0] / (2 * h[act][:, None]))
+        else:
+            g = (diff * u).sum(axis=1) / (2 * h[act][:, None] * q)
+        flat_zero = np.abs(g).max(axis=1) == 0
+        h[act[flat_zero]] = np.minimum(h[act[flat_zero]] * 4, max(epsilon, h0))  # flat region: widen the probe
+        move = ~succ_now
+        if not move.any():
+            continue
+        gm = g[move]
+        if norm == "linf":
+            stepv = alpha * np.sign(gm)
+        else:
+            stepv = alpha * gm / np.maximum(np.linalg.norm(gm, axis=1, keepdims=True), 1e-12)
+        sel = act[move]
+        x_new = x_cur[sel].reshape(len(sel), d) + stepv
+        x_cur[sel] = project(x_new.reshape(len(sel), *shape), z[sel], norm, epsilon)
+        if progress:
+            progress(step + 1, n_steps)
+    # final check of the last iterate for samples still unbroken
+    act = np.flatnonzero(~success)
+    if act.size and (oracle.budget is None or oracle.remaining(act).min() >= 1):
+        labels = oracle.labels(x_cur[act], act)
+        success[act] = is_success(labels, y[act], None if target is None else target[act])
+    if progress:
+        progress(n_steps, n_steps)
+    return result(x_cur, success)
+
+
+def fgsm(oracle: Oracle, z: np.ndarray, y: np.ndarray, **kw: object) -> AttackResult:
+    """One-step FGSM on a finite-difference gradient estimate."""
+    kw.pop("one_step", None)
+    return fd_pgd(oracle, z, y, one_step=True, **kw)  # type: ignore[arg-type]

@@ -1,0 +1,228 @@
+"""Square Attack (Andriushchenko, Croce, Flammarion & Hein, ECCV 2020), L-infinity and L2.
+
+Score-based random search: each iteration changes one random square window
+per still-unbroken sample and keeps the change when the margin loss drops.
+One model query per iteration per unbroken sample, all samples in one
+batched oracle call. Follows the paper's square-size schedule
+(``p_selection``), vertical-stripe initialisation for L-infinity and the
+pseudo-Gaussian "meta" perturbations with two windows for L2.
+
+Windows are drawn per sample (the reference code shares one position across
+the batch). Tabular inputs are seen as a 1 x F strip, where a "square" is a
+run of ``p * F`` consecutive features.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..oracle import Oracle
+from .base import (
+    AttackResult,
+    Clock,
+    Progress,
+    check_norm,
+    from_chw,
+    image_view_shape,
+    is_success,
+    margin,
+    perturbation_norm,
+    to_chw,
+)
+
+
+def p_selection(p_init: float, it: int, n_iters: int) -> float:
+    """The paper's piecewise-constant schedule of the fraction of features changed per step."""
+    i = int(it / max(n_iters, 1) * 10000)
+    for bound, div in ((10, 1), (50, 2), (200, 4), (500, 8), (1000, 16), (2000, 32), (4000, 64), (6000, 128), (8000, 256), (10000, 512)):
+        if i <= bound:
+            return p_init / div
+    return p_init / 512
+
+
+def _window(p: float, h: int, w: int) -> tuple[int, int]:
+    if h == 1:
+        return 1, int(min(w, max(1, round(p * w))))
+    s = int(max(1, round(np.sqrt(p * h * w))))
+    return min(s, h), min(s, w)
+
+
+def _corners(rng: np.random.Generator, n: int, h: int, w: int, sh: int, sw: int) -> tuple[np.ndarray, np.ndarray]:
+    return rng.integers(0, h - sh + 1, size=n), rng.integers(0, w - sw + 1, size=n)
+
+
+def _window_mask(h0: np.ndarray, w0: np.ndarray, sh: int, sw: int, h: int, w: int) -> np.ndarray:
+    rows = np.arange(h)[None, :]
+    cols = np.arange(w)[None, :]
+    r = (rows >= h0[:, None]) & (rows < h0[:, None] + sh)
+    c = (cols >= w0[:, None]) & (cols < w0[:, None] + sw)
+    return (r[:, :, None] & c[:, None, :])[:, None, :, :]  # (n, 1, H, W)
+
+
+def _pseudo_gaussian(a: int, b: int) -> np.ndarray:
+    """Concentric rectangles with weights 1/(k+1)^2, unit L2 norm (the paper's bump)."""
+    d = np.zeros((a, b))
+    if a == 0 or b == 0:
+        return d
+    ca, cb = a // 2, b // 2
+    for k in range(max(ca, cb) + 1):
+        d[max(ca - k, 0) : min(ca + k + 1, a), max(cb - k, 0) : min(cb + k + 1, b)] += 1.0 / (k + 1) ** 2
+    return d / np.sqrt((d**2).sum())
+
+
+def _meta_pseudo_gaussian(sh: int, sw: int, rng: np.random.Generator) -> np.ndarray:
+    """Two bumps of opposite sign side by side (split along the longer side), unit norm."""
+    if sh * sw == 1:
+        return np.ones((1, 1))
+    d = np.zeros((sh, sw))
+    if sh >= sw:
+        d[: sh // 2] = _pseudo_gaussian(sh // 2, sw)
+        d[sh // 2 :] = -_pseudo_gaussian(sh - sh // 2, sw)
+    else:
+        d[:, : sw // 2] = _pseudo_gaussian(sh, sw // 2)
+        d[:, sw // 2 :] = -_pseudo_gaussian(sh, sw - sw // 2)
+    if sh == sw and rng.random() > 0.5:
+        d = d.T
+    if rng.random() > 0.5:
+        d = -d
+    return d / np.sqrt((d**2).sum())
+
+
+def _place(pattern: np.ndarray, h0: np.ndarray, w0: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Put ``pattern`` (sh, sw) at per-sample corners: returns (n, 1, H, W), zero outside the window."""
+    sh, sw = pattern.shape
+    rr = np.arange(h)[None, :] - h0[:, None]
+    cc = np.arange(w)[None, :] - w0[:, None]
+    inside = ((rr >= 0) & (rr < sh))[:, :, None] & ((cc >= 0) & (cc < sw))[:, None, :]
+    vals = pattern[np.clip(rr, 0, sh - 1)[:, :, None], np.clip(cc, 0, sw - 1)[:, None, :]]
+    return np.where(inside, vals, 0.0)[:, None, :, :]
+
+
+def _l2(a: np.ndarray, axes: tuple[int, ...], keepdims: bool = True) -> np.ndarray:
+    return np.sqrt((a**2).sum(axis=axes, keepdims=keepdims))
+
+
+def _l2_init(n: int, c: int, h: int, w: int, eps: float, rng: np.random.Generator) -> np.ndarray:
+    """Tiles of pseudo-Gaussian bumps with random signs, scaled to norm eps."""
+    delta = np.zeros((n, c, h, w))
+    s = max(h // 5, 1) if h > 1 else max(w // 5, 1)
+    sh, sw = (s, s) if h > 1 else (1, s)
+    bump = _meta_pseudo_gaussian(sh, sw, rng) if sh * sw > 1 else np.ones((1, 1))
+    for r in range(0, h - sh + 1, sh):
+        for col in range(0, w - sw + 1, sw):
+            delta[:, :, r : r + sh, col : col + sw] += bump[None, None] * rng.choice([-1.0, 1.0], size=(n, c, 1, 1))
+    nrm = _l2(delta, (1, 2, 3))
+    return delta / np.maximum(nrm, 1e-12) * eps
+
+
+def square_attack(
+    oracle: Oracle,
+    z: np.ndarray,
+    y: np.ndarray,
+    *,
+    norm: str = "linf",
+    epsilon: float,
+    budget: int,
+    rng: np.random.Generator,
+    target: np.ndarray | None = None,
+    p_init: float | None = None,
+    progress: Progress | None = None,
+) -> AttackResult:
+    """Run Square Attack on normalised samples ``z`` with reference labels ``y``.
+
+    ``budget`` is the number of model queries per sample (the initialisation counts as one)."""
+    norm = check_norm(norm, ("linf", "l2"))
+    clock = Clock()
+    ort0 = oracle.ort_time
+    q0 = oracle.queries.copy()
+    shape = oracle.sample_shape
+    (c, h, w), _ = image_view_shape(shape)
+    n = z.shape[0]
+    idx = np.arange(n)
+    x = to_chw(np.asarray(z, dtype=np.float64), shape)
+    if p_init is None:
+        p_init = 0.05 if norm == "linf" else 0.1
+    budget = int(min(budget, oracle.remaining().min())) if oracle.budget is not None else int(budget)
+
+    def done(x_best: np.ndarray, success: np.ndarray) -> AttackResult:
+        z_adv = from_chw(x_best, shape)
+        return AttackResult(
+            attack="square",
+            norm=norm,
+            epsilon=float(epsilon),
+            success=success,
+            queries=oracle.queries - q0,
+            z_adv=z_adv,
+            perturbation=perturbation_norm(z_adv - z, norm),
+            budget=budget,
+            target=target,
+            wall_time=clock.elapsed(),
+            ort_time=oracle.ort_time - ort0,
+        )
+
+    if budget <= 0 or n == 0:
+        return done(x.copy(), np.zeros(n, dtype=bool))
+
+    if epsilon <= 0:
+        labels = oracle.labels(from_chw(x, shape), idx)
+        return done(x.copy(), is_success(labels, y, target))
+
+    if norm == "linf":
+        x_best = np.clip(x + epsilon * rng.choice([-1.0, 1.0], size=(n, c, 1, w)), 0.0, 1.0)
+    else:
+        x_best = np.clip(x + _l2_init(n, c, h, w, epsilon, rng), 0.0, 1.0)
+    scores, labels = oracle.scores(from_chw(x_best, shape), idx)
+    loss = margin(scores, y, target)
+    success = is_success(labels, y, target)
+    n_iters = budget - 1
+    if progress:
+        progress(0, n_iters)
+
+    for it in range(n_iters):
+        act = np.flatnonzero(~success)
+        if act.size == 0:
+            break
+        p = p_selection(p_init, it, n_iters)
+        xa, xb = x[act], x_best[act]
+        delta = xb - xa
+        na = act.size
+        if norm == "linf":
+            sh, sw = _window(p, h, w)
+            h0, w0 = _corners(rng, na, h, w, sh, sw)
+            mask = _window_mask(h0, w0, sh, sw, h, w)
+            signs = epsilon * rng.choice([-1.0, 1.0], size=(na, c, 1, 1))
+            x_new = np.clip(xa + np.where(mask, signs, delta), 0.0, 1.0)
+        else:
+            sh, sw = _window(p, h, w)
+            if h > 1 and min(h, w) >= 3:
+                sh = sw = max(sh, 3)
+                if sh % 2 == 0:
+                    sh = sw = sh + 1 if sh + 1 <= min(h, w) else sh - 1
+            h0, w0 = _corners(rng, na, h, w, sh, sw)
+            h2, w2 = _corners(rng, na, h, w, sh, sw)
+            m1 = _window_mask(h0, w0, sh, sw, h, w)
+            m2 = _window_mask(h2, w2, sh, sw, h, w)
+            norm_win1 = _l2(delta * m1, (2, 3))  # (na, c, 1, 1)
+            norm_img = _l2(delta, (1, 2, 3))  # (na, 1, 1, 1)
+            norm_win12 = _l2(delta * (m1 | m2), (2, 3))
+            pattern = _place(_meta_pseudo_gaussian(sh, sw, rng), h0, w0, h, w)  # (na, 1, H, W)
+            new = pattern * rng.choice([-1.0, 1.0], size=(na, c, 1, 1))
+            new = new + (delta * m1) / (1e-10 + norm_win1)
+            target_norm = np.sqrt(np.maximum(epsilon**2 - norm_img**2, 0.0) / c + norm_win12**2)
+            new = new / np.maximum(_l2(new, (2, 3)), 1e-12) * target_norm
+            d = np.where(m2, 0.0, delta)
+            d = np.where(m1, new, d)
+            d = d / np.maximum(_l2(d, (1, 2, 3)), 1e-12) * epsilon
+            x_new = np.clip(xa + d, 0.0, 1.0)
+        s_new, l_new = oracle.scores(from_chw(x_new, shape), act)
+        loss_new = margin(s_new, y[act], None if target is None else target[act])
+        succ_new = is_success(l_new, y[act], None if target is None else target[act])
+        accept = (loss_new < loss[act]) | succ_new
+        x_best[act[accept]] = x_new[accept]
+        loss[act[accept]] = loss_new[accept]
+        success[act[accept]] = succ_new[accept]
+        if progress and (it % 25 == 0 or it == n_iters - 1):
+            progress(it + 1, n_iters)
+    if progress:
+        progress(n_iters, n_iters)
+    return done(x_best, success)

@@ -1,0 +1,294 @@
+"""The command line. The one place where errors become messages and exit codes.
+
+Exit codes: 0 ok / admitted; 1 rejected by policy (or a report that does not
+verify); 2 bad input or usage; 3 scan failed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Optional
+
+import typer
+
+from .errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_REJECTED, EXIT_SCAN_FAILED, OnnxGuardError
+from .text import sanitize
+
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    help="onnxguard: security scanner for ONNX classifiers.",
+)
+policy_app = typer.Typer(add_completion=False, no_args_is_help=True, help="List, show and validate policies.")
+app.add_typer(policy_app, name="policy")
+
+
+def err(msg: str) -> None:
+    typer.echo(sanitize(msg), err=True)
+
+
+class ProgressBars:
+    """One progress bar per check on stderr (a line per check when stderr is not a terminal)."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, name: str, total: int) -> Callable[[int, int], None]:
+        state = {"last": -1}
+
+        def update(done: int, tot: int) -> None:
+            if not self.enabled:
+                return
+            frac = min(1.0, done / max(tot, 1))
+            pct = int(frac * 100)
+            if self.tty:
+                if pct != state["last"]:
+                    bar = "#" * (pct // 4) + "-" * (25 - pct // 4)
+                    end = "\n" if pct >= 100 else ""
+                    sys.stderr.write(f"\r  {name:<22} [{bar}] {pct:3d}%{end}")
+                    sys.stderr.flush()
+            elif pct >= 100 and state["last"] < 100:
+                sys.stderr.write(f"  {name:<22} done\n")
+            state["last"] = pct
+
+        return update
+
+
+def _fmt_rate(rate: object) -> str:
+    if rate is None:
+        return "-"
+    r = rate  # type: ignore[assignment]
+    if r.n == 0:  # type: ignore[attr-defined]
+        return "n=0"
+    return f"{r.value:.1%} [{r.ci.low:.1%}, {r.ci.high:.1%}] n={r.n}"  # type: ignore[attr-defined]
+
+
+def print_summary(report: "object", out: Callable[[str], None]) -> None:
+    from .report import Report
+
+    assert isinstance(report, Report)
+    m = report.model
+    out(f"model   {Path(m.path).name}  sha256:{m.sha256[:16]}…  {m.output_kind}, {m.n_classes or '?'} classes, input {m.sample_shape}")
+    if report.data:
+        d = report.data
+        out(f"data    {d.source} ({d.n_samples} samples{', SYNTHETIC' if d.synthetic else ''}; labels: {d.labels})")
+    if report.clean_accuracy:
+        out(f"clean accuracy {_fmt_rate(report.clean_accuracy)}")
+    rows = [("check", "eps", "success rate [95% CI]", "med. queries", "risk")]
+    for c in report.checks:
+        if c.status != "completed":
+            rows.append((c.id, f"{c.epsilon:g}" if c.epsilon is not None else "-", f"not run: {c.reason}", "-", c.risk or "-"))
+            continue
+        q = c.queries
+        rows.append((c.id, f"{c.epsilon:g}", _fmt_rate(c.success_rate), f"{q.median:.0f}" if q and q.median is not None else "-", c.risk or "-"))
+    if report.backdoor is not None:
+        b = report.backdoor
+        mai = f"{b.max_anomaly_index:.2f}" if b.max_anomaly_index is not None else "-"
+        flagged = ",".join(map(str, b.flagged_classes)) or "none"
+        rows.append(("backdoor", "-", f"{b.status}; max anomaly {mai}; flagged {flagged}", str(b.queries), b.risk or "-"))
+    if report.static_findings:
+        worst = max(report.static_findings, key=lambda f: ["info", "low", "medium", "high", "critical"].index(f.severity))
+        rows.append(("static", "-", f"{len(report.static_findings)} finding(s), worst {worst.severity}", "-", "-"))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(5)]
+    for r in rows:
+        out("  ".join(str(v).ljust(widths[i]) for i, v in enumerate(r)))
+    if report.notes:
+        for n in report.notes:
+            out(f"note: {n}")
+    if report.summary:
+        s = report.summary
+        pol = report.policy.name if report.policy else "-"
+        out(f"verdict {s.verdict.upper()}  (highest risk: {s.highest_risk}; policy {pol})")
+        for r in s.reasons[:12]:
+            out(f"  - {r}")
+    if report.timing:
+        t = report.timing
+        share = f", {t.ort_share:.0%} inside onnxruntime" if t.ort_share is not None else ""
+        out(f"time    {t.wall_s:.1f}s{share}; {t.queries_total} model queries")
+
+
+def _parse_range(value: Optional[str]) -> Optional[tuple[float, float]]:
+    from .data import parse_range
+
+    return parse_range(value) if value else None
+
+
+@app.command()
+def scan(
+    model: Path = typer.Argument(..., help="the ONNX model to scan"),
+    data: Optional[Path] = typer.Option(None, "--data", help="samples: .npz (x, y), .npy or .csv"),
+    out: Optional[Path] = typer.Option(None, "--out", help="write the report here"),
+    policy: Optional[str] = typer.Option(None, "--policy", help="shipped policy name or a policy file (default: standard)"),
+    seed: int = typer.Option(0, "--seed", help="random seed; the same seed gives the same report"),
+    value_range: Optional[str] = typer.Option(None, "--range", help="valid input range 'lo,hi'"),
+    budget: Optional[int] = typer.Option(None, "--budget", min=1, help="override every check's queries per sample"),
+    samples: Optional[int] = typer.Option(None, "--samples", min=1, help="override every check's sample count"),
+    target: Optional[int] = typer.Option(None, "--target", min=0, help="run every attack targeted at this class"),
+    save_adversarials: Optional[Path] = typer.Option(None, "--save-adversarials", help="folder for adversarial inputs (.npz per check)"),
+    fail_on: str = typer.Option("fail", "--fail-on", help="verdict that makes the exit code 1: 'fail' or 'warn'"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+) -> None:
+    """Scan MODEL with the policy's checks and write a graded report."""
+    from .policy import load_policy
+    from .scan import ScanOptions, run_scan
+
+    if fail_on not in ("fail", "warn"):
+        raise typer.BadParameter("--fail-on takes 'fail' or 'warn'")
+    pol = load_policy(policy)
+    opts = ScanOptions(
+        model_path=model, data_path=data, value_range=_parse_range(value_range), policy=pol, seed=seed,
+        budget=budget, samples=samples, save_adversarials=save_adversarials, target=target,
+    )
+    report = run_scan(opts, progress=ProgressBars(enabled=not quiet))
+    if report.summary:
+        report.summary.fail_on = fail_on  # type: ignore[assignment]
+    if out:
+        report.write(out)
+    print_summary(report, typer.echo)
+    if out:
+        typer.echo(f"report  {out}")
+    verdict = report.summary.verdict if report.summary else "pass"
+    if verdict == "fail" or (fail_on == "warn" and verdict == "warn"):
+        raise typer.Exit(EXIT_REJECTED)
+
+
+@app.command()
+def attack(
+    name: str = typer.Argument(..., help="attack: square, fd-pgd, fgsm"),
+    model: Path = typer.Argument(..., help="the ONNX model"),
+    data: Optional[Path] = typer.Option(None, "--data", help="samples: .npz (x, y), .npy or .csv"),
+    norm: str = typer.Option("linf", "--norm", help="linf, l2 (l0 for L0 attacks)"),
+    epsilon: float = typer.Option(..., "--epsilon", help="fraction of the valid range (L0: number of pixels/features)"),
+    budget: int = typer.Option(1000, "--budget", min=1, help="model queries per sample"),
+    samples: int = typer.Option(100, "--samples", min=1),
+    seed: int = typer.Option(0, "--seed"),
+    value_range: Optional[str] = typer.Option(None, "--range", help="valid input range 'lo,hi'"),
+    target: Optional[int] = typer.Option(None, "--target", min=0, help="targeted attack towards this class"),
+    labels_only: bool = typer.Option(False, "--labels-only", help="the attacker sees only labels"),
+    out: Optional[Path] = typer.Option(None, "--out", help="write the check's result as JSON"),
+    save_adversarials: Optional[Path] = typer.Option(None, "--save-adversarials"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Run one attack ad hoc and print its success rate, queries and time."""
+    import numpy as np
+    from pydantic import ValidationError
+
+    from .errors import BadInputError
+    from .policy import CheckSpec, load_policy
+    from .scan import ScanOptions, prepare, run_evasion_check
+
+    try:
+        spec = CheckSpec(id=f"{name}-{norm}", attack=name, norm=norm, epsilon=epsilon, samples=samples, budget=budget)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise BadInputError("; ".join(f"{'.'.join(map(str, e['loc'])) or name}: {e['msg']}" for e in exc.errors())) from None
+    pol = load_policy(None)
+    opts = ScanOptions(model_path=model, data_path=data, value_range=_parse_range(value_range), policy=pol, seed=seed)
+    rng = np.random.default_rng(seed)
+    prep = prepare(opts, pol, rng, samples)
+    threat = "labels" if labels_only or not prep.model.has_scores else "scores"
+    bars = ProgressBars(enabled=not quiet)
+    chk = run_evasion_check(prep, spec, threat=threat, seed=seed, target=target, progress=bars(spec.check_id, 1000), save_dir=save_adversarials)
+    if chk.status != "completed":
+        raise BadInputError(f"{name} could not run: {chk.reason}")
+    typer.echo(f"attack        {name} ({norm}, epsilon {epsilon:g}{', target ' + str(target) if target is not None else ''})")
+    typer.echo(f"samples       {chk.n_samples} ({chk.n_attacked} correctly classified and attacked)")
+    typer.echo(f"success rate  {_fmt_rate(chk.success_rate)}")
+    if chk.queries:
+        typer.echo(f"queries       median {chk.queries.median:.0f}, mean {chk.queries.mean:.1f}, max {chk.queries.max} (budget {budget})" if chk.queries.median is not None else "queries       0")
+    if chk.perturbation and chk.perturbation.median is not None:
+        typer.echo(f"perturbation  median {chk.perturbation.median:.4g} ({norm})")
+    share = chk.ort_time_s / chk.wall_time_s if chk.wall_time_s else 0.0
+    typer.echo(f"wall time     {chk.wall_time_s:.2f}s ({share:.0%} inside onnxruntime)")
+    typer.echo(f"finding       {chk.finding}")
+    if out:
+        out.write_text(chk.model_dump_json(indent=2) + "\n", encoding="utf-8")
+
+
+@policy_app.command("list")
+def policy_list() -> None:
+    """List the shipped policies."""
+    from .policy import load_policy, shipped_policies
+
+    for name in shipped_policies():
+        p = load_policy(name).policy
+        typer.echo(f"{name:<10} v{p.version:<5} {p.policy.description}")
+
+
+@policy_app.command("show")
+def policy_show(name: str = typer.Argument(..., help="shipped policy name or file")) -> None:
+    """Print a policy's file, as written (with its comments)."""
+    from .policy import POLICY_DIR, load_policy
+
+    lp = load_policy(name)
+    src = Path(name) if Path(name).exists() else POLICY_DIR / f"{name}.toml"
+    typer.echo(f"# sha256 {lp.sha256}")
+    typer.echo(sanitize(src.read_text(encoding="utf-8", errors="replace")))
+
+
+@policy_app.command("validate")
+def policy_validate(file: Path = typer.Argument(..., help="policy file (.toml or .json)")) -> None:
+    """Validate a policy file; exit 2 with the offending keys if it is invalid."""
+    from .policy import load_policy
+
+    lp = load_policy(str(file))
+    p = lp.policy
+    typer.echo(f"{file}: valid policy '{p.name}' v{p.version}, {len(p.checks)} checks, sha256 {lp.sha256}")
+
+
+@app.command()
+def schema() -> None:
+    """Print the report's JSON Schema."""
+    from .report import json_schema
+
+    typer.echo(json.dumps(json_schema(), indent=2))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: runs the typer app and maps every error to its exit code."""
+    try:
+        from typer._click.exceptions import ClickException, NoArgsIsHelpError
+    except ImportError:  # typer releases that still use click
+        from click import ClickException  # type: ignore[no-redef]
+        from click.exceptions import NoArgsIsHelpError  # type: ignore[no-redef]
+
+    try:
+        rv = app(args=argv, standalone_mode=False, prog_name="onnxguard")
+        return int(rv) if isinstance(rv, int) else EXIT_OK
+    except OnnxGuardError as exc:
+        err(f"onnxguard: error: {exc}")
+        return exc.exit_code
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        err("onnxguard: aborted")
+        return EXIT_SCAN_FAILED
+    except NoArgsIsHelpError as exc:
+        exc.show()
+        return EXIT_BAD_INPUT
+    except ClickException as exc:
+        exc.show()
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        err("onnxguard: interrupted")
+        return 130
+    except MemoryError:
+        err("onnxguard: error: out of memory during the scan")
+        return EXIT_SCAN_FAILED
+    except Exception as exc:  # the last line of defence: never a traceback for the user
+        if os.environ.get("ONNXGUARD_DEBUG"):
+            raise
+        err(f"onnxguard: internal error: {type(exc).__name__}: {sanitize(str(exc))[:300]} (set ONNXGUARD_DEBUG=1 for a traceback)")
+        return EXIT_SCAN_FAILED
+
+
+def _entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    _entry()

@@ -1,0 +1,212 @@
+"""Sample inputs, labels and the valid value range.
+
+Formats: ``.npz`` (array ``x``, optional ``y``), ``.npy`` (inputs only) and
+``.csv`` (numeric; a header naming a ``label``/``y``/``target``/``class``
+column supplies labels). Pickled objects are never loaded. Without data the
+scanner makes synthetic inputs inside the valid range and says so.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError
+from .model import LoadedModel
+from .oracle import Domain
+
+LABEL_COLUMNS = ("label", "y", "target", "class")
+MAX_DATA_BYTES = 1 * 1024**3
+
+
+@dataclass
+class Samples:
+    x: np.ndarray  # (N, *sample_shape) float64, model units
+    y: np.ndarray | None  # (N,) labels as given (mapped to class indices by ``labels_for``)
+    source: str
+    sha256: str | None
+    synthetic: bool
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_data(path: str | os.PathLike[str]) -> Samples:
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"data file not found: {p}")
+    if p.is_dir():
+        raise DataError(f"{p} is a directory; --data takes a .npz, .npy or .csv file")
+    try:
+        size = p.stat().st_size
+    except OSError as exc:
+        raise DataError(f"cannot read data file {p}: {exc.strerror}") from None
+    if size == 0:
+        raise DataError(f"data file {p} is empty")
+    if size > MAX_DATA_BYTES:
+        raise DataError(f"data file {p} is {size} bytes, over the {MAX_DATA_BYTES}-byte limit")
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".npz":
+            x, y = _load_npz(p)
+        elif suffix == ".npy":
+            x, y = np.load(p, allow_pickle=False), None
+        elif suffix == ".csv":
+            x, y = _load_csv(p)
+        else:
+            raise DataError(f"unsupported data format '{suffix or p.name}': use .npz (arrays x, y), .npy or .csv")
+    except DataError:
+        raise
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(f"cannot read {p.name} as {suffix[1:]}: {str(exc)[:200]}") from None
+    x = _check_x(np.asarray(x), p.name)
+    if y is not None:
+        y = np.asarray(y).reshape(-1)
+        if y.shape[0] != x.shape[0]:
+            raise DataError(f"{p.name}: {x.shape[0]} samples but {y.shape[0]} labels")
+    return Samples(x=x, y=y, source=str(p), sha256=_sha256(p), synthetic=False)
+
+
+def _load_npz(p: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    with np.load(p, allow_pickle=False) as z:
+        keys = list(z.keys())
+        if "x" not in keys:
+            raise DataError(f"{p.name} holds arrays {keys}; expected an array named 'x' (and optionally 'y')")
+        return z["x"], (z["y"] if "y" in keys else None)
+
+
+def _load_csv(p: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    with open(p, newline="", encoding="utf-8", errors="replace") as f:
+        rows = [r for r in csv.reader(f) if r]
+    if not rows:
+        raise DataError(f"{p.name} holds no rows")
+    header = None
+    try:
+        [float(v) for v in rows[0]]
+    except ValueError:
+        header, rows = [h.strip().lower() for h in rows[0]], rows[1:]
+    if not rows:
+        raise DataError(f"{p.name} has a header but no data rows")
+    width = len(rows[0])
+    if any(len(r) != width for r in rows):
+        raise DataError(f"{p.name}: rows have different numbers of columns")
+    label_col = None
+    if header:
+        for name in LABEL_COLUMNS:
+            if name in header:
+                label_col = header.index(name)
+                break
+    try:
+        arr = np.array([[float(v) for i, v in enumerate(r) if i != label_col] for r in rows], dtype=np.float64)
+    except ValueError as exc:
+        raise DataError(f"{p.name}: non-numeric value in a feature column ({exc})") from None
+    y = None
+    if label_col is not None:
+        raw = [r[label_col].strip() for r in rows]
+        try:
+            y = np.array([int(float(v)) for v in raw], dtype=np.int64)
+        except ValueError:
+            y = np.array(raw)
+    return arr, y
+
+
+def _check_x(x: np.ndarray, name: str) -> np.ndarray:
+    if x.dtype.kind not in "fiub":
+        raise DataError(f"{name}: inputs have dtype {x.dtype}; expected numbers")
+    if x.ndim < 1 or x.shape[0] == 0:
+        raise DataError(f"{name}: holds no samples")
+    if x.ndim == 1:
+        x = x.reshape(1, -1)
+    x = x.astype(np.float64)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        rows = np.flatnonzero(bad.reshape(x.shape[0], -1).any(axis=1))
+        raise DataError(f"{name}: {len(rows)} sample(s) contain NaN or infinite values (first: sample {int(rows[0])})")
+    return x
+
+
+def fit_to_model(samples: Samples, model: LoadedModel) -> Samples:
+    """Reshape flat samples to the model's sample shape; reject shapes that cannot fit."""
+    x = samples.x
+    want = model.sample_shape
+    if x.shape[1:] == want:
+        return samples
+    if int(np.prod(x.shape[1:])) == int(np.prod(want)):
+        samples.x = x.reshape(x.shape[0], *want)
+        return samples
+    raise DataError(
+        f"data samples have shape {list(x.shape[1:])} ({int(np.prod(x.shape[1:]))} values) but the model's input "
+        f"'{model.input_name}' takes {list(want)} ({int(np.prod(want))} values)"
+    )
+
+
+def labels_for(samples: Samples, model: LoadedModel) -> np.ndarray | None:
+    """Map given labels to the model's class indices; None when there are none."""
+    y = samples.y
+    if y is None:
+        return None
+    if model.class_labels is not None:
+        index = {str(c): i for i, c in enumerate(model.class_labels)}
+        keys = [str(int(v)) if isinstance(v, (np.integer, int)) or (isinstance(v, (float, np.floating)) and float(v).is_integer()) else str(v) for v in y.tolist()]
+        if all(k in index for k in keys):
+            return np.array([index[k] for k in keys], dtype=np.int64)
+    if y.dtype.kind in "iuf":
+        yi = y.astype(np.int64)
+        if np.all(yi == y) and yi.min() >= 0 and (model.n_classes is None or yi.max() < model.n_classes):
+            return yi
+    classes = model.class_labels if model.class_labels is not None else f"0..{(model.n_classes or 1) - 1}"
+    raise DataError(f"data labels {sorted(set(map(str, y.tolist())))[:10]} do not match the model's classes {classes}")
+
+
+def parse_range(text: str) -> tuple[float, float]:
+    try:
+        lo_s, hi_s = text.split(",")
+        lo, hi = float(lo_s), float(hi_s)
+    except ValueError:
+        raise DataError(f"--range takes 'lo,hi' (two numbers), got '{text}'") from None
+    if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
+        raise DataError(f"--range needs finite lo < hi, got {lo},{hi}")
+    return lo, hi
+
+
+def resolve_domain(
+    model: LoadedModel, samples: Samples | None, value_range: tuple[float, float] | None
+) -> tuple[Domain, str]:
+    """The valid input range and where it came from ('given', 'data', 'assumed')."""
+    shape = model.sample_shape
+    if value_range is not None:
+        lo, hi = value_range
+        dom = Domain(np.full(shape, lo), np.full(shape, hi))
+        if samples is not None and not samples.synthetic:
+            if samples.x.min() < lo - 1e-9 or samples.x.max() > hi + 1e-9:
+                raise DataError(
+                    f"data values span [{samples.x.min():.4g}, {samples.x.max():.4g}], outside the valid range [{lo:g}, {hi:g}]"
+                )
+        return dom, "given"
+    if samples is None:
+        return Domain(np.zeros(shape), np.ones(shape)), "assumed"
+    x = samples.x
+    if len(shape) == 1:  # tabular: per feature
+        lo, hi = x.min(axis=0), x.max(axis=0)
+        return Domain(lo, hi), "data"
+    lo, hi = float(x.min()), float(x.max())
+    if lo >= 0 and hi <= 1:
+        lo, hi = 0.0, 1.0
+    elif lo >= 0 and hi <= 255:
+        lo, hi = 0.0, 255.0
+    return Domain(np.full(shape, lo), np.full(shape, hi)), "data"
+
+
+def synthetic_samples(model: LoadedModel, domain: Domain, n: int, rng: np.random.Generator) -> Samples:
+    z = rng.uniform(0.0, 1.0, size=(n, *model.sample_shape))
+    return Samples(x=domain.from_unit(z), y=None, source="synthetic", sha256=None, synthetic=True)

@@ -1,0 +1,421 @@
+"""Loading an ONNX classifier through onnxruntime.
+
+Finds the input to attack and the outputs to read, resolves dynamic axes, and
+turns every common output convention into one ``(N, classes)`` score array:
+
+* raw logits                         -> used as they are
+* probabilities (softmax, sklearn)   -> log-probabilities (same margins as logits)
+* ``(label, probabilities)`` pairs   -> label is the decision, probabilities the scores
+* sklearn ZipMap (sequence of maps)  -> unpacked in the map's key order
+* a single sigmoid output            -> binary classifier, ``[log(1-p), log(p)]``
+* label-only                         -> no scores; only decision-based attacks apply
+
+Nothing here counts queries: attacks never see a ``LoadedModel`` directly but an
+:class:`onnxguard.oracle.Oracle` wrapped around it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ModelLoadError, NotAClassifierError
+
+DEFAULT_MAX_MODEL_BYTES = 2 * 1024**3  # onnx protobufs cannot exceed 2 GiB anyway
+_LOG_FLOOR = 1e-40
+
+_FLOAT_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+}
+_LABEL_TYPES = {"tensor(int64)", "tensor(int32)", "tensor(string)", "tensor(int8)", "tensor(uint8)"}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    type: str
+    shape: tuple[int | str | None, ...] | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "type": self.type, "shape": list(self.shape) if self.shape is not None else None}
+
+
+@dataclass
+class ModelOutputs:
+    """What one batch of queries returned, in the scanner's own convention."""
+
+    labels: np.ndarray  # (N,) int64 class indices
+    scores: np.ndarray | None  # (N, C) float64 logits or log-probabilities; None for label-only models
+
+
+@dataclass
+class LoadedModel:
+    path: Path
+    sha256: str
+    size_bytes: int
+    opset: dict[str, int]
+    ir_version: int
+    producer: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    input_name: str
+    input_dtype: np.dtype
+    sample_shape: tuple[int, ...]
+    fixed_batch: int | None
+    output_kind: str
+    n_classes: int | None
+    class_labels: list[Any] | None
+    session: Any = field(repr=False)
+    external_files: list[tuple[str, str, int]] = field(default_factory=list)  # (relative path, sha256, size)
+    _score_name: str | None = field(default=None, repr=False)
+    _label_name: str | None = field(default=None, repr=False)
+    _zipmap_keys: list[Any] | None = field(default=None, repr=False)
+    _label_index: dict[Any, int] | None = field(default=None, repr=False)
+
+    @property
+    def has_scores(self) -> bool:
+        return self.output_kind != "label"
+
+    @property
+    def n_features(self) -> int:
+        return int(np.prod(self.sample_shape))
+
+    @property
+    def is_image(self) -> bool:
+        """Rank-3 samples (C,H,W) or (H,W,C), or rank-2 (H,W): pixels, not features."""
+        return len(self.sample_shape) >= 2
+
+    def run_raw(self, x: np.ndarray) -> tuple[list[Any], float]:
+        """One ``session.run`` on a batch already shaped for the model. Returns outputs and seconds spent."""
+        feed = {self.input_name: np.ascontiguousarray(x, dtype=self.input_dtype)}
+        names = [n for n in (self._label_name, self._score_name) if n]
+        t0 = time.perf_counter()
+        try:
+            out = self.session.run(names, feed)
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise ModelLoadError(f"the model failed while running on a batch of shape {tuple(x.shape)}: {_short(exc)}") from exc
+        return out, time.perf_counter() - t0
+
+    def predict(self, x: np.ndarray, max_batch: int = 256) -> tuple[ModelOutputs, float]:
+        """Run any number of samples, chunked; returns outputs and time inside onnxruntime."""
+        x = np.asarray(x)
+        if x.shape[1:] != self.sample_shape:
+            raise ModelLoadError(f"internal: batch of shape {x.shape[1:]} does not match model sample shape {self.sample_shape}")
+        n = x.shape[0]
+        step = self.fixed_batch or max_batch
+        label_parts, score_parts, total = [], [], 0.0
+        for start in range(0, n, step):
+            chunk = x[start : start + step]
+            real = chunk.shape[0]
+            if self.fixed_batch and real < self.fixed_batch:
+                pad = np.repeat(chunk[-1:], self.fixed_batch - real, axis=0)
+                chunk = np.concatenate([chunk, pad], axis=0)
+            raw, dt = self.run_raw(chunk)
+            total += dt
+            out = self._interpret(raw)
+            label_parts.append(out.labels[:real])
+            if out.scores is not None:
+                score_parts.append(out.scores[:real])
+        labels = np.concatenate(label_parts) if label_parts else np.zeros((0,), np.int64)
+        scores = np.concatenate(score_parts) if score_parts else None
+        return ModelOutputs(labels=labels, scores=scores), total
+
+    # -- interpretation -------------------------------------------------
+    def _interpret(self, raw: list[Any]) -> ModelOutputs:
+        i = 0
+        label_vals = None
+        if self._label_name:
+            label_vals = np.asarray(raw[0]).reshape(-1)
+            i = 1
+        scores = None
+        if self._score_name:
+            s = raw[i]
+            if self.output_kind == "zipmap":
+                keys = self._zipmap_keys or []
+                s = np.array([[row[k] for k in keys] for row in s], dtype=np.float64)
+            s = np.asarray(s, dtype=np.float64)
+            s = s.reshape(s.shape[0], -1)
+            if self.output_kind == "sigmoid":
+                p = np.clip(s[:, :1], _LOG_FLOOR, 1.0)
+                q = np.clip(1.0 - s[:, :1], _LOG_FLOOR, 1.0)
+                s = np.concatenate([np.log(q), np.log(p)], axis=1)
+            elif self.output_kind in ("probabilities", "label+probabilities", "zipmap"):
+                s = np.log(np.clip(s, _LOG_FLOOR, None))
+            s = np.nan_to_num(s, nan=-1e30, posinf=1e30, neginf=-1e30)
+            scores = s
+        if label_vals is not None:
+            labels = self._map_labels(label_vals, scores)
+        else:
+            assert scores is not None
+            labels = np.argmax(scores, axis=1).astype(np.int64)
+        return ModelOutputs(labels=labels, scores=scores)
+
+    def _map_labels(self, vals: np.ndarray, scores: np.ndarray | None) -> np.ndarray:
+        if self._label_index is not None:
+            idx = np.fromiter((self._label_index.get(_py(v), -1) for v in vals), dtype=np.int64, count=len(vals))
+            if scores is not None and (idx < 0).any():
+                idx = np.where(idx < 0, np.argmax(scores, axis=1), idx)
+            return idx
+        return vals.astype(np.int64)
+
+
+def _py(v: Any) -> Any:
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    from .text import sanitize
+
+    msg = sanitize(str(exc)).strip().splitlines()
+    text = msg[0] if msg else type(exc).__name__
+    return text[:limit]
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _shape_of(type_proto_shape: Any) -> tuple[int | str | None, ...] | None:
+    if type_proto_shape is None:
+        return None
+    return tuple(d if isinstance(d, int) else (d if isinstance(d, str) else None) for d in type_proto_shape)
+
+
+def _classify_outputs(model_proto: Any, outputs: list[TensorSpec]) -> tuple[str | None, str | None, str]:
+    """Pick the label output and the score output; returns (label_name, score_name, kind_hint)."""
+    label_name = None
+    score_candidates: list[TensorSpec] = []
+    zipmap_name = None
+    for o in outputs:
+        if o.type in _LABEL_TYPES and (o.shape is None or len(o.shape) <= 2):
+            if label_name is None:
+                label_name = o.name
+        elif o.type.startswith("seq(map("):
+            zipmap_name = zipmap_name or o.name
+        elif o.type in _FLOAT_TYPES:
+            score_candidates.append(o)
+    if zipmap_name:
+        return label_name, zipmap_name, "zipmap"
+    ranked = [o for o in score_candidates if o.shape is None or len(o.shape) in (1, 2) or _squeezable(o.shape)]
+    bad = [o for o in score_candidates if o not in ranked]
+    if not ranked:
+        if bad:
+            shapes = ", ".join(f"{o.name}{list(o.shape or [])}" for o in bad)
+            raise NotAClassifierError(
+                f"the model's float outputs ({shapes}) are not per-class scores: it looks like a detector or "
+                "segmentation model. Not tested: evasion attacks and backdoor search (they need a classifier). "
+                "Static checks of the file can still be run with `onnxguard inspect`."
+            )
+        if label_name is None:
+            raise NotAClassifierError("the model has no float score output and no integer/string label output; it is not a classifier")
+        return label_name, None, "label"
+    # prefer an output whose name says probabilities/logits
+    def rank(o: TensorSpec) -> int:
+        n = o.name.lower()
+        return 0 if any(k in n for k in ("prob", "softmax", "logit", "score", "output")) else 1
+
+    ranked.sort(key=rank)
+    return label_name, ranked[0].name, "scores"
+
+
+def _squeezable(shape: tuple[int | str | None, ...]) -> bool:
+    # (N, C, 1, 1) style outputs
+    return len(shape) > 2 and all(d == 1 for d in shape[2:])
+
+
+def _classifier_labels(model_proto: Any) -> list[Any] | None:
+    """Class labels declared by an ai.onnx.ml classifier node (in column order), if any."""
+    for node in model_proto.graph.node:
+        if node.op_type in ("ZipMap", "LinearClassifier", "SVMClassifier", "TreeEnsembleClassifier"):
+            for a in node.attribute:
+                if a.name == "classlabels_int64s" and len(a.ints):
+                    return list(a.ints)
+                if a.name == "classlabels_strings" and len(a.strings):
+                    return [s.decode("utf-8", "replace") for s in a.strings]
+    return None
+
+
+def _producer_of(model_proto: Any, output_name: str) -> str | None:
+    for node in model_proto.graph.node:
+        if output_name in node.output:
+            return node.op_type
+    return None
+
+
+def load_model(
+    path: str | os.PathLike[str],
+    *,
+    probe: np.ndarray | None = None,
+    sample_shape: tuple[int, ...] | None = None,
+    max_bytes: int = DEFAULT_MAX_MODEL_BYTES,
+    intra_op_threads: int = 0,
+) -> LoadedModel:
+    """Load ``path`` safely and work out how to query it.
+
+    ``probe`` (a few samples) resolves dynamic non-batch axes and tells
+    probabilities from logits; without it, dynamic non-batch axes must be
+    given in ``sample_shape`` and a small synthetic probe is used.
+    """
+    from . import safeload
+
+    p = Path(path)
+    loaded = safeload.read_model(p, max_bytes=max_bytes)
+    proto = loaded.proto
+
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    if intra_op_threads:
+        so.intra_op_num_threads = intra_op_threads
+    if loaded.external:
+        names = list(loaded.external.keys())
+        arrays = [loaded.external[n] for n in names]
+        so.add_external_initializers_from_files_in_memory(names, arrays, [len(a) for a in arrays])
+    try:
+        sess = ort.InferenceSession(loaded.model_bytes, sess_options=so, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ModelLoadError(f"onnxruntime cannot load {p.name}: {_short(exc)}") from exc
+
+    inputs = [TensorSpec(i.name, i.type, _shape_of(i.shape)) for i in sess.get_inputs()]
+    outputs = [TensorSpec(o.name, o.type, _shape_of(o.shape)) for o in sess.get_outputs()]
+    if not inputs:
+        raise NotAClassifierError("the model declares no inputs; there is nothing to attack")
+    if len(inputs) > 1:
+        desc = ", ".join(f"{i.name} ({i.type})" for i in inputs)
+        raise NotAClassifierError(
+            f"the model has {len(inputs)} inputs ({desc}); onnxguard attacks single-input classifiers. "
+            "Not tested: evasion attacks and backdoor search. Static checks: `onnxguard inspect`."
+        )
+    inp = inputs[0]
+    if inp.type not in _FLOAT_TYPES:
+        raise NotAClassifierError(
+            f"the model's input '{inp.name}' is {inp.type}; onnxguard's attacks perturb continuous inputs "
+            "(float16/float32/float64). Not tested: evasion attacks and backdoor search."
+        )
+    dtype = np.dtype(_FLOAT_TYPES[inp.type])
+    shape = inp.shape or (None,)
+    if len(shape) < 2:
+        raise NotAClassifierError(f"the model's input '{inp.name}' has shape {list(shape)}; expected a batch axis and at least one feature axis")
+    batch = shape[0]
+    fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
+    rest = list(shape[1:])
+    if any(not isinstance(d, int) or d <= 0 for d in rest):
+        if probe is not None and probe.ndim == len(shape):
+            rest = [d if isinstance(d, int) and d > 0 else probe.shape[i + 1] for i, d in enumerate(rest)]
+            if tuple(rest) != probe.shape[1:]:
+                from .errors import DataError
+
+                raise DataError(f"data samples have shape {list(probe.shape[1:])} but the model expects {list(shape[1:])}")
+        elif sample_shape is not None:
+            rest = list(sample_shape)
+        else:
+            raise NotAClassifierError(
+                f"the model's input shape {list(shape)} has dynamic axes besides the batch; pass --data with samples so they can be resolved"
+            )
+    s_shape = tuple(int(d) for d in rest)
+
+    label_name, score_name, hint = _classify_outputs(proto, outputs)
+    model = LoadedModel(
+        path=p,
+        sha256=loaded.sha256,
+        size_bytes=loaded.size_bytes,
+        opset={(d.domain or "ai.onnx"): int(d.version) for d in proto.opset_import},
+        ir_version=int(proto.ir_version),
+        producer=" ".join(x for x in (proto.producer_name, proto.producer_version) if x),
+        inputs=inputs,
+        outputs=outputs,
+        input_name=inp.name,
+        input_dtype=dtype,
+        sample_shape=s_shape,
+        fixed_batch=fixed_batch,
+        output_kind="label" if hint == "label" else hint,
+        n_classes=None,
+        class_labels=None,
+        session=sess,
+        external_files=loaded.external_files,
+        _score_name=score_name,
+        _label_name=label_name,
+    )
+    _resolve_kind(model, proto, probe)
+    return model
+
+
+def _resolve_kind(model: LoadedModel, proto: Any, probe: np.ndarray | None) -> None:
+    """Run a probe batch and decide logits vs probabilities, classes and label mapping."""
+    if probe is None or probe.shape[1:] != model.sample_shape:
+        rng = np.random.default_rng(0)
+        probe = rng.uniform(0.0, 1.0, size=(8, *model.sample_shape))
+    probe = probe[:64]
+    # raw run to see what comes out
+    step = model.fixed_batch or len(probe)
+    chunk = probe[:step]
+    if model.fixed_batch and len(chunk) < model.fixed_batch:
+        chunk = np.concatenate([chunk, np.repeat(chunk[-1:], model.fixed_batch - len(chunk), axis=0)])
+    raw, _ = model.run_raw(chunk)
+    i = 1 if model._label_name else 0
+    declared = _classifier_labels(proto)
+
+    if model.output_kind == "zipmap":
+        first = raw[i][0] if len(raw[i]) else {}
+        model._zipmap_keys = list(first.keys())
+        model.class_labels = [_py(k) for k in model._zipmap_keys]
+        model.n_classes = len(model._zipmap_keys)
+    elif model.output_kind == "scores":
+        s = np.asarray(raw[i], dtype=np.float64)
+        s = s.reshape(s.shape[0], -1)
+        c = s.shape[1]
+        producer = _producer_of(proto, model._score_name or "")
+        if c == 1:
+            if producer == "Sigmoid":
+                model.output_kind = "sigmoid"
+                c = 2
+            else:
+                raise NotAClassifierError(
+                    f"the model's output '{model._score_name}' is one float per sample (a regression model?). "
+                    "Not tested: evasion attacks and backdoor search, which need per-class scores or labels."
+                )
+        else:
+            finite = np.isfinite(s).all()
+            is_prob = finite and s.min() >= -1e-6 and s.max() <= 1 + 1e-6 and np.allclose(s.sum(axis=1), 1.0, atol=1e-3)
+            if producer in ("Softmax", "ZipMap") or is_prob:
+                model.output_kind = "label+probabilities" if model._label_name else "probabilities"
+            else:
+                model.output_kind = "label+logits" if model._label_name else "logits"
+        model.n_classes = c
+        if declared and len(declared) == c:
+            model.class_labels = declared
+    elif model.output_kind == "label":
+        if declared:
+            model.class_labels = declared
+            model.n_classes = len(declared)
+
+    if model._label_name:
+        if model.class_labels is not None:
+            model._label_index = {_py(v): k for k, v in enumerate(model.class_labels)}
+        else:
+            vals = np.asarray(raw[0]).reshape(-1)
+            if vals.dtype.kind in "iu":
+                model._label_index = None  # labels are already indices
+                if model.n_classes is None:
+                    model.n_classes = None  # unknown for label-only models
+            else:
+                raise NotAClassifierError(
+                    "the model outputs string labels without declaring its classes; cannot map labels to classes"
+                )

@@ -1,0 +1,119 @@
+"""The Oracle: the only door to the model.
+
+Every attack gets an :class:`Oracle` and nothing else of the model. It
+
+* works in a normalised space: attacks see inputs in ``[0, 1]`` per feature,
+  the oracle maps them to the model's valid range ``lo + z * (hi - lo)``, so an
+  epsilon always means "this fraction of the valid range" (images in [0, 1]
+  are unchanged; each tabular feature is scaled by its own range);
+* batches queries into few ``session.run`` calls (chunked to ``max_batch``);
+* counts queries per sample and refuses any query past the per-sample budget;
+* records the time spent inside onnxruntime;
+* hides scores when the threat model is labels-only.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import BudgetExhausted, OnnxGuardError
+from .model import LoadedModel, ModelOutputs
+
+
+@dataclass(frozen=True)
+class Domain:
+    """The valid input range, broadcastable to one sample's shape."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+
+    @property
+    def width(self) -> np.ndarray:
+        return self.hi - self.lo
+
+    def to_unit(self, x: np.ndarray) -> np.ndarray:
+        w = np.where(self.width > 0, self.width, 1.0)
+        return np.clip((np.asarray(x, dtype=np.float64) - self.lo) / w, 0.0, 1.0)
+
+    def from_unit(self, z: np.ndarray) -> np.ndarray:
+        return self.lo + np.asarray(z, dtype=np.float64) * self.width
+
+
+class Oracle:
+    """Counted, budgeted, batched access to one model for ``n_samples`` attacked samples."""
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        domain: Domain,
+        *,
+        n_samples: int,
+        budget: int | None,
+        labels_only: bool = False,
+        max_batch: int = 256,
+    ) -> None:
+        if labels_only is False and not model.has_scores:
+            labels_only = True
+        self.model = model
+        self.domain = domain
+        self.n_samples = n_samples
+        self.budget = budget
+        self.labels_only = labels_only
+        self.max_batch = max_batch
+        self.queries = np.zeros(n_samples, dtype=np.int64)
+        self.ort_time = 0.0
+        self.run_calls = 0
+        self.wall_start = time.perf_counter()
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return self.model.sample_shape
+
+    @property
+    def n_classes(self) -> int | None:
+        return self.model.n_classes
+
+    def remaining(self, idx: np.ndarray | None = None) -> np.ndarray:
+        """Queries left per sample (a large number when there is no budget)."""
+        q = self.queries if idx is None else self.queries[np.asarray(idx)]
+        if self.budget is None:
+            return np.full(q.shape, np.iinfo(np.int64).max // 4, dtype=np.int64)
+        return self.budget - q
+
+    def query(self, z: np.ndarray, idx: np.ndarray) -> ModelOutputs:
+        """Evaluate normalised inputs ``z`` (B, *shape) belonging to samples ``idx`` (B,)."""
+        z = np.asarray(z)
+        idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+        if z.shape[0] != idx.shape[0]:
+            raise OnnxGuardError(f"internal: {z.shape[0]} inputs for {idx.shape[0]} sample indices")
+        if z.shape[0] == 0:
+            c = self.model.n_classes or 0
+            return ModelOutputs(labels=np.zeros((0,), np.int64), scores=None if self.labels_only else np.zeros((0, c)))
+        counts = np.bincount(idx, minlength=self.n_samples)
+        if self.budget is not None and np.any(self.queries + counts > self.budget):
+            worst = int(np.argmax(self.queries + counts))
+            raise BudgetExhausted(
+                f"attack asked for {int(self.queries[worst] + counts[worst])} queries on sample {worst}, over the budget of {self.budget}"
+            )
+        x = self.domain.from_unit(z)
+        out, dt = self.model.predict(x, max_batch=self.max_batch)
+        self.queries += counts
+        self.ort_time += dt
+        self.run_calls += -(-len(z) // (self.model.fixed_batch or self.max_batch))
+        if self.labels_only:
+            return ModelOutputs(labels=out.labels, scores=None)
+        return out
+
+    def scores(self, z: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scores (logits or log-probabilities) and labels; refused under a labels-only threat model."""
+        if self.labels_only:
+            raise OnnxGuardError("internal: a score-based attack was run under a labels-only threat model")
+        out = self.query(z, idx)
+        assert out.scores is not None
+        return out.scores, out.labels
+
+    def labels(self, z: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        return self.query(z, idx).labels

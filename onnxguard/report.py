@@ -1,0 +1,337 @@
+"""The report: a versioned pydantic model; its JSON Schema ships in the package.
+
+Registries and reviewers depend on these field names. Every figure carries its
+sample size, a confidence interval and the queries spent. Change the schema
+only by bumping ``SCHEMA_VERSION`` (minor: fields added; major: anything else).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from .stats import median_ci, wilson
+
+SCHEMA_VERSION = "1.0"
+REPORT_MEDIA_TYPE = "application/vnd.onnxguard.report+json"
+
+Level = Literal["low", "medium", "high", "critical"]
+Verdict = Literal["pass", "warn", "fail"]
+LEVELS: tuple[str, ...] = ("low", "medium", "high", "critical")
+VERDICTS: tuple[str, ...] = ("pass", "warn", "fail")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Interval(_Model):
+    low: float
+    high: float
+    confidence: float = 0.95
+    method: str
+
+
+class Rate(_Model):
+    """A proportion with its Wilson interval: ``successes`` of ``n``."""
+
+    value: float | None
+    successes: int
+    n: int
+    ci: Interval
+
+    @classmethod
+    def of(cls, successes: int, n: int, confidence: float = 0.95) -> "Rate":
+        lo, hi = wilson(successes, n, confidence)
+        return cls(value=(successes / n) if n else None, successes=int(successes), n=int(n), ci=Interval(low=lo, high=hi, confidence=confidence, method="wilson"))
+
+
+class Quantity(_Model):
+    """A per-sample figure summarised by its median (with an order-statistics interval) and mean.
+
+    ``n`` counts the samples; ``n_infinite`` those where nothing was found within budget
+    (they count as +infinity for the median and are left out of the mean)."""
+
+    median: float | None
+    mean: float | None
+    ci: Interval | None
+    n: int
+    n_infinite: int = 0
+
+    @classmethod
+    def of(cls, values: np.ndarray, confidence: float = 0.95) -> "Quantity":
+        v = np.asarray(values, dtype=np.float64)
+        fin = v[np.isfinite(v)]
+        ci = median_ci(v, confidence)
+
+        def f(x: float) -> float | None:
+            return float(x) if np.isfinite(x) else None
+
+        med = float(np.median(v)) if v.size else None
+        return cls(
+            median=f(med) if med is not None else None,
+            mean=float(fin.mean()) if fin.size else None,
+            ci=(Interval(low=ci[0], high=ci[1] if np.isfinite(ci[1]) else float("inf"), confidence=confidence, method="order-statistics") if ci and np.isfinite(ci[0]) else None),
+            n=int(v.size),
+            n_infinite=int((~np.isfinite(v)).sum()),
+        )
+
+
+class QueryStats(_Model):
+    total: int
+    median: float | None
+    mean: float | None
+    max: int
+    budget_per_sample: int | None
+
+    @classmethod
+    def of(cls, q: np.ndarray, budget: int | None) -> "QueryStats":
+        q = np.asarray(q)
+        return cls(
+            total=int(q.sum()),
+            median=float(np.median(q)) if q.size else None,
+            mean=float(q.mean()) if q.size else None,
+            max=int(q.max()) if q.size else 0,
+            budget_per_sample=budget,
+        )
+
+
+class Grade(_Model):
+    metric: str
+    value: float | None
+    graded_value: float | None = Field(description="the value the thresholds were applied to (a rate's upper CI bound)")
+    level: Level
+    verdict: Verdict
+    rule: str
+
+
+class TensorInfo(_Model):
+    name: str
+    type: str
+    shape: list[int | str | None] | None
+
+
+class FileDigest(_Model):
+    path: str
+    sha256: str
+    size_bytes: int
+
+
+class ModelInfo(_Model):
+    path: str
+    sha256: str
+    size_bytes: int
+    opset: dict[str, int]
+    ir_version: int
+    producer: str
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    output_kind: str | None = None
+    n_classes: int | None = None
+    sample_shape: list[int] | None = None
+    external_data: list[FileDigest] = Field(default_factory=list)
+
+
+class RangeInfo(_Model):
+    source: Literal["given", "policy", "data", "assumed"]
+    lo: float | list[float]
+    hi: float | list[float]
+
+
+class DataInfo(_Model):
+    source: str
+    sha256: str | None
+    n_samples: int
+    synthetic: bool
+    labels: Literal["given", "model_predictions"]
+    value_range: RangeInfo
+    note: str | None = None
+
+
+class Environment(_Model):
+    python: str
+    platform: str
+    onnxguard: str
+    onnxruntime: str
+    onnx: str
+    numpy: str
+    execution_provider: str
+
+
+class ToolInfo(_Model):
+    name: str = "onnxguard"
+    version: str
+
+
+class PolicyInfo(_Model):
+    name: str
+    version: str
+    sha256: str
+    source: str
+
+
+class CurvePoint(_Model):
+    epsilon: float
+    success_rate: Rate
+    robust_accuracy: Rate
+
+
+class EvasionCheck(_Model):
+    id: str
+    kind: Literal["evasion"] = "evasion"
+    attack: str
+    norm: str
+    epsilon: float | None = Field(description="the graded budget: fraction of the valid range per feature (L0: features/pixels)")
+    epsilons: list[float] = Field(default_factory=list)
+    threat_model: Literal["scores", "labels"]
+    targeted: bool = False
+    target: int | None = None
+    status: Literal["completed", "not_run", "failed"]
+    reason: str | None = None
+    n_samples: int = 0
+    n_attacked: int = 0
+    clean_accuracy: Rate | None = None
+    success_rate: Rate | None = None
+    finding: str | None = Field(default=None, description="plain statement of what was and was not found")
+    queries: QueryStats | None = None
+    perturbation: Quantity | None = Field(default=None, description="norm of the successful adversarial perturbations")
+    min_perturbation: Quantity | None = Field(default=None, description="smallest budget at which each sample broke")
+    robustness_curve: list[CurvePoint] = Field(default_factory=list)
+    seed: int | None = None
+    wall_time_s: float = 0.0
+    ort_time_s: float = 0.0
+    adversarials: str | None = None
+    grades: list[Grade] = Field(default_factory=list)
+    risk: Level | None = None
+
+
+class StaticFinding(_Model):
+    id: str
+    severity: Literal["info", "low", "medium", "high", "critical"]
+    title: str
+    detail: str
+    location: str | None = None
+
+
+class ClassTrigger(_Model):
+    cls: int
+    label: str | None = None
+    full_search: bool
+    trigger_size: float | None
+    trigger_kind: str | None = None
+    attack_success: Rate | None = None
+    anomaly_index: float | None = None
+    queries: int = 0
+
+
+class BackdoorSection(_Model):
+    status: Literal["completed", "not_run", "failed"]
+    reason: str | None = None
+    method: str | None = None
+    threat_model: Literal["scores", "labels"] = "scores"
+    classes: list[ClassTrigger] = Field(default_factory=list)
+    flagged_classes: list[int] = Field(default_factory=list)
+    anomaly_threshold: float | None = None
+    max_anomaly_index: float | None = None
+    fully_searched_classes: list[int] = Field(default_factory=list)
+    trigger_files: list[str] = Field(default_factory=list)
+    queries: int = 0
+    query_budget: int | None = None
+    wall_time_s: float = 0.0
+    finding: str | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+    grades: list[Grade] = Field(default_factory=list)
+    risk: Level | None = None
+
+
+class TransferResult(_Model):
+    source_model: str
+    source_sha256: str
+    attack: str
+    norm: str
+    epsilon: float | None
+    n_adversarials: int
+    transfer_rate: Rate
+    grades: list[Grade] = Field(default_factory=list)
+    risk: Level | None = None
+
+
+class NotTested(_Model):
+    what: str
+    reason: str
+
+
+class Summary(_Model):
+    highest_risk: Level
+    verdict: Verdict
+    reasons: list[str] = Field(default_factory=list)
+    fail_on: Verdict = "fail"
+
+
+class Timing(_Model):
+    wall_s: float
+    ort_s: float
+    ort_share: float | None
+    queries_total: int
+
+
+class Report(_Model):
+    schema_version: str = SCHEMA_VERSION
+    tool: ToolInfo
+    created_at: str
+    model: ModelInfo
+    data: DataInfo | None = None
+    seed: int
+    environment: Environment
+    policy: PolicyInfo | None = None
+    clean_accuracy: Rate | None = None
+    checks: list[EvasionCheck] = Field(default_factory=list)
+    backdoor: BackdoorSection | None = None
+    transfer: list[TransferResult] = Field(default_factory=list)
+    static_findings: list[StaticFinding] = Field(default_factory=list)
+    static_grades: list[Grade] = Field(default_factory=list)
+    not_tested: list[NotTested] = Field(default_factory=list)
+    summary: Summary | None = None
+    timing: Timing | None = None
+    notes: list[str] = Field(default_factory=list)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    def write(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
+
+
+VOLATILE_FIELDS = ("created_at", "wall_time_s", "ort_time_s", "timing", "wall_s", "ort_s", "ort_share")
+
+
+def stable_view(obj: Any) -> Any:
+    """The report without timestamps and timings: what a fixed seed must reproduce."""
+    if isinstance(obj, BaseModel):
+        obj = json.loads(obj.model_dump_json())
+    if isinstance(obj, dict):
+        return {k: stable_view(v) for k, v in obj.items() if k not in VOLATILE_FIELDS}
+    if isinstance(obj, list):
+        return [stable_view(v) for v in obj]
+    return obj
+
+
+def json_schema() -> dict[str, Any]:
+    schema = Report.model_json_schema()
+    schema["$id"] = f"https://onnxguard.dev/schemas/report/{SCHEMA_VERSION}"
+    schema["title"] = "onnxguard risk report"
+    return schema
+
+
+def schema_path() -> Path:
+    return Path(__file__).parent / "schemas" / f"report-{SCHEMA_VERSION}.schema.json"
+
+
+def load_report(data: str | bytes | dict[str, Any]) -> Report:
+    if isinstance(data, (str, bytes)):
+        return Report.model_validate_json(data)
+    return Report.model_validate(data)
