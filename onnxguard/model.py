@@ -149,7 +149,8 @@ class LoadedModel:
                 s = np.concatenate([np.log(q), np.log(p)], axis=1)
             elif self.output_kind in ("probabilities", "label+probabilities", "zipmap"):
                 s = np.log(np.clip(s, _LOG_FLOOR, None))
-            s = np.nan_to_num(s, nan=-1e30, posinf=1e30, neginf=-1e30)
+            if not np.isfinite(s).all():
+                s = np.nan_to_num(s, nan=-1e30, posinf=1e30, neginf=-1e30)
             scores = s
         if label_vals is not None:
             labels = self._map_labels(label_vals, scores)
