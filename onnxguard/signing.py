@@ -180,7 +180,7 @@ def write_keypair(
     for p in (priv, pub):
         if p.exists() or p.is_symlink():
             if not overwrite:
-                raise KeyError_(f"{p} already exists: choose another name (or overwrite it explicitly)")
+                raise KeyError_(f"{p} already exists: choose another name (keygen --force overwrites)")
     key = generate_key(kind)
     try:
         priv.parent.mkdir(parents=True, exist_ok=True)
@@ -519,8 +519,8 @@ def _check_model(model_path: Path, subj: list[dict[str, Any]]) -> str:
             raise VerificationError("model-digest", f"external data {name} cannot be read: {exc.strerror or exc}") from None
         if h != s["digest"]["sha256"]:
             raise VerificationError("model-digest", f"external data {name} has sha256 {h[:16]}…, the report says {s['digest']['sha256'][:16]}…")
-    extra = f" and {len(subj) - 1} external-data file(s)" if len(subj) > 1 else ""
-    return f"{model_path.name}{extra} match the subject (sha256 {got[:16]}…)"
+    extra = f" and its {len(subj) - 1} external-data file(s) match" if len(subj) > 1 else " matches"
+    return f"{model_path.name}{extra} the subject (sha256 {got[:16]}…)"
 
 
 def _check_policy(report: Report, policy: Any, require_verdict: str | None) -> str:
