@@ -196,6 +196,9 @@ def _write_reports(report: "object", out: Optional[Path], json_out: Optional[Pat
 
     assert isinstance(report, Report)
     lines = []
+    if json_out is not None:  # first: a signing failure must not lose the scan
+        report.write(json_out)
+        lines.append(f"plain   {json_out}  (plain report, unsigned)")
     if out is not None and sign_plan is None:
         report.write(out)
         lines.append(f"report  {out}  (UNSIGNED plain report, --no-sign: not an attestation)")
@@ -211,9 +214,6 @@ def _write_reports(report: "object", out: Optional[Path], json_out: Optional[Pat
         del private
         lines.append(f"report  {out}  (signed DSSE envelope, predicate {PREDICATE_TYPE})")
         lines.append(f"signed  {kt} key {path or default_key_path()}, keyid {kid}")
-    if json_out is not None:
-        report.write(json_out)
-        lines.append(f"plain   {json_out}  (plain report, unsigned)")
     return lines
 
 

@@ -561,9 +561,9 @@ def check_envelope(
 
     Returns (outcomes in the order of ``CHECKS``, the verified report or None if any check failed).
     Unreadable inputs (a model file that cannot be read, an unknown policy) raise ``BadInputError``."""
-    if isinstance(keys, (ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey, ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey)):
-        keys = [keys]
-    key_list = [public_key_of(k) for k in keys]
+    if isinstance(keys, (str, Path, ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey, ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey)):
+        keys = [keys]  # type: ignore[list-item]
+    key_list = [load_public_key(k) if isinstance(k, (str, Path)) else public_key_of(k) for k in keys]
     mp = Path(model_path) if model_path is not None else None
     if mp is not None and not mp.is_file():
         raise BadInputError(f"model file not found: {mp}")
@@ -621,7 +621,7 @@ def verify_envelope(
     """Verify a signed report; raise ``VerificationError`` naming the first check that failed
     (``envelope``, ``signature``, ``schema``, ``model-digest`` or ``policy``).
 
-    ``keys``: the trusted public key(s). ``model_path``: the model file the report must be about.
+    ``keys``: the trusted public key(s), as key objects or PEM file paths. ``model_path``: the model file the report must be about.
     ``policy``: a shipped policy name, a policy file or a ``LoadedPolicy`` that must have been applied.
     ``require_verdict``: the worst acceptable verdict (``pass``: only pass; ``warn``: pass or warn)."""
     outcomes, verified = check_envelope(envelope, keys, model_path, policy, require_verdict)

@@ -84,6 +84,13 @@ def test_round_trip(kind, report, keys, envelopes):
     assert S.verify_envelope(json.dumps(envelopes[kind]), keys[kind].public_key()).report.model.sha256 == report.model.sha256
 
 
+def test_trusted_keys_as_files(tmp_path, keys, envelopes):
+    pub = tmp_path / "k.pub.pem"
+    pub.write_bytes(S.public_pem(keys["ed25519"]))
+    assert S.verify_envelope(envelopes["ed25519"], str(pub)).key_type == "ed25519"
+    assert S.verify_envelope(envelopes["ed25519"], [pub]).key_type == "ed25519"
+
+
 def test_statement_format(report, keys, envelopes):
     env = envelopes["ecdsa-p256"]
     assert set(env) == {"payload", "payloadType", "signatures"} and env["payloadType"] == "application/vnd.in-toto+json"
