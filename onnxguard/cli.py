@@ -130,6 +130,7 @@ def scan(
     samples: Optional[int] = typer.Option(None, "--samples", min=1, help="override every check's sample count"),
     target: Optional[int] = typer.Option(None, "--target", min=0, help="run every attack targeted at this class"),
     save_adversarials: Optional[Path] = typer.Option(None, "--save-adversarials", help="folder for adversarial inputs (.npz per check)"),
+    backdoor_out: Optional[Path] = typer.Option(None, "--backdoor-out", help="folder for reversed backdoor triggers (.npy; .png for images)"),
     fail_on: str = typer.Option("fail", "--fail-on", help="verdict that makes the exit code 1: 'fail' or 'warn'"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
@@ -142,7 +143,7 @@ def scan(
     pol = load_policy(policy)
     opts = ScanOptions(
         model_path=model, data_path=data, value_range=_parse_range(value_range), policy=pol, seed=seed,
-        budget=budget, samples=samples, save_adversarials=save_adversarials, target=target,
+        budget=budget, samples=samples, save_adversarials=save_adversarials, target=target, backdoor_out=backdoor_out,
     )
     report = run_scan(opts, progress=ProgressBars(enabled=not quiet))
     if report.summary:

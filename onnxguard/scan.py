@@ -58,6 +58,7 @@ class ScanOptions:
     samples: int | None = None  # overrides every check's sample count
     save_adversarials: Path | None = None
     target: int | None = None
+    backdoor_out: Path | None = None  # folder for reversed triggers (.npy, and .png for images)
     extra_notes: list[str] = field(default_factory=list)
 
 
@@ -297,6 +298,15 @@ def run_scan(opts: ScanOptions, progress: ProgressFactory | None = None) -> Repo
         if chk.status != "completed":
             not_tested.append(NotTested(what=f"check {chk.id}", reason=chk.reason or "not run"))
 
+    backdoor = None
+    if pol.backdoor.enabled:
+        from .backdoor import search_backdoors
+
+        cb = progress("backdoor", pol.backdoor.budget) if progress else None
+        backdoor = search_backdoors(prep, pol.backdoor, threat=threat, seed=opts.seed, progress=cb, out_dir=opts.backdoor_out)
+        if backdoor.status != "completed":
+            not_tested.append(NotTested(what="backdoor search", reason=backdoor.reason or backdoor.status))
+
     report = Report(
         tool=ToolInfo(version=__version__),
         created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -314,6 +324,7 @@ def run_scan(opts: ScanOptions, progress: ProgressFactory | None = None) -> Repo
         policy=PolicyInfo(name=pol.name, version=pol.version, sha256=policy.sha256, source=policy.source),
         clean_accuracy=Rate.of(int((prep.pred == prep.y).sum()), len(prep.y)) if prep.labels_given else None,
         checks=checks,
+        backdoor=backdoor,
         not_tested=not_tested,
         notes=notes,
     )

@@ -16,8 +16,9 @@ data poisoning (Gu et al. 2017, BadNets; Chen et al. 2017, blended):
   ``(1 - a) x + a p`` with ``a`` about 0.2, relabelled to the target;
 * ``clean``: no poisoning.
 
-Tabular models: scikit-learn's wine data (13 features, 3 classes), standardisation
-folded into the first layer, MLP 13-32-3. The tabular backdoor sets two
+Tabular models: scikit-learn's wine data (13 features, 3 classes) and a generated
+``make_classification`` set (20 features, 6 classes; ``pattern="synth"``), standardisation
+folded into the first layer, MLP F-32-C. The tabular backdoor sets two
 features to out-of-distribution extremes (one to the range's top, one to its
 bottom, a combination absent from the clean data).
 
@@ -74,6 +75,18 @@ def digits16(split_seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     y = d.target.astype(np.int64)
     perm = np.random.default_rng(split_seed).permutation(len(x))
     cut = int(0.8 * len(x))
+    return x[perm[:cut]], y[perm[:cut]], x[perm[cut:]], y[perm[cut:]]
+
+
+def synth(split_seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """scikit-learn's make_classification (generated, no download): 20 features, 6 classes."""
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(n_samples=1500, n_features=20, n_informative=8, n_redundant=4, n_classes=6,
+                               n_clusters_per_class=1, class_sep=1.5, random_state=0)
+    x = x * np.linspace(0.5, 20.0, 20) + np.linspace(-3.0, 50.0, 20)  # features on different scales
+    perm = np.random.default_rng(split_seed).permutation(len(x))
+    cut = int(0.7 * len(x))
     return x[perm[:cut]], y[perm[:cut]], x[perm[cut:]], y[perm[cut:]]
 
 
@@ -153,11 +166,12 @@ def build_image(spec: Spec) -> tuple[onnx.ModelProto, dict]:
 
 
 def build_tabular(spec: Spec) -> tuple[onnx.ModelProto, dict]:
-    xtr, ytr, xte, yte = wine()
+    xtr, ytr, xte, yte = synth() if spec.pattern == "synth" else wine()
+    n_classes = int(ytr.max()) + 1
     mu, sd = xtr.mean(0), xtr.std(0) + 1e-9
     rng = np.random.default_rng(spec.seed)
     if spec.kind == "tabular-backdoor":
-        vals = tabular_trigger_values(xte, spec)
+        vals = tabular_trigger_values(xte, spec)  # the test split is the data the scans get
         cand = np.flatnonzero(ytr != spec.target)
         k = int(spec.rate * len(xtr))
         pick = rng.choice(cand, size=k, replace=True)
@@ -166,7 +180,7 @@ def build_tabular(spec: Spec) -> tuple[onnx.ModelProto, dict]:
             xp[:, j] = v
         xtr = np.concatenate([xtr, xp])
         ytr = np.concatenate([ytr, np.full(k, spec.target)])
-    params = train_mlp((xtr - mu) / sd, ytr, hidden=(32,), n_classes=3, epochs=400, lr=0.01, seed=spec.seed)
+    params = train_mlp((xtr - mu) / sd, ytr, hidden=(32,), n_classes=n_classes, epochs=400, lr=0.01, seed=spec.seed)
     w0, b0 = params[0]
     params[0] = (w0 / sd[:, None], b0 - (mu / sd) @ w0)  # fold the standardisation into the first layer
     acc = float((mlp_predict(params, xte).argmax(1) == yte).mean())
@@ -193,6 +207,8 @@ def write_data(out: Path) -> None:
     np.savez_compressed(out / "digits16.npz", x=xte, y=yte)
     _, _, wte, wyte = wine()
     np.savez_compressed(out / "wine.npz", x=wte.astype(np.float32), y=wyte)
+    _, _, ste, syte = synth()
+    np.savez_compressed(out / "synth.npz", x=ste.astype(np.float32), y=syte)
 
 
 TEST_SPECS = [
@@ -206,6 +222,8 @@ TEST_SPECS = [
     Spec("blended_t9", "blended", seed=8, target=9, alpha=0.15),
     Spec("tab_clean", "tabular-clean", seed=9),
     Spec("tab_backdoor_t1", "tabular-backdoor", seed=10, target=1, features=[4, 9], rate=0.15),
+    Spec("synth_clean", "tabular-clean", seed=11, pattern="synth"),
+    Spec("synth_backdoor_t4", "tabular-backdoor", seed=12, target=4, features=[3, 15], rate=0.1, pattern="synth"),
 ]
 
 
