@@ -6,6 +6,13 @@ smaller trigger than the other classes. The anomaly index of class ``c`` is
 when the trigger is smaller than the median). With few classes the MAD can be
 near zero by chance; it is floored at ``floor`` times the median so that two
 classes with almost the same size do not make a third look infinitely odd.
+
+The floor is per family. For the image searches (``patch``, ``blend``) it is 20% of
+the median: the zeroth-order search's sizes for clean classes spread by about
+that much from class to class and run to run, so with the default threshold of 3
+a class is flagged only when its trigger is under about 40% of the median size
+(on the benchmark zoo, clean classes stay above 55%, planted triggers below 35%).
+The few-feature tabular sizes are tighter and use 10%.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import numpy as np
 
 CONSISTENCY = 1.4826  # makes the MAD estimate the standard deviation of a normal distribution
 MAD_FLOOR = 0.1
+FAMILY_FLOOR = {"patch": 0.2, "blend": 0.2, "features": 0.1}
 
 
 def anomaly_indices(sizes: np.ndarray, floor: float = MAD_FLOOR) -> np.ndarray:

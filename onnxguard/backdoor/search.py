@@ -27,7 +27,7 @@ import numpy as np
 from ..attacks.base import to_chw
 from ..oracle import Oracle
 from ..report import BackdoorSection, ClassTrigger, Rate
-from .anomaly import anomaly_indices
+from .anomaly import FAMILY_FLOOR, anomaly_indices
 from .png import to_display, write_png
 from .probe import OutOfBudget, Probe
 from .tabular import FeatureTrigger, search_features
@@ -181,7 +181,7 @@ def run_search(
                     raise OutOfBudget("query budget" if probe.left <= 0 else "time limit")
             if extra > 0:
                 est = {fam: np.array([searches[(t, fam)].estimated_size() if (t, fam) in searches else np.nan for t in classes]) for fam in families}
-                ai = np.nanmax(np.stack([anomaly_indices(est[f]) for f in families]), axis=0)
+                ai = np.nanmax(np.stack([anomaly_indices(est[f], FAMILY_FLOOR[f]) for f in families]), axis=0)
                 rank = np.lexsort((-pre, -np.nan_to_num(ai, nan=-np.inf)))
                 chosen = [int(t) for t in rank if (int(t), "patch") in searches][:k_full]
                 for t in chosen:
@@ -213,7 +213,7 @@ def run_search(
                 triggers[(t, fam)] = (s.mask(), s.pattern())
 
     # -- the outlier statistic --------------------------------------------------
-    ai_fam = {fam: anomaly_indices(sizes[fam]) for fam in families}
+    ai_fam = {fam: anomaly_indices(sizes[fam], FAMILY_FLOOR[fam]) for fam in families}
     stack = np.stack([ai_fam[f] for f in families])
     with np.errstate(all="ignore"):
         cls_ai = np.where(np.isnan(stack).all(axis=0), np.nan, np.nanmax(np.where(np.isnan(stack), -np.inf, stack), axis=0))
