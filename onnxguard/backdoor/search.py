@@ -155,10 +155,14 @@ def run_search(
                 _, pm, pp = lib[int(pre_idx[t])]
                 target_mean = xs[ys == t].mean(axis=0) if (ys == t).any() else np.full((c, h, w), 0.5)
                 init_p = np.where(pm[None] > 0, pp, np.clip(target_mean, 0.2, 0.8))
+                # labels only: start from a strong trigger (target-class mean blended in) so that the
+                # 0/1 loss has a boundary to walk along; scores: start small and let the gradient grow it
+                rest_m = 0.5 if oracle.labels_only else 0.05
                 searches[(t, "patch")] = ZOSearch("patch", t, pool, oracle.labels_only, np.random.default_rng([seed, t, 1]),
-                                                  init_mask=np.where(pm > 0, 0.7, 0.05), init_pattern=init_p, success_target=SUCCESS_TARGET)
+                                                  init_mask=np.where(pm > 0, 0.7, rest_m), init_pattern=init_p, success_target=SUCCESS_TARGET)
                 searches[(t, "blend")] = ZOSearch("blend", t, pool, oracle.labels_only, np.random.default_rng([seed, t, 2]),
-                                                  success_target=SUCCESS_TARGET)
+                                                  init_pattern=np.clip(target_mean, 0.2, 0.8) if oracle.labels_only else None,
+                                                  init_alpha=0.6 if oracle.labels_only else 0.25, success_target=SUCCESS_TARGET)
             n_c = len({t for t, _ in searches})
             k_full = min(full_search_classes, n_c)
             rest = probe.left

@@ -63,6 +63,7 @@ class ZOSearch:
     rng: np.random.Generator
     init_mask: np.ndarray | None = None  # (H, W) for patch
     init_pattern: np.ndarray | None = None  # (C, H, W)
+    init_alpha: float = 0.25  # blend ratio to start from
     batch: int = 10
     directions: int = 6
     success_target: float = 0.9
@@ -82,7 +83,7 @@ class ZOSearch:
             m0 = self.init_mask if self.init_mask is not None else np.full((h, w), 0.1)
             self.a = _logit(m0, 0.05)
         else:
-            self.a = np.array(_logit(np.array(0.25)))
+            self.a = np.array(_logit(np.array(self.init_alpha)))
         p0 = self.init_pattern if self.init_pattern is not None else self.rng.uniform(0.2, 0.8, size=(c, h, w))
         self.b = _logit(p0, 0.1)
         self.ma, self.va = np.zeros_like(self.a), np.zeros_like(self.a)
