@@ -123,6 +123,7 @@ def scan(
     model: Path = typer.Argument(..., help="the ONNX model to scan"),
     data: Optional[Path] = typer.Option(None, "--data", help="samples: .npz (x, y), .npy or .csv"),
     out: Optional[Path] = typer.Option(None, "--out", help="write the report here"),
+    fmt: Optional[str] = typer.Option(None, "--format", help="machine output: 'json' (the report) or 'sarif'; to --out, else to stdout"),
     policy: Optional[str] = typer.Option(None, "--policy", help="shipped policy name or a policy file (default: standard)"),
     seed: int = typer.Option(0, "--seed", help="random seed; the same seed gives the same report"),
     value_range: Optional[str] = typer.Option(None, "--range", help="valid input range 'lo,hi'"),
@@ -139,6 +140,8 @@ def scan(
 
     if fail_on not in ("fail", "warn"):
         raise typer.BadParameter("--fail-on takes 'fail' or 'warn'")
+    if fmt not in (None, "json", "sarif"):
+        raise typer.BadParameter("--format takes 'json' or 'sarif'")
     pol = load_policy(policy)
     opts = ScanOptions(
         model_path=model, data_path=data, value_range=_parse_range(value_range), policy=pol, seed=seed,
@@ -147,11 +150,21 @@ def scan(
     report = run_scan(opts, progress=ProgressBars(enabled=not quiet))
     if report.summary:
         report.summary.fail_on = fail_on  # type: ignore[assignment]
+    to_stdout = fmt is not None and out is None  # machine output on stdout: humans read stderr
+    say: Callable[[str], None] = err if to_stdout else typer.echo
+    if fmt is not None or out:
+        from .formats.base import JsonFormat
+        from .formats.sarif import SarifFormat
+
+        text = (SarifFormat() if fmt == "sarif" else JsonFormat()).render(report)
+        if out:
+            out.write_text(text, encoding="utf-8")
+        else:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+    print_summary(report, say)
     if out:
-        report.write(out)
-    print_summary(report, typer.echo)
-    if out:
-        typer.echo(f"report  {out}")
+        say(f"report  {out}")
     verdict = report.summary.verdict if report.summary else "pass"
     if verdict == "fail" or (fail_on == "warn" and verdict == "warn"):
         raise typer.Exit(EXIT_REJECTED)
