@@ -63,7 +63,9 @@ class Registry:
         from mlflow.artifacts import download_artifacts
 
         dst.mkdir(parents=True, exist_ok=True)
-        return Path(download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(dst), tracking_uri=self.tracking_uri))
+        # resolve through this client: a bare models:/ URI would go to the process-wide registry URI
+        uri = self.client.get_model_version_download_uri(name, version)
+        return Path(download_artifacts(artifact_uri=uri, dst_path=str(dst), tracking_uri=self.tracking_uri))
 
     def set_tags(self, name: str, version: str, tags: dict[str, str]) -> None:
         for k, v in tags.items():
