@@ -23,7 +23,7 @@ from typing import Callable, Iterator
 import onnx
 import pytest
 
-import zoo
+from tests import zoo
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ import jsonschema
 import onnx
 import pytest
 
-import zoo
+from tests import zoo
 from onnxguard.cli import main
 from onnxguard.formats.sarif import SarifFormat, render
 from onnxguard.policy import load_policy
