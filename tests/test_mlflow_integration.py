@@ -144,13 +144,8 @@ class ReceiverProc:
 def test_registry_admission_end_to_end(mlflow_server: str, tmp_path: Path) -> None:
     t0 = time.monotonic()
     client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
-    extra: list[str] = []
-    if engine.HAS_SIGNING:
-        from onnxguard.signing import write_keypair
-
-        write_keypair(str(tmp_path / "receiver"))
-        extra = ["--key", str(tmp_path / "receiver.key")]
-    receiver = ReceiverProc(mlflow_server, tmp_path / "state", _free_port(), extra)
+    # no --key: the receiver makes its signing key in its state folder on first start (the two-command set-up)
+    receiver = ReceiverProc(mlflow_server, tmp_path / "state", _free_port(), [])
     receiver.start()
     try:
         # a second subscription to the events the plugin itself causes: they must not loop back into jobs
@@ -199,8 +194,8 @@ def test_registry_admission_end_to_end(mlflow_server: str, tmp_path: Path) -> No
             from onnxguard.signing import load_public_key, verify_envelope
 
             assert ok["onnxguard.signed"] == "true" and "signatures" in doc
-            verified = verify_envelope(doc, [load_public_key(tmp_path / "receiver.pub")], model_path=model_file)
-            report = getattr(verified, "report", verified)
+            pub = load_public_key(tmp_path / "state" / "receiver.pub.pem")
+            report = verify_envelope(doc, [pub], model_path=model_file, policy=str(POLICIES / "tiny-pass.toml"), require_verdict="pass").report
         else:
             from onnxguard.report import load_report
 

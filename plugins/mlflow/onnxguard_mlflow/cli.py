@@ -30,19 +30,28 @@ StateDir = typer.Option(Path(".onnxguard-mlflow"), "--state-dir", help="queue da
 DefaultPolicy = typer.Option("standard", "--default-policy", help="policy for models without an 'onnxguard.policy' tag (name or file)")
 PolicyDir = typer.Option(None, "--policy-dir", help="folder of NAME.toml policies that model tags may name (besides the shipped ones)")
 Protect = typer.Option(["champion", "production"], "--protect", help="protected alias (repeat for several)")
-Key = typer.Option(None, "--key", help="private key that signs the stored reports (onnxguard signing)")
-Trust = typer.Option(None, "--trust", help="public key(s) whose signed reports admission accepts (repeat)")
+Key = typer.Option(None, "--key", help="private key (NAME.pem) that signs the stored reports (default: STATE_DIR/receiver.pem, made on first start)")
+Trust = typer.Option(None, "--trust", help="public key(s) whose signed reports admission accepts, repeatable (default: the signing key's NAME.pub.pem)")
 
 
 def _settings(tracking_uri: Optional[str], state_dir: Path, default_policy: str, policy_dir: Optional[Path], protect: List[str],
-              key: Optional[Path], trust: Optional[List[Path]], **kw: object) -> Settings:
+              key: Optional[Path], trust: Optional[List[Path]], sign: bool = True, **kw: object) -> Settings:
     if not tracking_uri:
         raise typer.BadParameter("give --tracking-uri or set MLFLOW_TRACKING_URI")
+    from .engine import HAS_SIGNING
+
     trusted = list(trust or [])
-    if key is not None and not trusted:
-        pub = key.with_suffix(".pub")
-        if pub.is_file():
-            trusted.append(pub)
+    if HAS_SIGNING:
+        from onnxguard.signing import keypair_paths, write_keypair
+
+        if key is None and sign:  # the receiver's own key, made on first start
+            key, pub = keypair_paths(state_dir / "receiver")
+            if not key.exists():
+                write_keypair(state_dir / "receiver")
+                typer.echo(f"onnxguard-mlflow: created signing key {key}; reviewers verify with {pub}", err=True)
+        own_pub = keypair_paths(key or state_dir / "receiver")[1]
+        if not trusted and own_pub.is_file():
+            trusted.append(own_pub)
     return Settings(tracking_uri=tracking_uri, state_dir=state_dir, default_policy=default_policy, policy_dir=policy_dir,
                     protected_aliases=tuple(protect), key_path=key, key_passphrase=os.environ.get("ONNXGUARD_KEY_PASSPHRASE"),
                     trusted_keys=trusted, **kw)  # type: ignore[arg-type]
@@ -115,7 +124,7 @@ def scan(
         name, version = parse_model_uri(model_uri)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    settings = _settings(tracking_uri, state_dir, default_policy, policy_dir, [], key, None)
+    settings = _settings(tracking_uri, state_dir, default_policy, policy_dir, [], key, None, sign=write_back)
     out = _worker(settings).scan_version(name, version, write_back=write_back)
     for rel, rep in out.reports.items():
         s = rep.summary
@@ -141,7 +150,7 @@ def check(
     from .registry import parse_model_uri
 
     name, version = parse_model_uri(model_uri)
-    settings = _settings(tracking_uri, state_dir, default_policy, policy_dir, [], None, trust, allow_unsigned=allow_unsigned)
+    settings = _settings(tracking_uri, state_dir, default_policy, policy_dir, [], None, trust, sign=False, allow_unsigned=allow_unsigned)
     ok, reason = _worker(settings).admissible(name, version)
     typer.echo(f"models:/{name}/{version}: {'admitted' if ok else 'not admitted'}: {reason}")
     if not ok:

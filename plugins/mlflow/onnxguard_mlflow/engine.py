@@ -72,7 +72,7 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
 def _scan_subprocess(path: Path, policy: LoadedPolicy, policy_ref: str, seed: int) -> Report:
     with tempfile.TemporaryDirectory(prefix="onnxguard-mlflow-") as tmp:
         out = Path(tmp) / "report.json"
-        cmd = [sys.executable, "-m", "onnxguard", "scan", str(path), "--policy", policy_ref, "--seed", str(seed), "--out", str(out), "--quiet"]
+        cmd = [sys.executable, "-m", "onnxguard", "scan", str(path), "--policy", policy_ref, "--seed", str(seed), "--format", "json", "--out", str(out), "--quiet"]
         try:
             proc = subprocess.run(
                 cmd, capture_output=True, text=True, timeout=policy.policy.limits.timeout_s,
@@ -144,10 +144,7 @@ class Opener:
         if is_envelope:
             if _signing is None or not self.keys:
                 raise VerificationError("signature", "the report is signed but no trusted key is configured")
-            verified = _signing.verify_envelope(doc, self.keys, model_path=model_path, policy=policy)
-            report = getattr(verified, "report", verified)
-            if not isinstance(report, Report):
-                report = load_report(report)
+            report = _signing.verify_envelope(doc, self.keys, model_path=model_path, policy=policy).report
         else:
             if not self.allow_unsigned:
                 raise VerificationError("signature", "the report is not signed")

@@ -218,7 +218,7 @@ class Worker:
                 try:
                     report = self.opener.open(blob, model_file, policy)
                 except VerificationError as exc:
-                    return False, f"report does not verify ({exc.check}): {exc}"
+                    return False, f"report does not verify ({exc.check}): {getattr(exc, 'detail', exc)}"
                 verdict = report.summary.verdict if report.summary else "fail"
                 if verdict != "pass":
                     return False, f"verdict {verdict} under policy {policy.policy.name} (highest risk {report.summary.highest_risk if report.summary else '?'})"
