@@ -88,3 +88,34 @@ def test_cli_sarif_to_file(tiny_model: Path, tmp_path: Path, capsys: pytest.Capt
 
 def test_cli_rejects_unknown_format(tiny_model: Path) -> None:
     assert main(["scan", str(tiny_model), "--format", "xml", "-q"]) == 2
+
+
+# -- CI gates: the pre-commit hook / GitHub Action driver --------------------
+
+
+def test_precommit_scans_each_file_and_fails_by_the_worst_verdict(tiny_model: Path, tmp_path: Path) -> None:
+    from onnxguard.ci import precommit, split_args
+
+    other = tmp_path / "copy.onnx"
+    other.write_bytes(tiny_model.read_bytes())
+    sarif = tmp_path / "ci.sarif"
+    strict = str(DATA / "policies" / "tiny-strict.toml")
+    assert split_args(["--policy", strict, "--sarif", str(sarif), str(tiny_model), str(other)]) == (["--policy", strict], [str(tiny_model), str(other)], sarif)
+    assert precommit(["--policy", str(DATA / "policies" / "tiny-pass.toml"), "-q", str(tiny_model)]) == 0
+    assert precommit(["--policy", strict, "-q", "--sarif", str(sarif), str(tiny_model), str(other)]) == 1
+    doc = json.loads(sarif.read_text(encoding="utf-8"))
+    _validate(doc)
+    assert [r["properties"]["verdict"] for r in doc["runs"]] == ["fail", "fail"]
+    assert precommit([]) == 0
+    assert precommit(["--sarif", str(sarif)]) == 0  # nothing changed: an empty, valid log for the upload step
+    _validate(json.loads(sarif.read_text(encoding="utf-8")))
+
+
+def test_action_and_hook_definitions_call_the_driver() -> None:
+    yaml = pytest.importorskip("yaml")
+    root = Path(__file__).parent.parent
+    (hook,) = yaml.safe_load((root / ".pre-commit-hooks.yaml").read_text(encoding="utf-8"))
+    assert hook["entry"] == "onnxguard-precommit" and hook["files"] == r"\.onnx$"
+    action = yaml.safe_load((root / "action.yml").read_text(encoding="utf-8"))
+    assert action["runs"]["using"] == "composite"
+    assert any("onnxguard-precommit" in (s.get("run") or "") for s in action["runs"]["steps"])
