@@ -73,7 +73,7 @@ def _stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
         except ProcessLookupError:
             return
         try:
-            proc.wait(timeout=30)
+            proc.wait(timeout=8)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
