@@ -25,6 +25,8 @@ app = typer.Typer(
 )
 policy_app = typer.Typer(add_completion=False, no_args_is_help=True, help="List, show and validate policies.")
 app.add_typer(policy_app, name="policy")
+report_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Render a report as a page, compare two reports.")
+app.add_typer(report_app, name="report")
 
 
 def err(msg: str) -> None:
@@ -132,6 +134,7 @@ def scan(
     save_adversarials: Optional[Path] = typer.Option(None, "--save-adversarials", help="folder for adversarial inputs (.npz per check)"),
     fail_on: str = typer.Option("fail", "--fail-on", help="verdict that makes the exit code 1: 'fail' or 'warn'"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+    html: Optional[Path] = typer.Option(None, "--html", help="also write the report as a self-contained HTML page"),
 ) -> None:
     """Scan MODEL with the policy's checks and write a graded report."""
     from .policy import load_policy
@@ -152,6 +155,11 @@ def scan(
     print_summary(report, typer.echo)
     if out:
         typer.echo(f"report  {out}")
+    if html:
+        from .formats.html import render
+
+        html.write_text(render(report), encoding="utf-8")
+        typer.echo(f"page    {html} (unsigned)")
     verdict = report.summary.verdict if report.summary else "pass"
     if verdict == "fail" or (fail_on == "warn" and verdict == "warn"):
         raise typer.Exit(EXIT_REJECTED)
@@ -238,6 +246,46 @@ def policy_validate(file: Path = typer.Argument(..., help="policy file (.toml or
     lp = load_policy(str(file))
     p = lp.policy
     typer.echo(f"{file}: valid policy '{p.name}' v{p.version}, {len(p.checks)} checks, sha256 {lp.sha256}")
+
+
+@report_app.command("render")
+def report_render(
+    report_file: Path = typer.Argument(..., help="a report (plain JSON, or a signed envelope)"),
+    out: Path = typer.Option(..., "--out", help="the HTML page to write"),
+    key: Optional[Path] = typer.Option(None, "--key", help="trusted public key: verify the signed report before rendering"),
+    no_verify: bool = typer.Option(False, "--no-verify", help="render a signed report without verifying it (marked NOT VERIFIED)"),
+    adversarials: Optional[Path] = typer.Option(None, "--adversarials", help="folder of saved adversarial examples (<check>.npz)"),
+) -> None:
+    """Render a report as one self-contained HTML page for reviewers."""
+    from .formats.envelope import load_for_render
+    from .formats.html import render
+
+    report, verification = load_for_render(report_file, key, allow_unverified=no_verify)
+    out.write_text(render(report, verified=verification, adversarials=adversarials, base_dir=report_file.parent), encoding="utf-8")
+    state = "unsigned" if verification is None else ("signature verified, key " + verification.keyid if verification.verified else "signature NOT verified")
+    typer.echo(f"page    {out} ({sanitize(state)})")
+
+
+@report_app.command("diff")
+def report_diff(
+    old: Path = typer.Argument(..., help="the earlier report"),
+    new: Path = typer.Argument(..., help="the later report"),
+    fmt: str = typer.Option("text", "--format", help="'text' or 'json'"),
+    fail_on_regression: bool = typer.Option(False, "--fail-on-regression", help="exit 1 when a verdict, risk level or figure got significantly worse"),
+) -> None:
+    """What changed between two reports of a model: verdict, risk levels, figures beyond their intervals."""
+    from .diff import diff_reports, format_text
+    from .formats.envelope import report_from_json
+
+    if fmt not in ("text", "json"):
+        raise typer.BadParameter("--format takes 'text' or 'json'")
+    (a, ea), (b, eb) = report_from_json(old.read_bytes()), report_from_json(new.read_bytes())
+    d = diff_reports(a, b)
+    typer.echo(d.to_json() if fmt == "json" else format_text(d))
+    if (ea is not None or eb is not None) and fmt == "text":
+        typer.echo("note: signed envelopes were compared by their payloads; their signatures were not verified (use `onnxguard verify`)")
+    if fail_on_regression and d.regressions:
+        raise typer.Exit(EXIT_REJECTED)
 
 
 @app.command()
