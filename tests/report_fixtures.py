@@ -86,14 +86,16 @@ def nc_anomaly(sizes: np.ndarray) -> np.ndarray:
     return (med - sizes) / mad
 
 
-def add_backdoor(report: Report, policy_file: Path, out_dir: Path, target: int = 7) -> Report:
-    """Attach a backdoor section (class ``target`` flagged) and its trigger files; regrade the report."""
+def add_backdoor(report: Report, policy_file: Path, out_dir: Path, target: int = 7, relative: bool = False) -> Report:
+    """Attach a backdoor section (class ``target`` flagged) and its trigger files; regrade the report.
+
+    ``relative``: record the trigger files relative to ``out_dir`` (where the report is written)."""
     shape = tuple(report.model.sample_shape or (1, 8, 8))
     h, w = shape[-2], shape[-1]
     n_classes = report.model.n_classes or 10
     rng = np.random.default_rng(5)
-    sizes = rng.uniform(0.16, 0.3, size=n_classes) * h * w
-    sizes[target] = 0.04 * h * w
+    sizes = rng.uniform(0.2, 0.28, size=n_classes) * h * w
+    sizes[target] = 0.03 * h * w
     ai = nc_anomaly(sizes)
     threshold = 2.0
     flagged = [int(c) for c in np.flatnonzero(ai > threshold)]
@@ -109,7 +111,8 @@ def add_backdoor(report: Report, policy_file: Path, out_dir: Path, target: int =
         np.save(tdir / f"class{c}_mask.npy", mask.reshape(shape))
         np.save(tdir / f"class{c}_pattern.npy", (mask * pattern).reshape(shape))
         (tdir / f"class{c}_trigger.png").write_bytes(png_bytes(upscale((mask * pattern * 255).astype(np.uint8), 64)))
-        files += [str(tdir / f"class{c}_mask.npy"), str(tdir / f"class{c}_pattern.npy"), str(tdir / f"class{c}_trigger.png")]
+        names = [f"class{c}_mask.npy", f"class{c}_pattern.npy", f"class{c}_trigger.png"]
+        files += [f"triggers/{n}" if relative else str(tdir / n) for n in names]
     full = sorted(np.argsort(sizes)[:4].tolist())
     classes = [
         ClassTrigger(

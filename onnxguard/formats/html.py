@@ -163,6 +163,10 @@ def _grades(grades: Sequence[Grade]) -> str:
     return f'<div class="grades"><p class="sub">How the policy graded it</p><ul>{items}</ul></div>'
 
 
+def _shape(shape: Sequence[object] | None) -> str:
+    return " × ".join("?" if d is None else str(d) for d in shape) if shape else "unknown"
+
+
 def _code(s: str) -> str:
     return f"<code>{esc(s)}</code>"
 
@@ -303,9 +307,9 @@ def _model(ctx: _Ctx) -> str:
         ("Producer", esc(m.producer) or "-"),
         ("Output convention", esc(m.output_kind or "-")),
         ("Classes", esc(m.n_classes if m.n_classes is not None else "unknown")),
-        ("Sample shape", esc(m.sample_shape if m.sample_shape is not None else "-") + (" (treated as an image)" if is_image(ctx.report) else "")),
+        ("Sample shape", esc(_shape(m.sample_shape)) + (" (treated as an image)" if is_image(ctx.report) else "")),
     ]
-    io = [[esc(kind), _code(t.name), esc(t.type), esc(t.shape if t.shape is not None else "unknown")]
+    io = [[esc(kind), _code(t.name), esc(t.type), esc(_shape(t.shape))]
           for kind, ts in (("input", m.inputs), ("output", m.outputs)) for t in ts]
     ext = ""
     if m.external_data:
@@ -444,7 +448,9 @@ def _check(ctx: _Ctx, c: EvasionCheck) -> str:
         if qty is not None and qty.median is not None:
             ci = f"; 95% CI of the median {qty.ci.low:.4g} to {qty.ci.high:.4g}" if qty.ci else ""
             inf = f"; {qty.n_infinite} never broke" if qty.n_infinite else ""
-            rows.append((label, esc(f"median {qty.median:.4g} ({NORM_NAMES.get(c.norm, c.norm)}){ci}; n = {qty.n}{inf}")))
+            f = eps_pct if c.norm == "linf" else (lambda v: f"{v:.4g}")
+            ci = f"; 95% CI of the median {f(qty.ci.low)} to {f(qty.ci.high)}" if qty.ci else ""
+            rows.append((label, esc(f"median {f(qty.median)} ({NORM_NAMES.get(c.norm, c.norm)}){ci}; n = {qty.n}{inf}")))
     rows.append(("Seed", esc(c.seed if c.seed is not None else ctx.report.seed)))
     if c.finding:
         rows.append(("Finding (as recorded)", esc(c.finding)))

@@ -1,0 +1,77 @@
+"""Rebuild the governance-page examples and their screenshots under docs/ (needs headless Chromium).
+
+    python docs/make_report_screenshots.py
+
+* ``report-failing.html/.png``     a real scan of examples/digits_cnn.onnx under the ``standard`` policy (it fails)
+* ``report-backdoored.html/.png``  the same scan with a backdoor section attached; its figures are
+  constructed (see tests/report_fixtures.py), not measured by a backdoor search
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+from onnxguard.formats.html import render  # noqa: E402
+from tests import report_fixtures as rf  # noqa: E402
+
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--no-first-run", "--hide-scrollbars"]
+WIDTH = 1100
+
+
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return name
+    sys.exit("headless Chromium is needed (Debian: apt-get install chromium)")
+
+
+def page_height(browser: str, html: str, tmp: Path) -> int:
+    """The page's full height, measured on a throwaway copy that may run one line of script."""
+    probe = tmp / "probe.html"
+    html = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", html)
+    probe.write_text(html.replace("</body>", "<script>document.title = 'H' + document.documentElement.scrollHeight;</script></body>"))
+    out = subprocess.run([browser, *FLAGS, f"--user-data-dir={tmp / 'p1'}", f"--window-size={WIDTH},1000", "--dump-dom", probe.as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    m = re.search(r"<title>H(\d+)</title>", out)
+    return int(m.group(1)) + 16 if m else 6000
+
+
+def shoot(browser: str, html_path: Path, png: Path, tmp: Path) -> None:
+    h = page_height(browser, html_path.read_text(encoding="utf-8"), tmp)
+    subprocess.run([browser, *FLAGS, f"--user-data-dir={tmp / 'p2'}", f"--window-size={WIDTH},{h}", f"--screenshot={png}", html_path.as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    print(f"{png.relative_to(ROOT)}: {WIDTH}x{h}")
+
+
+def main() -> None:
+    browser = chromium()
+    with tempfile.TemporaryDirectory() as t:
+        tmp = Path(t)
+        model, data = ROOT / "examples" / "digits_cnn.onnx", ROOT / "examples" / "digits16.npz"
+        rel_model, rel_data = Path("examples/digits_cnn.onnx"), Path("examples/digits16.npz")
+        import os
+
+        os.chdir(ROOT)  # so the report records repository-relative paths
+        failing = rf.scan(rel_model, rel_data, Path("standard"), tmp / "failing")
+        (HERE / "report-failing.html").write_text(render(failing), encoding="utf-8")
+        back = rf.scan(rel_model, rel_data, Path("standard"), tmp / "backdoored")
+        back.notes.append("the backdoor section of this example page is constructed to show the layout; it was not measured")
+        back = rf.add_backdoor(back, Path("standard"), tmp / "backdoored", relative=True)
+        (HERE / "report-backdoored.html").write_text(render(back, base_dir=tmp / "backdoored"), encoding="utf-8")
+        assert model.is_file() and data.is_file()
+        for name in ("report-failing", "report-backdoored"):
+            shoot(browser, HERE / f"{name}.html", HERE / f"{name}.png", tmp)
+
+
+if __name__ == "__main__":
+    main()
