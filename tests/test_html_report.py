@@ -382,3 +382,40 @@ def test_console_errors_are_detected(browser, tmp_path):
     assert render_bad
     console = screenshot(browser, page, tmp_path / "bad.png", tmp_path / "profile", height=300)
     assert console and "Content Security Policy" in " ".join(console)
+
+
+LABELS_ONLY_POLICY = """
+[policy]
+name = "labels-only"
+version = "1"
+
+[threat_model]
+access = "labels"
+
+[[checks]]
+id = "square-linf"
+attack = "square"
+norm = "linf"
+epsilon = 0.05
+samples = 10
+budget = 50
+
+[backdoor]
+enabled = false
+"""
+
+
+def test_tabular_model_with_checks_that_could_not_run(tabular, tmp_path):
+    """No images for a tabular model; a check that could not run is stated, with its reason, and drives a WARN."""
+    mp, dp, _, _ = tabular
+    r = rf.scan(mp, dp, rf.write_policy(tmp_path / "p.toml", LABELS_ONLY_POLICY), tmp_path / "out")
+    assert r.checks[0].status == "not_run" and r.summary.verdict == "warn"
+    html = render(r)
+    page = Page(html)
+    assert_self_contained(page, html)
+    assert not page.find("img") and not page.find("svg")
+    text = page.text
+    assert "! WARN" in text and "(treated as an image)" not in text
+    assert f"This check was not run: {r.checks[0].reason}." in text
+    assert "What could not be tested, and why" in text and "check square-linf" in text
+    assert "feature" in check_sentence(_check(), r) and "pixel" not in check_sentence(_check(), r)
