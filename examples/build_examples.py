@@ -38,9 +38,9 @@ def build_cnn(seed: int = 0, epochs: int = 30) -> None:
     torch.manual_seed(seed)
     xtr, ytr, xte, yte = digits16()
     net = nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(32 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, 10),
+        nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(64 * 4 * 4, 128), nn.ReLU(), nn.Linear(128, 10),
     )
     opt = torch.optim.Adam(net.parameters(), lr=2e-3)
     xt, yt = torch.tensor(xtr), torch.tensor(ytr)

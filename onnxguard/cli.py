@@ -93,6 +93,8 @@ def print_summary(report: "object", out: Callable[[str], None]) -> None:
         mai = f"{b.max_anomaly_index:.2f}" if b.max_anomaly_index is not None else "-"
         flagged = ",".join(map(str, b.flagged_classes)) or "none"
         rows.append(("backdoor", "-", f"{b.status}; max anomaly {mai}; flagged {flagged}", str(b.queries), b.risk or "-"))
+    for t in report.transfer:
+        rows.append((f"transfer:{t.attack}-{t.norm}", f"{t.epsilon:g}" if t.epsilon is not None else "-", f"transfer {_fmt_rate(t.transfer_rate)} from {Path(t.source_model).name}", "-", t.risk or "-"))
     if report.static_findings:
         worst = max(report.static_findings, key=lambda f: ["info", "low", "medium", "high", "critical"].index(f.severity))
         rows.append(("static", "-", f"{len(report.static_findings)} finding(s), worst {worst.severity}", "-", "-"))
@@ -132,6 +134,7 @@ def scan(
     samples: Optional[int] = typer.Option(None, "--samples", min=1, help="override every check's sample count"),
     target: Optional[int] = typer.Option(None, "--target", min=0, help="run every attack targeted at this class"),
     save_adversarials: Optional[Path] = typer.Option(None, "--save-adversarials", help="folder for adversarial inputs (.npz per check)"),
+    transfer_from: Optional[Path] = typer.Option(None, "--transfer-from", help="attack this (surrogate) model and replay its adversarials on MODEL"),
     fail_on: str = typer.Option("fail", "--fail-on", help="verdict that makes the exit code 1: 'fail' or 'warn'"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
     html: Optional[Path] = typer.Option(None, "--html", help="also write the report as a self-contained HTML page"),
@@ -145,7 +148,7 @@ def scan(
     pol = load_policy(policy)
     opts = ScanOptions(
         model_path=model, data_path=data, value_range=_parse_range(value_range), policy=pol, seed=seed,
-        budget=budget, samples=samples, save_adversarials=save_adversarials, target=target,
+        budget=budget, samples=samples, save_adversarials=save_adversarials, target=target, transfer_from=transfer_from,
     )
     report = run_scan(opts, progress=ProgressBars(enabled=not quiet))
     if report.summary:
@@ -167,11 +170,12 @@ def scan(
 
 @app.command()
 def attack(
-    name: str = typer.Argument(..., help="attack: square, fd-pgd, fgsm"),
+    name: str = typer.Argument(..., help="attack: square, fd-pgd, fgsm, hopskipjump, sparse-rs, one-pixel"),
     model: Path = typer.Argument(..., help="the ONNX model"),
     data: Optional[Path] = typer.Option(None, "--data", help="samples: .npz (x, y), .npy or .csv"),
     norm: str = typer.Option("linf", "--norm", help="linf, l2 (l0 for L0 attacks)"),
-    epsilon: float = typer.Option(..., "--epsilon", help="fraction of the valid range (L0: number of pixels/features)"),
+    epsilon: str = typer.Option(..., "--epsilon", help="fraction of the valid range (L0: number of pixels/features); a comma list gives a robustness curve"),
+    min_perturbation: bool = typer.Option(False, "--min-perturbation", help="also locate each sample's smallest breaking perturbation"),
     budget: int = typer.Option(1000, "--budget", min=1, help="model queries per sample"),
     samples: int = typer.Option(100, "--samples", min=1),
     seed: int = typer.Option(0, "--seed"),
@@ -191,7 +195,14 @@ def attack(
     from .scan import ScanOptions, prepare, run_evasion_check
 
     try:
-        spec = CheckSpec(id=f"{name}-{norm}", attack=name, norm=norm, epsilon=epsilon, samples=samples, budget=budget)  # type: ignore[arg-type]
+        eps_vals = [float(e) for e in epsilon.split(",") if e.strip()]
+    except ValueError:
+        raise BadInputError(f"--epsilon takes a number or a comma list of numbers, got '{epsilon}'") from None
+    try:
+        spec = CheckSpec(
+            id=f"{name}-{norm}", attack=name, norm=norm, epsilon=eps_vals[0] if len(eps_vals) == 1 else eps_vals,  # type: ignore[arg-type]
+            samples=samples, budget=budget, min_perturbation=min_perturbation,
+        )
     except ValidationError as exc:
         raise BadInputError("; ".join(f"{'.'.join(map(str, e['loc'])) or name}: {e['msg']}" for e in exc.errors())) from None
     pol = load_policy(None)
@@ -203,13 +214,20 @@ def attack(
     chk = run_evasion_check(prep, spec, threat=threat, seed=seed, target=target, progress=bars(spec.check_id, 1000), save_dir=save_adversarials)
     if chk.status != "completed":
         raise BadInputError(f"{name} could not run: {chk.reason}")
-    typer.echo(f"attack        {name} ({norm}, epsilon {epsilon:g}{', target ' + str(target) if target is not None else ''})")
+    typer.echo(f"attack        {chk.attack} ({norm}, epsilon {epsilon}{', target ' + str(target) if target is not None else ''})")
     typer.echo(f"samples       {chk.n_samples} ({chk.n_attacked} correctly classified and attacked)")
     typer.echo(f"success rate  {_fmt_rate(chk.success_rate)}")
     if chk.queries:
         typer.echo(f"queries       median {chk.queries.median:.0f}, mean {chk.queries.mean:.1f}, max {chk.queries.max} (budget {budget})" if chk.queries.median is not None else "queries       0")
     if chk.perturbation and chk.perturbation.median is not None:
         typer.echo(f"perturbation  median {chk.perturbation.median:.4g} ({norm})")
+    mp = chk.min_perturbation
+    if mp is not None and mp.n:
+        med = f"{mp.median:.4g}" if mp.median is not None else "inf"
+        ci = f" [{mp.ci.low:.4g}, {mp.ci.high:.4g}]" if mp.ci is not None else ""
+        typer.echo(f"min. perturb. median {med}{ci} ({norm}; {mp.n_infinite} of {mp.n} not broken)")
+    for pt in chk.robustness_curve:
+        typer.echo(f"  eps {pt.epsilon:<8g} robust accuracy {_fmt_rate(pt.robust_accuracy)}")
     share = chk.ort_time_s / chk.wall_time_s if chk.wall_time_s else 0.0
     typer.echo(f"wall time     {chk.wall_time_s:.2f}s ({share:.0%} inside onnxruntime)")
     typer.echo(f"finding       {chk.finding}")

@@ -39,8 +39,11 @@ class Domain:
         return np.clip((np.asarray(x, dtype=np.float64) - self.lo) / w, 0.0, 1.0)
 
     def from_unit(self, z: np.ndarray) -> np.ndarray:
+        z = np.asarray(z)
         if self.is_unit:
-            return np.asarray(z)
+            return z
+        if z.dtype == np.float32:  # an attack that works in float32 (large probe batches) stays there
+            return self.lo.astype(np.float32) + z * self.width.astype(np.float32)
         return self.lo + np.asarray(z, dtype=np.float64) * self.width
 
     @property
