@@ -8,6 +8,7 @@ levels and the verdict are compared as they are; a worse level is a regression.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -45,7 +46,18 @@ class ReportDiff:
                 "regressions": len(self.regressions)}
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
+        return json.dumps(_finite(self.to_dict()), indent=2, allow_nan=False)
+
+
+def _finite(v: Any) -> Any:
+    """JSON has no infinity: unbounded interval ends become null, as in the report."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite(x) for x in v]
+    return v
 
 
 def _ident(r: Report) -> dict[str, Any]:
@@ -168,7 +180,7 @@ def diff_reports(old: Report, new: Report) -> ReportDiff:
         maybe(_ordered("risk", f"{cid} risk", a.risk, b.risk, LEVELS))
         maybe(_rate(f"{cid} attack success rate", a.success_rate, b.success_rate, higher_is_worse=True))
         maybe(_quantity(f"{cid} perturbation size (median)", a.perturbation, b.perturbation, higher_is_worse=False))
-        maybe(_quantity(f"{cid} smallest breaking budget (median)", a.min_perturbation, b.min_perturbation, higher_is_worse=False))
+        maybe(_quantity(f"{cid} smallest breaking perturbation (median)", a.min_perturbation, b.min_perturbation, higher_is_worse=False))
         pa = {p.epsilon: p for p in a.robustness_curve}
         for p in b.robustness_curve:
             if p.epsilon in pa and p.epsilon != b.epsilon:

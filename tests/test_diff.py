@@ -85,3 +85,19 @@ def test_different_settings_are_flagged_as_not_comparable(pair, tmp_path):
     assert ("check", "check square-l2") in kinds
     again = load_report(old.to_json())
     assert diff_reports(old, again).changes == []
+
+
+def test_json_output_has_no_infinity(pair):
+    import numpy as np
+
+    from onnxguard.report import Quantity
+
+    _, old = pair
+    a, b = old.model_copy(deep=True), old.model_copy(deep=True)
+    a.checks[0].min_perturbation = Quantity.of(np.array([0.01, 0.02, 0.02, 0.03, 0.03]))
+    b.checks[0].min_perturbation = Quantity.of(np.array([0.05, 0.06, 0.07, np.inf, np.inf]))
+    d = diff_reports(a, b)
+    text = d.to_json()
+    assert "Infinity" not in text and "NaN" not in text
+    ch = next(c for c in json.loads(text)["changes"] if "smallest perturbation" in c["what"] or "smallest breaking" in c["what"])
+    assert ch["direction"] == "better" and ch["new"]["ci"][1] is None

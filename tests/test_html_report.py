@@ -269,7 +269,7 @@ def _check(**kw) -> EvasionCheck:
 def test_check_sentences(scans):
     r = scans["failing"]
     assert check_sentence(_check(), r) == ("An attacker who can query scores flipped 87 of 100 correctly classified inputs while changing no pixel "
-                                          "by more than 3% of its valid range, with at most 1000 queries per input.")
+                                          "by more than 3% of its valid range, using at most 50 model queries per input.")
     s = check_sentence(_check(norm="l2", epsilon=1.0, epsilons=[1.0], threat_model="labels"), r)
     assert s.startswith("An attacker who sees only the predicted label flipped 87 of 100")
     assert "L2 norm" in s and "every one of the 64 pixels by 12.5%" in s
@@ -277,6 +277,19 @@ def test_check_sentences(scans):
     assert "forced 87 of 100 correctly classified inputs into class 4" in check_sentence(_check(targeted=True, target=4), r)
     assert "flipped none of the 100" in check_sentence(_check(success_rate=Rate.of(0, 100)), r)
     assert check_sentence(_check(status="not_run", reason="hopskipjump is not available"), r) == "This check was not run: hopskipjump is not available."
+    assert check_sentence(_check(attack="hopskipjump", norm="l2", epsilon=1.0), r).startswith("An attacker who sees only the predicted label")
+
+
+def test_min_perturbation_with_unbounded_interval(scans):
+    """More than half the inputs never broke: the median is not reached and the interval is unbounded."""
+    from onnxguard.report import Quantity
+
+    r = scans["failing"].model_copy(deep=True)
+    c = r.checks[0]
+    c.min_perturbation = Quantity.of(np.array([0.02, 0.05, np.inf, np.inf, np.inf]))
+    text = Page(render(r)).text
+    assert "median not reached (more than half never broke)" in text and "3 of 5 never broke within the budget" in text
+    assert "inf%" not in text and "nan" not in text.lower().split()
 
 
 @pytest.mark.parametrize("shape", [(5, 7), (4, 6, 3)])
@@ -393,10 +406,10 @@ version = "1"
 access = "labels"
 
 [[checks]]
-id = "square-linf"
-attack = "square"
-norm = "linf"
-epsilon = 0.05
+id = "sparse-l0"
+attack = "sparse-rs"
+norm = "l0"
+epsilon = 2
 samples = 10
 budget = 50
 
@@ -417,5 +430,5 @@ def test_tabular_model_with_checks_that_could_not_run(tabular, tmp_path):
     text = page.text
     assert "! WARN" in text and "(treated as an image)" not in text
     assert f"This check was not run: {r.checks[0].reason}." in text
-    assert "What could not be tested, and why" in text and "check square-linf" in text
+    assert "What could not be tested, and why" in text and "check sparse-l0" in text
     assert "feature" in check_sentence(_check(), r) and "pixel" not in check_sentence(_check(), r)

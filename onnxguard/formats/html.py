@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..report import EvasionCheck, Grade, Rate, Report
+from ..report import EvasionCheck, Grade, Quantity, Rate, Report
 from .envelope import resolve
 from .png import PNG_SIGNATURE, data_uri, image_layout, png_bytes, scale_to_unit, to_pixels, upscale
 from .svg import Bar, CurveDatum, bar_svg, curve_svg, esc
@@ -32,6 +32,7 @@ ATTACK_NAMES = {
     "sparse-rs": "Sparse-RS (few-pixel random search)",
     "one-pixel": "One-pixel attack (differential evolution)",
 }
+LABEL_ONLY_ATTACKS = {"hopskipjump"}
 NORM_NAMES = {"linf": "L-infinity", "l2": "L2", "l0": "L0"}
 LEVEL_MARK = {"low": "○ low", "medium": "◐ medium", "high": "● high", "critical": "▲ critical"}
 VERDICT_MARK = {"pass": "✓ PASS", "warn": "! WARN", "fail": "✗ FAIL"}
@@ -109,7 +110,8 @@ def budget_phrase(check: EvasionCheck, eps: float, report: Report) -> str:
 
 def check_sentence(check: EvasionCheck, report: Report) -> str:
     """The plain-language statement of what one evasion check found."""
-    who = "An attacker who can query scores" if check.threat_model == "scores" else "An attacker who sees only the predicted label"
+    labels_only = check.threat_model == "labels" or check.attack in LABEL_ONLY_ATTACKS
+    who = "An attacker who sees only the predicted label" if labels_only else "An attacker who can query scores"
     if check.status != "completed":
         return f"This check was not run: {check.reason or 'no reason recorded'}."
     if check.n_attacked == 0 or check.success_rate is None:
@@ -122,10 +124,7 @@ def check_sentence(check: EvasionCheck, report: Report) -> str:
     else:
         verb = f"flipped {s} of {n} correctly classified inputs" if s else f"flipped none of the {n} correctly classified inputs"
     q = check.queries
-    qtxt = ""
-    if q is not None and q.budget_per_sample:
-        per = " per budget step" if len(check.epsilons) > 1 else ""
-        qtxt = f", with at most {q.budget_per_sample} queries per input{per}"
+    qtxt = f", using at most {q.max} model queries per input" if q is not None and q.max > 0 else ""
     tail = "" if s else "; this is not a proof of robustness: a stronger or longer attack may still succeed"
     return f"{who} {verb} {budget_phrase(check, eps, report)}{qtxt}{tail}."
 
@@ -356,7 +355,8 @@ def _curve(ctx: _Ctx, c: EvasionCheck) -> str:
                       label=pct(p.success_rate.value) if p.success_rate.value is not None else "n/a") for p in c.robustness_curve]
     desc = "; ".join(f"at epsilon {fmt(p.epsilon)}: {rate_text(p.success_rate)}" for p in c.robustness_curve)
     title = f"Robustness curve of {c.id}: attack success rate against the perturbation budget"
-    unit = {"linf": "largest change per feature, % of valid range", "l2": "L2 budget (units of the valid range)", "l0": "features changed"}.get(c.norm, "epsilon")
+    thing = "pixel" if is_image(ctx.report) else "feature"
+    unit = {"linf": f"largest change per {thing}, % of valid range", "l2": "L2 budget (units of the valid range)", "l0": f"{thing}s changed"}.get(c.norm, "epsilon")
     svg = curve_svg(pts, uid=ctx.next_id("curve"), title=title, desc=desc, x_label=f"epsilon ({unit})", x_fmt=fmt)
     rows = [[esc(fmt(p.epsilon)), esc(rate_text(p.success_rate)), esc(rate_text(p.robust_accuracy))] for p in c.robustness_curve]
     table = _table(["epsilon", "attack success rate", "robust accuracy (of all sampled inputs)"], rows, caption="The curve's data")
@@ -408,7 +408,7 @@ def _triplets(ctx: _Ctx, c: EvasionCheck) -> str:
         for name, arr, alt in (
             ("original", x[j], f"original input {j + 1}, correctly classified as {cls}"),
             ("adversarial", xa[j], f"adversarial version of input {j + 1}, no longer classified as {cls}"),
-            ("difference", 0.5 + gain * d[j], f"difference between the two, amplified {gain:.3g} times; mid-grey means unchanged, "
+            ("difference", 0.5 + gain * d[j], f"difference between the two, scaled {gain:.3g} times; mid-grey means unchanged, "
                                               f"lighter means increased, darker means decreased; largest change {pct(maxd)} of the range"),
         ):
             uri = data_uri(png_bytes(upscale(to_pixels(arr, layout))))
@@ -417,8 +417,21 @@ def _triplets(ctx: _Ctx, c: EvasionCheck) -> str:
                      f'<p class="sub">true {esc(cls)}; largest change {esc(pct(maxd))}</p></div>')
     return (
         f'<figure><div class="triplets">{"".join(cards)}</div><figcaption>{len(idx)} of the successful adversarial examples: '
-        f"original, adversarial, and the difference amplified {gain:.3g}× (mid-grey: unchanged; lighter: increased; darker: decreased).</figcaption></figure>"
+        f"original, adversarial, and the difference scaled ×{gain:.3g} so the largest change shows at full contrast "
+        "(mid-grey: unchanged; lighter: increased; darker: decreased).</figcaption></figure>"
     )
+
+
+def _quantity_text(qty: Quantity, norm: str) -> str:
+    def f(v: float) -> str:
+        if not math.isfinite(v):
+            return "unbounded"
+        return pct(v) if norm == "linf" else f"{v:.4g}"
+
+    ci = f"; 95% CI of the median {f(qty.ci.low)} to {f(qty.ci.high)}" if qty.ci else ""
+    inf = f"; {qty.n_infinite} of {qty.n} never broke within the budget" if qty.n_infinite else ""
+    med = f"median {f(qty.median)}" if qty.median is not None else "median not reached (more than half never broke)"
+    return f"{med} ({NORM_NAMES.get(norm, norm)}){ci}; n = {qty.n}{inf}"
 
 
 def _check(ctx: _Ctx, c: EvasionCheck) -> str:
@@ -442,15 +455,10 @@ def _check(ctx: _Ctx, c: EvasionCheck) -> str:
         med = f"{q.median:.0f}" if q.median is not None else "-"
         mean = f"{q.mean:.1f}" if q.mean is not None else "-"
         rows.append(("Model queries", esc(f"median {med}, mean {mean}, max {q.max} per input; {q.total:,} in total; budget "
-                                          f"{q.budget_per_sample if q.budget_per_sample else 'none'} per input"
-                                          + (" per epsilon" if len(c.epsilons) > 1 else ""))))
-    for label, qty in (("Size of successful perturbations", c.perturbation), ("Smallest breaking budget", c.min_perturbation)):
-        if qty is not None and qty.median is not None:
-            ci = f"; 95% CI of the median {qty.ci.low:.4g} to {qty.ci.high:.4g}" if qty.ci else ""
-            inf = f"; {qty.n_infinite} never broke" if qty.n_infinite else ""
-            f = eps_pct if c.norm == "linf" else (lambda v: f"{v:.4g}")
-            ci = f"; 95% CI of the median {f(qty.ci.low)} to {f(qty.ci.high)}" if qty.ci else ""
-            rows.append((label, esc(f"median {f(qty.median)} ({NORM_NAMES.get(c.norm, c.norm)}){ci}; n = {qty.n}{inf}")))
+                                          f"{q.budget_per_sample if q.budget_per_sample else 'none'} per input per attack run")))
+    for label, qty in (("Size of successful perturbations", c.perturbation), ("Smallest perturbation that broke each input", c.min_perturbation)):
+        if qty is not None and qty.n:
+            rows.append((label, esc(_quantity_text(qty, c.norm))))
     rows.append(("Seed", esc(c.seed if c.seed is not None else ctx.report.seed)))
     if c.finding:
         rows.append(("Finding (as recorded)", esc(c.finding)))
