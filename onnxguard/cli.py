@@ -137,15 +137,20 @@ def scan(
     transfer_from: Optional[Path] = typer.Option(None, "--transfer-from", help="attack this (surrogate) model and replay its adversarials on MODEL"),
     fail_on: str = typer.Option("fail", "--fail-on", help="verdict that makes the exit code 1: 'fail' or 'warn'"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
-    html: Optional[Path] = typer.Option(None, "--html", help="also write the report as a self-contained HTML page"),
+    key: Optional[Path] = typer.Option(None, "--key", help="private key that signs the report written by --out (default: $ONNXGUARD_SIGNING_KEY, else your per-user key)"),
+    passphrase_env: Optional[str] = typer.Option(None, "--passphrase-env", help="environment variable holding the signing key's passphrase"),
+    no_sign: bool = typer.Option(False, "--no-sign", help="--out writes the plain, unsigned report instead of a signed envelope"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the plain (unsigned) report here"),
+    html: Optional[Path] = typer.Option(None, "--html", help="also write the report as a self-contained HTML page (marked unsigned)"),
 ) -> None:
-    """Scan MODEL with the policy's checks and write a graded report."""
+    """Scan MODEL with the policy's checks and write a graded report (signed, with --out)."""
     from .policy import load_policy
     from .scan import ScanOptions, run_scan
 
     if fail_on not in ("fail", "warn"):
         raise typer.BadParameter("--fail-on takes 'fail' or 'warn'")
     pol = load_policy(policy)
+    sign_plan = _signing_preflight(out, key, passphrase_env, no_sign)
     opts = ScanOptions(
         model_path=model, data_path=data, value_range=_parse_range(value_range), policy=pol, seed=seed,
         budget=budget, samples=samples, save_adversarials=save_adversarials, target=target, transfer_from=transfer_from,
@@ -153,19 +158,135 @@ def scan(
     report = run_scan(opts, progress=ProgressBars(enabled=not quiet))
     if report.summary:
         report.summary.fail_on = fail_on  # type: ignore[assignment]
-    if out:
-        report.write(out)
+    written = _write_reports(report, out, json_out, sign_plan)
     print_summary(report, typer.echo)
-    if out:
-        typer.echo(f"report  {out}")
+    for line in written:
+        typer.echo(line)
     if html:
         from .formats.html import render
 
         html.write_text(render(report), encoding="utf-8")
-        typer.echo(f"page    {html} (unsigned)")
+        typer.echo(f"page    {html}  (from the scan in memory, marked unsigned; `onnxguard report render --key` gives a verified page)")
     verdict = report.summary.verdict if report.summary else "pass"
     if verdict == "fail" or (fail_on == "warn" and verdict == "warn"):
         raise typer.Exit(EXIT_REJECTED)
+
+
+def _passphrase(var: Optional[str]) -> Optional[str]:
+    if var is None:
+        return None
+    value = os.environ.get(var)
+    if value is None:
+        from .errors import KeyError_
+
+        raise KeyError_(f"--passphrase-env {var}: the environment variable {var} is not set")
+    return value
+
+
+def _signing_preflight(out: Optional[Path], key: Optional[Path], passphrase_env: Optional[str], no_sign: bool) -> Optional[dict]:
+    """Before the scan: which key will sign, and a cheap check that it is usable. The key itself is
+    loaded only after the scan, in this process (the scan may run in a sandboxed child)."""
+    if no_sign:
+        if key is not None:
+            raise typer.BadParameter("--no-sign and --key contradict each other")
+        return None
+    if out is None:
+        return None
+    from .signing import ENV_KEY, preflight_private_key
+
+    pw = _passphrase(passphrase_env)
+    path = key or (Path(os.environ[ENV_KEY]) if os.environ.get(ENV_KEY) else None)
+    if path is not None:
+        preflight_private_key(path, have_passphrase=pw is not None)
+    return {"key": path, "passphrase_env": passphrase_env}
+
+
+def _write_reports(report: "object", out: Optional[Path], json_out: Optional[Path], sign_plan: Optional[dict]) -> list[str]:
+    """Write --out (a signed DSSE envelope unless --no-sign) and --json (the plain report)."""
+    from .report import Report
+
+    assert isinstance(report, Report)
+    lines = []
+    if json_out is not None:  # first: a signing failure must not lose the scan
+        report.write(json_out)
+        lines.append(f"plain   {json_out}  (plain report, unsigned)")
+    if out is not None and sign_plan is None:
+        report.write(out)
+        lines.append(f"report  {out}  (UNSIGNED plain report, --no-sign: not an attestation)")
+    elif out is not None:
+        from .signing import PREDICATE_TYPE, default_key, default_key_path, key_type, keyid, load_private_key, sign_report
+
+        pw = _passphrase(sign_plan["passphrase_env"])
+        path = sign_plan["key"]
+        private = load_private_key(path, pw) if path is not None else default_key(pw, notify=err)
+        envelope = sign_report(report, private)
+        out.write_text(json.dumps(envelope, indent=2) + "\n", encoding="utf-8")
+        kid, kt = keyid(private), key_type(private)
+        del private
+        lines.append(f"report  {out}  (signed DSSE envelope, predicate {PREDICATE_TYPE})")
+        lines.append(f"signed  {kt} key {path or default_key_path()}, keyid {kid}")
+    return lines
+
+
+@app.command()
+def keygen(
+    out: Path = typer.Option(..., "--out", help="NAME: writes NAME.pem (private, mode 0600) and NAME.pub.pem (public)"),
+    key_type_: str = typer.Option("ecdsa-p256", "--type", help="ecdsa-p256 (default) or ed25519"),
+    passphrase_env: Optional[str] = typer.Option(None, "--passphrase-env", help="encrypt the private key with the passphrase in this environment variable"),
+    force: bool = typer.Option(False, "--force", help="overwrite an existing key pair"),
+) -> None:
+    """Create a signing key pair for signed reports."""
+    from .signing import KEY_TYPES, keyid, load_public_key, write_keypair
+
+    if key_type_ not in KEY_TYPES:
+        raise typer.BadParameter(f"--type takes one of {', '.join(KEY_TYPES)}")
+    pw = _passphrase(passphrase_env)
+    priv, pub = write_keypair(out, passphrase=pw, kind=key_type_, overwrite=force)
+    typer.echo(f"private key {priv}  ({key_type_}, mode 0600{', passphrase-protected' if pw else ''}): keep it secret")
+    typer.echo(f"public key  {pub}  (give it to whoever verifies your reports)")
+    typer.echo(f"keyid       {keyid(load_public_key(pub))}")
+
+
+_CHECK_LABELS = {"envelope": "envelope", "signature": "signature", "schema": "schema", "model-digest": "model digest", "policy": "policy"}
+
+
+@app.command()
+def verify(
+    report: Path = typer.Argument(..., help="the signed report (DSSE envelope) written by scan --out"),
+    key: list[Path] = typer.Option(..., "--key", help="trusted public key (NAME.pub.pem); repeat to trust several"),
+    model: Optional[Path] = typer.Option(None, "--model", help="check that the report is about this model file"),
+    policy: Optional[str] = typer.Option(None, "--policy", help="check that this policy (shipped name or file) was applied"),
+    require_verdict: Optional[str] = typer.Option(None, "--require-verdict", help="worst acceptable verdict: pass, or warn (pass or warn)"),
+) -> None:
+    """Verify a signed report: signature, schema, model digest, policy; exit 0 only if all hold."""
+    from .errors import BadInputError
+    from .policy import load_policy
+    from .report import VERDICTS
+    from .signing import check_envelope, load_public_key
+
+    if require_verdict is not None and require_verdict not in VERDICTS:
+        raise typer.BadParameter(f"--require-verdict takes one of {', '.join(VERDICTS)}")
+    keys = [load_public_key(k) for k in key]
+    try:
+        data = report.read_bytes()
+    except OSError as exc:
+        raise BadInputError(f"cannot read {report}: {exc.strerror or exc}") from None
+    if model is not None and not model.is_file():
+        raise BadInputError(f"model file not found: {model}")
+    pol = load_policy(policy) if policy is not None else None
+    outcomes, verified = check_envelope(data, keys, model_path=model, policy=pol, require_verdict=require_verdict)
+    for o in outcomes:
+        if o.status == "not requested":
+            continue
+        status = {"ok": "OK", "failed": "FAILED", "skipped": "SKIPPED"}[o.status]
+        typer.echo(sanitize(f"{_CHECK_LABELS[o.name]:<13} {status:<8} {o.detail}"))
+    if verified is None:
+        failed = [o.name for o in outcomes if o.status == "failed"]
+        err(f"onnxguard: {report} does NOT verify (failed: {', '.join(failed)})")
+        raise typer.Exit(EXIT_REJECTED)
+    v = verified
+    enforced = "" if require_verdict else " (not enforced: add --require-verdict pass)"
+    typer.echo(sanitize(f"verified {report}: model {v.subjects[0]['name']}, verdict {v.verdict}{enforced}, signed by keyid {v.keyid[:16]}…"))
 
 
 @app.command()
@@ -270,7 +391,8 @@ def policy_validate(file: Path = typer.Argument(..., help="policy file (.toml or
 def report_render(
     report_file: Path = typer.Argument(..., help="a report (plain JSON, or a signed envelope)"),
     out: Path = typer.Option(..., "--out", help="the HTML page to write"),
-    key: Optional[Path] = typer.Option(None, "--key", help="trusted public key: verify the signed report before rendering"),
+    key: Optional[list[Path]] = typer.Option(None, "--key", help="trusted public key (NAME.pub.pem): verify the signed report before rendering; repeatable"),
+    model: Optional[Path] = typer.Option(None, "--model", help="with --key: also check that the report is about this model file"),
     no_verify: bool = typer.Option(False, "--no-verify", help="render a signed report without verifying it (marked NOT VERIFIED)"),
     adversarials: Optional[Path] = typer.Option(None, "--adversarials", help="folder of saved adversarial examples (<check>.npz)"),
 ) -> None:
@@ -278,7 +400,9 @@ def report_render(
     from .formats.envelope import load_for_render
     from .formats.html import render
 
-    report, verification = load_for_render(report_file, key, allow_unverified=no_verify)
+    if key and no_verify:
+        raise typer.BadParameter("--key and --no-verify contradict each other")
+    report, verification = load_for_render(report_file, key or None, allow_unverified=no_verify, model_path=model)
     out.write_text(render(report, verified=verification, adversarials=adversarials, base_dir=report_file.parent), encoding="utf-8")
     state = "unsigned" if verification is None else ("signature verified, key " + verification.keyid if verification.verified else "signature NOT verified")
     typer.echo(f"page    {out} ({sanitize(state)})")

@@ -111,6 +111,9 @@ class LoadedModel:
             raise ModelLoadError(f"internal: batch of shape {x.shape[1:]} does not match model sample shape {self.sample_shape}")
         n = x.shape[0]
         step = self.fixed_batch or max_batch
+        if n == step or (n < step and not self.fixed_batch):  # one session.run: the common case
+            raw, dt = self.run_raw(x)
+            return self._interpret(raw), dt
         label_parts, score_parts, total = [], [], 0.0
         for start in range(0, n, step):
             chunk = x[start : start + step]

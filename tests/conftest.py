@@ -66,3 +66,10 @@ def tabular(tmp_path_factory):
     dp = d / "cancer.npz"
     np.savez(dp, x=x, y=y)
     return mp, dp, x, y
+
+
+@pytest.fixture(autouse=True)
+def _isolated_signing_key(tmp_path_factory, monkeypatch):
+    """`scan --out` signs with a per-user default key created on first use: keep tests out of ~/.config."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))
+    monkeypatch.delenv("ONNXGUARD_SIGNING_KEY", raising=False)

@@ -62,7 +62,9 @@ def test_scan_writes_report(tmp_path, quick_policy, capsys):
 
 def _plain_report(tmp_path, args):
     out = tmp_path / "plain.json"
-    code = main(["scan", *args, "--json", str(out), "--no-sandbox", "-q"]) if "--json" in _scan_options() else main(["scan", *args, "--out", str(out), "-q"])
+    opts = _scan_options()
+    sandbox = ["--no-sandbox"] if "--no-sandbox" in opts else []
+    code = main(["scan", *args, "--json", str(out), *sandbox, "-q"]) if "--json" in opts else main(["scan", *args, "--out", str(out), "-q"])
     return code, Report.model_validate_json(out.read_text())
 
 

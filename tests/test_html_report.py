@@ -432,3 +432,41 @@ def test_tabular_model_with_checks_that_could_not_run(tabular, tmp_path):
     assert f"This check was not run: {r.checks[0].reason}." in text
     assert "What could not be tested, and why" in text and "check sparse-l0" in text
     assert "feature" in check_sentence(_check(), r) and "pixel" not in check_sentence(_check(), r)
+
+
+def test_cli_render_verifies_signed_reports(scans, tmp_path, capsys):
+    """A signed report is verified before rendering; the page names the key; any failure writes no page."""
+    from onnxguard.signing import keyid, load_private_key, sign_report, write_keypair
+
+    priv, pub = write_keypair(tmp_path / "reviewer")
+    _, other_pub = write_keypair(tmp_path / "stranger")
+    key = load_private_key(priv)
+    r = scans["failing"]
+    env = sign_report(r, key)
+    signed = tmp_path / "signed.json"
+    signed.write_text(json.dumps(env))
+    out = tmp_path / "verified.html"
+    assert main(["report", "render", str(signed), "--out", str(out), "--key", str(pub), "--model", str(EXAMPLE_MODEL)]) == 0
+    page = Page(out.read_text())
+    assert page.errors == []
+    banner = " ".join(page.text.split("Verdict")[:1])
+    assert "SIGNED AND VERIFIED" in banner and keyid(key) in banner and "model-digest" in banner and "UNSIGNED" not in page.text
+    capsys.readouterr()
+
+    def refused(args: list[str], code: int, words: str) -> None:
+        dst = tmp_path / "refused.html"
+        assert main(["report", "render", *args, "--out", str(dst)]) == code
+        assert words in capsys.readouterr().err
+        assert not dst.exists()
+
+    refused([str(signed), "--key", str(other_pub)], 1, "signature")
+    tampered = json.loads(signed.read_text())
+    payload = json.loads(base64.b64decode(tampered["payload"]))
+    payload["predicate"]["summary"]["verdict"] = "pass"
+    tampered["payload"] = base64.b64encode(json.dumps(payload).encode()).decode()
+    (tmp_path / "tampered.json").write_text(json.dumps(tampered))
+    refused([str(tmp_path / "tampered.json"), "--key", str(pub)], 1, "signature")
+    other_model = tmp_path / "other.onnx"
+    other_model.write_bytes(EXAMPLE_MODEL.read_bytes() + b"\0")
+    refused([str(signed), "--key", str(pub), "--model", str(other_model)], 1, "model")
+    refused([str(signed), "--model", str(EXAMPLE_MODEL)], 2, "--model needs --key")

@@ -97,9 +97,9 @@ def test_check_that_cannot_run_is_graded_by_rule(tmp_path):
 [threat_model]
 access = "labels"
 [[checks]]
-attack = "square"
-norm = "linf"
-epsilon = 0.1
+attack = "sparse-rs"
+norm = "l0"
+epsilon = 2
 samples = 5
 budget = 10
 [backdoor]
@@ -114,7 +114,7 @@ verdict = "fail"
     assert chk.grades[0].level == "high" and chk.grades[0].verdict == "fail"
     assert "insufficient evidence" in chk.grades[0].rule
     assert rep.summary.verdict == "fail"
-    assert any(nt.what == "check square-linf" for nt in rep.not_tested)
+    assert any(nt.what == "check sparse-rs-l0" for nt in rep.not_tested)
 
 
 def test_synthetic_refused_by_strict():

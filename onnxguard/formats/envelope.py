@@ -65,21 +65,31 @@ def resolve(path: str | None, base_dir: Path | None) -> Path | None:
     return p
 
 
-def load_for_render(path: str | Path, key: str | Path | None = None, allow_unverified: bool = False):
+def load_for_render(path: str | Path, key: str | Path | list[str | Path] | None = None, allow_unverified: bool = False,
+                    model_path: str | Path | None = None):
     """The report to render and how it was authenticated: ``(Report, Verification | None)``.
 
-    * a plain report: rendered marked UNSIGNED (``--key`` is refused: nothing to verify);
-    * a signed envelope with a trusted key: verified first, any failure raises;
+    * a plain report: rendered marked UNSIGNED (``key`` is refused: nothing to verify);
+    * a signed envelope with trusted key(s): verified by ``onnxguard.signing`` first (signature, schema,
+      and the model file's digest when ``model_path`` is given); any failure raises ``VerificationError``
+      naming the check, and the report from the verified payload is the one rendered;
     * a signed envelope without a key: refused unless ``allow_unverified``, then marked NOT VERIFIED.
     """
     from ..errors import VerificationError
     from .html import Verification
 
-    report, env = report_from_json(Path(path).read_bytes())
-    if key is not None:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise BadInputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    report, env = report_from_json(data)
+    keys = [key] if isinstance(key, (str, Path)) else list(key or [])
+    if keys:
         if env is None:
-            raise VerificationError("signature", f"{path} is a plain report without a signature; there is nothing to verify with {key}")
-        return _verify(env, Path(key), report)
+            raise VerificationError("signature", f"{path} is a plain report without a signature; there is nothing to verify with {keys[0]}")
+        return _verify(data, keys, model_path)
+    if model_path is not None:
+        raise BadInputError("--model needs --key: the model's digest is checked as part of verifying a signed report")
     if env is None:
         return report, None
     if not allow_unverified:
@@ -89,10 +99,17 @@ def load_for_render(path: str | Path, key: str | Path | None = None, allow_unver
     return report, Verification(keyid=", ".join(ids) or "none", verified=False, note="Rendered with --no-verify.")
 
 
-def _verify(env: dict[str, Any], key: Path, report: Report):
-    try:
-        from .. import signing  # issue 4
-    except ImportError:
-        raise BadInputError("this build of onnxguard cannot verify signatures (onnxguard.signing is not installed); "
-                            "the signed report was not rendered") from None
-    raise BadInputError(f"signature verification through onnxguard.signing {getattr(signing, '__name__', '')} is not wired in yet")
+def _verify(data: bytes, keys: list[str | Path], model_path: str | Path | None):
+    from ..signing import load_public_key, verify_envelope
+    from .html import Verification
+
+    trusted = [load_public_key(k) for k in keys]
+    vr = verify_envelope(data, trusted, model_path=model_path)  # raises VerificationError naming the failed check
+    held = tuple(o.name for o in vr.checks if o.ok)
+    subject = vr.subjects[0] if vr.subjects else {}
+    digest = (subject.get("digest") or {}).get("sha256", "") if isinstance(subject, dict) else ""
+    note = f"The signed statement's subject is {subject.get('name', '?')} (sha256 {digest[:16]}…)." if subject else None
+    if "model-digest" in held:
+        note = (note or "") + f" The model file {Path(str(model_path)).name} was checked against it."
+    return vr.report, Verification(keyid=vr.keyid, verified=True, key_source=", ".join(str(k) for k in keys), checks=held,
+                                   note=f"{vr.key_type} key. {note}" if note else f"{vr.key_type} key.")
