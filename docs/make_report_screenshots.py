@@ -2,13 +2,15 @@
 
     python docs/make_report_screenshots.py
 
-* ``report-failing.html/.png``     a real scan of examples/digits_cnn.onnx under the ``standard`` policy (it fails)
+* ``report-failing.html/.png``     a real scan of examples/digits_cnn.onnx under the ``standard`` policy (it fails),
+  signed with a throwaway key and verified before rendering
 * ``report-backdoored.html/.png``  the same scan with a backdoor section attached; its figures are
   constructed (see tests/report_fixtures.py), not measured by a backdoor search
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -20,7 +22,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
+from onnxguard.formats.envelope import load_for_render  # noqa: E402
 from onnxguard.formats.html import render  # noqa: E402
+from onnxguard.signing import load_private_key, sign_report, write_keypair  # noqa: E402
 from tests import report_fixtures as rf  # noqa: E402
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -63,7 +67,12 @@ def main() -> None:
 
         os.chdir(ROOT)  # so the report records repository-relative paths
         failing = rf.scan(rel_model, rel_data, Path("standard"), tmp / "failing")
-        (HERE / "report-failing.html").write_text(render(failing), encoding="utf-8")
+        # the failing page goes the reviewer's way: signed with a throwaway key, verified, then rendered
+        priv, pub = write_keypair(tmp / "demo-key")
+        signed = tmp / "failing" / "signed.json"
+        signed.write_text(json.dumps(sign_report(failing, load_private_key(priv))), encoding="utf-8")
+        verified_report, verification = load_for_render(signed, pub, model_path=rel_model)
+        (HERE / "report-failing.html").write_text(render(verified_report, verified=verification, base_dir=tmp / "failing"), encoding="utf-8")
         back = rf.scan(rel_model, rel_data, Path("standard"), tmp / "backdoored")
         back.notes.append("the backdoor section of this example page is constructed to show the layout; it was not measured")
         back = rf.add_backdoor(back, Path("standard"), tmp / "backdoored", relative=True)

@@ -108,8 +108,8 @@ def _verify(data: bytes, keys: list[str | Path], model_path: str | Path | None):
     held = tuple(o.name for o in vr.checks if o.ok)
     subject = vr.subjects[0] if vr.subjects else {}
     digest = (subject.get("digest") or {}).get("sha256", "") if isinstance(subject, dict) else ""
-    note = f"The signed statement's subject is {subject.get('name', '?')} (sha256 {digest[:16]}…)." if subject else None
+    note = f"The signed statement's subject is {subject.get('name', '?')} (sha256 {digest[:16]}…)" if subject else ""
     if "model-digest" in held:
-        note = (note or "") + f" The model file {Path(str(model_path)).name} was checked against it."
-    return vr.report, Verification(keyid=vr.keyid, verified=True, key_source=", ".join(str(k) for k in keys), checks=held,
-                                   note=f"{vr.key_type} key. {note}" if note else f"{vr.key_type} key.")
+        note += f"; the model file {Path(str(model_path)).name} was checked against it"
+    return vr.report, Verification(keyid=vr.keyid, verified=True, key_source=", ".join(Path(str(k)).name for k in keys),
+                                   key_type=vr.key_type, checks=held, note=note + "." if note else None)

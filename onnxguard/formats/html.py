@@ -46,6 +46,7 @@ class Verification:
     keyid: str
     verified: bool = True
     key_source: str | None = None
+    key_type: str | None = None
     checks: tuple[str, ...] = ()
     note: str | None = None
 
@@ -239,10 +240,11 @@ def _provenance(verified: Verification | None) -> str:
             + "</div>"
         )
     held = ", ".join(verified.checks) if verified.checks else "signature"
-    src = f" from {_code(verified.key_source)}" if verified.key_source else ""
+    src = f" {_code(verified.key_source)}" if verified.key_source else ""
+    kt = f" ({esc(verified.key_type)})" if verified.key_type else ""
     return (
         '<div class="banner signed" role="note"><strong>✓ SIGNED AND VERIFIED.</strong> The report on this page was taken from a '
-        f"signed envelope and verified before rendering with the trusted key{src}, fingerprint (key id) {_code(verified.keyid)}. "
+        f"signed envelope and verified before rendering with the trusted public key{src}{kt}, fingerprint (key id) {_code(verified.keyid)}. "
         f"Checks that held: {esc(held)}."
         + (f" {esc(verified.note)}" if verified.note else "")
         + "</div>"
