@@ -208,12 +208,18 @@ def test_backdoored_report_page(scans):
     # bars: one label per class in each of the two charts
     for c in range(10):
         assert svg_text.count(f"class {c}") >= 2
-    # the flagged class's reversed trigger: mask, pattern and PNG, each embedded
+    # the flagged class's reversed trigger: the search's PNG is preferred to its raw arrays
     trig = [i for i in page.find("img") if "reversed trigger for class 7" in (i.get("alt") or "")]
-    assert len(trig) == 3
-    for i in trig:
-        decode_png(i["src"])
+    assert len(trig) == 1 and "class7_trigger.png" in trig[0]["alt"]
+    decode_png(trig[0]["src"])
     assert "Per-class figures" in text
+    # without the PNG, the mask and pattern arrays are drawn
+    r2 = r.model_copy(deep=True)
+    r2.backdoor.trigger_files = [f for f in b.trigger_files if f.endswith(".npy")]
+    trig2 = [i for i in Page(render(r2)).find("img") if "reversed trigger for class 7" in (i.get("alt") or "")]
+    assert len(trig2) == 2
+    for i in trig2:
+        decode_png(i["src"])
 
 
 def test_paths_relative_to_the_report_folder(scans, tmp_path):
@@ -470,3 +476,20 @@ def test_cli_render_verifies_signed_reports(scans, tmp_path, capsys):
     other_model.write_bytes(EXAMPLE_MODEL.read_bytes() + b"\0")
     refused([str(signed), "--key", str(pub), "--model", str(other_model)], 1, "model")
     refused([str(signed), "--model", str(EXAMPLE_MODEL)], 2, "--model needs --key")
+
+
+def test_tabular_trigger_table(tabular, tmp_path):
+    """A flagged class of a tabular model: its trigger (feature indices and values) is shown as a table."""
+    from onnxguard.report import BackdoorSection, ClassTrigger
+
+    mp, dp, _, _ = tabular
+    r = rf.scan(mp, dp, rf.write_policy(tmp_path / "p.toml", rf.PASSING_POLICY), tmp_path / "out")
+    np.save(tmp_path / "class1-features.npy", np.array([[3.0, 17.0], [4.5, -2.0]]))
+    r.backdoor = BackdoorSection(status="completed", classes=[ClassTrigger(cls=0, full_search=True, trigger_size=5.0, anomaly_index=-0.7),
+                                                              ClassTrigger(cls=1, full_search=True, trigger_size=2.0, anomaly_index=3.5)],
+                                 flagged_classes=[1], anomaly_threshold=2.0, max_anomaly_index=3.5, trigger_files=[str(tmp_path / "class1-features.npy")])
+    page = Page(render(r))
+    assert page.errors == [] and not page.find("img")
+    assert "The reversed trigger for class 1 (class1-features.npy)" in page.text
+    cells = [c.strip() for c in page.text_by_tag.get("td", [])]
+    assert {"3", "17", "4.5", "-2"} <= set(cells)

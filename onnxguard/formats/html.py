@@ -501,6 +501,25 @@ def _trigger_image(path: Path, layout: str | None, shape: Sequence[int] | None) 
     return None
 
 
+def _feature_triggers(ctx: _Ctx, cls: int, files: Sequence[str], labels: Mapping[int, str]) -> str:
+    """A tabular trigger saved as a (2, k) array: row 0 feature indices, row 1 values (normalised to the valid range)."""
+    out = []
+    for f in files:
+        p = resolve(f, ctx.base_dir) or Path(f)
+        try:
+            if not p.is_file() or p.stat().st_size > MAX_EMBED_BYTES:
+                continue
+            a = np.load(p, allow_pickle=False)
+        except Exception:
+            continue
+        if a.ndim != 2 or a.shape[0] != 2 or not 0 < a.shape[1] <= 64 or not np.all(np.isfinite(a)) or np.any(a[0] != np.round(a[0])):
+            continue
+        rows = [[esc(int(i)), esc(f"{v:.4g}")] for i, v in zip(a[0], a[1])]
+        out.append(_table(["feature index", "value set, in units of the valid range (0: low end, 1: high end; outside [0, 1]: out of range)"], rows,
+                          caption=f"The reversed trigger for {labels.get(cls, f'class {cls}')} ({Path(f).name})"))
+    return "".join(out)
+
+
 def _files_for_class(files: Sequence[str], cls: int, n_flagged: int) -> list[str]:
     import re
 
@@ -570,8 +589,11 @@ def _backdoor(ctx: _Ctx) -> str:
     layout = image_layout(ctx.report.model.sample_shape)
     for c in sorted(flagged):
         files = _files_for_class(b.trigger_files, c, len(flagged))
+        pngs = [f for f in files if f.lower().endswith(".png")]
+        if layout is None:
+            parts.append(_feature_triggers(ctx, c, [f for f in files if f.lower().endswith(".npy")], labels))
         imgs = []
-        for f in files:
+        for f in pngs or files:  # a PNG drawn by the search says more than its raw array
             uri = _trigger_image(resolve(f, ctx.base_dir) or Path(f), layout, ctx.report.model.sample_shape)
             if uri:
                 alt = esc(f"reversed trigger for {labels.get(c, 'class ' + str(c))} from {Path(f).name}")
@@ -579,7 +601,7 @@ def _backdoor(ctx: _Ctx) -> str:
         if imgs:
             parts.append(f'<figure class="trigger"><div class="triplets">{"".join(imgs)}</div><figcaption>The reversed trigger for '
                          f"{esc(labels.get(c, f'class {c}'))}: what the search stamps on inputs to send them to this class.</figcaption></figure>")
-        elif files:
+        elif files and layout is not None:
             parts.append(f'<p class="sub">Trigger files for class {esc(c)} were listed ({", ".join(_code(Path(f).name) for f in files)}) '
                          "but could not be read next to the report.</p>")
     if b.trigger_files:
