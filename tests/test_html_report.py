@@ -493,3 +493,17 @@ def test_tabular_trigger_table(tabular, tmp_path):
     assert "The reversed trigger for class 1 (class1-features.npy)" in page.text
     cells = [c.strip() for c in page.text_by_tag.get("td", [])]
     assert {"3", "17", "4.5", "-2"} <= set(cells)
+
+
+def test_page_prints_to_pdf(browser, scans, tmp_path):
+    """Printable: Chromium's print path (print CSS, page breaks) produces a multi-page PDF."""
+    page = tmp_path / "failing.html"
+    page.write_text(render(scans["failing"]), encoding="utf-8")
+    pdf = tmp_path / "page.pdf"
+    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+           "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--no-pdf-header-footer",
+           f"--print-to-pdf={pdf}", page.resolve().as_uri()]
+    subprocess.run(cmd, capture_output=True, timeout=120)
+    raw = pdf.read_bytes()
+    assert raw.startswith(b"%PDF-")
+    assert len(re.findall(rb"/Type\s*/Page[^s]", raw)) >= 2
