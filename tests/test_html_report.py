@@ -378,6 +378,12 @@ def browser():
     b = _chromium()
     if b is None:
         pytest.skip("headless Chromium is not installed (Debian: apt-get install chromium; .ci/run installs it where it can)")
+    try:
+        ok = subprocess.run([b, "--version"], capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        ok = False
+    if not ok:
+        pytest.skip(f"{b} is installed but does not start (`{b} --version` failed)")
     return b
 
 
