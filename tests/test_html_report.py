@@ -513,3 +513,25 @@ def test_page_prints_to_pdf(browser, scans, tmp_path):
     raw = pdf.read_bytes()
     assert raw.startswith(b"%PDF-")
     assert len(re.findall(rb"/Type\s*/Page[^s]", raw)) >= 2
+
+
+@pytest.mark.parametrize("shape,colour", [((3, 8, 8), 2), ((8, 8, 3), 2), ((8, 8), 0)])
+def test_triplets_for_colour_and_channels_last_images(scans, tmp_path, shape, colour):
+    """Images in (C, H, W), (H, W, C) and (H, W): triplets decode with the right colour type; per-feature ranges apply."""
+    r = scans["failing"].model_copy(deep=True)
+    r.model.sample_shape = list(shape)
+    n = int(np.prod(shape))
+    r.data.value_range.lo = [0.0] * n
+    r.data.value_range.hi = [255.0] * n
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, size=(3, *shape))
+    xa = np.clip(x + rng.uniform(-8, 8, size=x.shape), 0, 255)
+    path = tmp_path / "adv.npz"
+    np.savez(path, x=x, x_adv=xa, y=np.array([1, 2, 3]), success=np.array([True, False, True]))
+    r.checks = r.checks[:1]
+    page = Page(render(r, adversarials={r.checks[0].id: path}))
+    imgs = page.find("img")
+    assert len(imgs) == 6  # two successful examples, three images each
+    for i in imgs:
+        w, h, c = decode_png(i["src"])
+        assert c == colour and w == h == 96
