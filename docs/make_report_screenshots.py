@@ -4,8 +4,8 @@
 
 * ``report-failing.html/.png``     a real scan of examples/digits_cnn.onnx under the ``standard`` policy (it fails),
   signed with a throwaway key and verified before rendering
-* ``report-backdoored.html/.png``  the same scan with a backdoor section attached; its figures are
-  constructed (see tests/report_fixtures.py), not measured by a backdoor search
+* ``report-backdoored.html/.png``  a real scan, backdoor search included, of the BadNets fixture
+  tests/backdoor/fixtures/badnets_t3_tr.onnx (patch trigger, target class 3) under ``standard``
 """
 
 from __future__ import annotations
@@ -57,6 +57,16 @@ def shoot(browser: str, html_path: Path, png: Path, tmp: Path) -> None:
     print(f"{png.relative_to(ROOT)}: {WIDTH}x{h}")
 
 
+def relative_files(report, base: Path):
+    """Record the report's files relative to its folder, as when a report is filed with its files."""
+    for c in report.checks:
+        if c.adversarials:
+            c.adversarials = str(Path(c.adversarials).relative_to(base))
+    if report.backdoor is not None:
+        report.backdoor.trigger_files = [str(Path(f).relative_to(base)) for f in report.backdoor.trigger_files]
+    return report
+
+
 def main() -> None:
     browser = chromium()
     with tempfile.TemporaryDirectory() as t:
@@ -66,16 +76,16 @@ def main() -> None:
         import os
 
         os.chdir(ROOT)  # so the report records repository-relative paths
-        failing = rf.scan(rel_model, rel_data, Path("standard"), tmp / "failing")
+        failing = relative_files(rf.scan(rel_model, rel_data, Path("standard"), tmp / "failing"), tmp / "failing")
         # the failing page goes the reviewer's way: signed with a throwaway key, verified, then rendered
         priv, pub = write_keypair(tmp / "demo-key")
         signed = tmp / "failing" / "signed.json"
         signed.write_text(json.dumps(sign_report(failing, load_private_key(priv))), encoding="utf-8")
         verified_report, verification = load_for_render(signed, pub, model_path=rel_model)
         (HERE / "report-failing.html").write_text(render(verified_report, verified=verification, base_dir=tmp / "failing"), encoding="utf-8")
-        back = rf.scan(rel_model, rel_data, Path("standard"), tmp / "backdoored")
-        back.notes.append("the backdoor section of this example page is constructed to show the layout; it was not measured")
-        back = rf.add_backdoor(back, Path("standard"), tmp / "backdoored", relative=True)
+        bd_model = Path("tests/backdoor/fixtures/badnets_t3_tr.onnx")  # BadNets patch, target class 3, top-right corner
+        back = rf.scan(bd_model, Path("tests/backdoor/fixtures/digits16.npz"), Path("standard"), tmp / "backdoored")
+        back = relative_files(back, tmp / "backdoored")
         (HERE / "report-backdoored.html").write_text(render(back, base_dir=tmp / "backdoored"), encoding="utf-8")
         assert model.is_file() and data.is_file()
         for name in ("report-failing", "report-backdoored"):

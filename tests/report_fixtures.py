@@ -1,9 +1,7 @@
 """Reports for rendering tests and the docs screenshots: real scans of the example
-models, and a backdoor section with realistic Neural-Cleanse-style figures.
-
-The backdoor figures are constructed, not measured: they exercise the page's
-backdoor section (bars, threshold, flagged class, reversed trigger) with values
-shaped like those of a search over a BadNets-patched model.
+models and of the backdoor fixtures, and (``add_backdoor``) a constructed backdoor
+section with Neural-Cleanse-style figures, for rendering cases a real search does not
+produce on demand (raw-array triggers, 8x8 inputs).
 """
 
 from __future__ import annotations
@@ -62,7 +60,11 @@ budget = 40
 enabled = false
 """
 
-BACKDOOR_POLICY = FAILING_POLICY.replace("enabled = false", "enabled = true").replace('name = "review-demo"', 'name = "review-demo-backdoor"')
+BACKDOOR_POLICY = FAILING_POLICY.replace(
+    "enabled = false", "enabled = true\nbudget = 300000\ntime_limit_s = 180\nsamples_per_class = 20\nfull_search_classes = 10"
+).replace('name = "review-demo"', 'name = "review-demo-backdoor"')  # the standard policy's backdoor search
+
+BACKDOOR_FIXTURES = Path(__file__).resolve().parent / "backdoor" / "fixtures"
 
 
 def write_policy(path: Path, text: str) -> Path:
@@ -71,9 +73,11 @@ def write_policy(path: Path, text: str) -> Path:
 
 
 def scan(model: Path, data: Path, policy_file: Path, out_dir: Path, seed: int = 0) -> Report:
-    """A real scan; adversarial examples saved under ``out_dir/adv``; the report written to ``out_dir/report.json``."""
+    """A real scan; adversarial examples saved under ``out_dir/adv``, reversed backdoor triggers under
+    ``out_dir/triggers``; the report written to ``out_dir/report.json``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    opts = ScanOptions(model_path=model, data_path=data, policy=load_policy(str(policy_file)), seed=seed, save_adversarials=out_dir / "adv")
+    opts = ScanOptions(model_path=model, data_path=data, policy=load_policy(str(policy_file)), seed=seed, save_adversarials=out_dir / "adv",
+                       backdoor_out=out_dir / "triggers")
     report = run_scan(opts)
     report.write(out_dir / "report.json")
     return report

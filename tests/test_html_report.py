@@ -141,7 +141,7 @@ def scans(tmp_path_factory):
     failing = rf.scan(EXAMPLE_MODEL, EXAMPLE_DATA, rf.write_policy(d / "failing.toml", rf.FAILING_POLICY), d / "failing")
     passing = rf.scan(EXAMPLE_MODEL, EXAMPLE_DATA, rf.write_policy(d / "passing.toml", rf.PASSING_POLICY), d / "passing")
     bpol = rf.write_policy(d / "backdoor.toml", rf.BACKDOOR_POLICY)
-    back = rf.scan(EXAMPLE_MODEL, EXAMPLE_DATA, bpol, d / "backdoored")
+    back = rf.scan(EXAMPLE_MODEL, EXAMPLE_DATA, d / "failing.toml", d / "backdoored")  # the section is added, not searched
     back = rf.add_backdoor(back, bpol, d / "backdoored")
     return {"dir": d, "failing": failing, "passing": passing, "backdoored": back}
 
@@ -220,6 +220,24 @@ def test_backdoored_report_page(scans):
     assert len(trig2) == 2
     for i in trig2:
         decode_png(i["src"])
+
+
+def test_real_backdoor_scan_page(tmp_path):
+    """A real scan of a BadNets-backdoored fixture (target 3, top-right patch): the search flags class 3 and the
+    page shows the bars, the threshold and the reversed trigger the search saved."""
+    pol = rf.write_policy(tmp_path / "p.toml", rf.BACKDOOR_POLICY.replace("samples = 24", "samples = 10").replace("budget = 150", "budget = 50"))
+    model = rf.BACKDOOR_FIXTURES / "badnets_t3_tr.onnx"
+    r = rf.scan(model, rf.BACKDOOR_FIXTURES / "digits16.npz", pol, tmp_path / "out")
+    assert r.backdoor is not None and r.backdoor.status == "completed" and r.backdoor.flagged_classes == [3]
+    html = render(load_report((tmp_path / "out" / "report.json").read_text()), base_dir=tmp_path / "out")
+    page = Page(html)
+    assert_self_contained(page, html)
+    assert_charts_accessible(page)
+    assert "anomalously small trigger for class 3" in page.text
+    svg_text = " ".join(page.text_by_tag.get("text", []))
+    assert "FLAGGED" in svg_text and f"threshold {r.backdoor.anomaly_threshold:g}" in svg_text
+    trig = [i for i in page.find("img") if "reversed trigger for class 3" in (i.get("alt") or "")]
+    assert len(trig) == 1 and decode_png(trig[0]["src"])[2] in (0, 2)
 
 
 def test_paths_relative_to_the_report_folder(scans, tmp_path):

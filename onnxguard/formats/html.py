@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -208,7 +208,7 @@ svg.chart { max-width: 100%; height: auto; display: block; }
 .triplet .imgs { display: flex; gap: .4rem; }
 .triplet figure { margin: 0; text-align: center; }
 .triplet img, .trigger img { image-rendering: pixelated; border: 1px solid var(--ink); width: 96px; height: auto; }
-.trigger img { width: 128px; }
+.trigger img { width: auto; max-width: 100%; }
 .grades ul { margin: .2rem 0; padding-left: 1.2rem; } .rule { color: var(--muted); font-size: .88rem; }
 .check { break-inside: avoid-page; }
 ul.reasons li { margin: .15rem 0; }
@@ -561,14 +561,22 @@ def _backdoor(ctx: _Ctx) -> str:
     parts.append(_dl(rows))
     cls_sorted = sorted(b.classes, key=lambda c: c.cls)
     if cls_sorted:
-        size_bars = [Bar(labels[c.cls], c.trigger_size, c.cls in flagged, "" if c.full_search else "(pre-screen only)") for c in cls_sorted]
+        kinds = {c.trigger_kind for c in cls_sorted if c.trigger_kind}
+
+        def note(c: Any) -> str:
+            bits = ([c.trigger_kind] if c.trigger_kind and len(kinds) > 1 else []) + ([] if c.full_search else ["pre-screen only"])
+            return f"({', '.join(bits)})" if bits else ""
+
+        size_bars = [Bar(labels[c.cls], c.trigger_size, c.cls in flagged, note(c)) for c in cls_sorted]
         sdesc = "; ".join(f"{labels[c.cls]}: trigger size {c.trigger_size:.4g}" if c.trigger_size is not None else f"{labels[c.cls]}: not measured"
                           for c in cls_sorted)
         parts.append("<figure>" + bar_svg(size_bars, uid=ctx.next_id("bd"), title="Reversed trigger size per class",
                                           desc=sdesc + (f". Flagged: {', '.join(labels.get(c, str(c)) for c in sorted(flagged))}." if flagged else ". No class flagged."),
                                           value_label="trigger size (smaller means easier to trigger)", fmt=lambda v: f"{v:.3g}")
                      + "<figcaption>Size of the smallest trigger found that sends inputs of other classes to each class. "
-                       "A backdoored class stands out with a much smaller trigger; flagged classes are hatched and marked FLAGGED.</figcaption></figure>")
+                       "A backdoored class stands out with a much smaller trigger; flagged classes are hatched and marked FLAGGED."
+                       + (" Trigger families differ in scale, so sizes compare within a family (shown in brackets)." if len(kinds) > 1 else "")
+                       + "</figcaption></figure>")
         ai = [c for c in cls_sorted if c.anomaly_index is not None]
         if ai:
             abars = [Bar(labels[c.cls], c.anomaly_index, c.cls in flagged) for c in cls_sorted]
@@ -600,7 +608,7 @@ def _backdoor(ctx: _Ctx) -> str:
                 imgs.append(f'<figure><img src="{uri}" alt="{alt}"><figcaption>{_code(Path(f).name)}</figcaption></figure>')
         if imgs:
             parts.append(f'<figure class="trigger"><div class="triplets">{"".join(imgs)}</div><figcaption>The reversed trigger for '
-                         f"{esc(labels.get(c, f'class {c}'))}: what the search stamps on inputs to send them to this class.</figcaption></figure>")
+                         f"{esc(labels.get(c, f'class {c}'))}, as saved by the search: what it stamps on inputs to send them to this class.</figcaption></figure>")
         elif files and layout is not None:
             parts.append(f'<p class="sub">Trigger files for class {esc(c)} were listed ({", ".join(_code(Path(f).name) for f in files)}) '
                          "but could not be read next to the report.</p>")
