@@ -10,7 +10,7 @@ findings) is untrusted and goes through :func:`esc`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -57,7 +57,6 @@ class _Ctx:
     adversarials: Mapping[str, Path]
     base_dir: Path | None = None
     uid: int = 0
-    notes: list[str] = field(default_factory=list)
 
     def next_id(self, prefix: str) -> str:
         self.uid += 1
