@@ -25,6 +25,8 @@ app = typer.Typer(
 )
 policy_app = typer.Typer(add_completion=False, no_args_is_help=True, help="List, show and validate policies.")
 app.add_typer(policy_app, name="policy")
+report_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Render a report as a page, compare two reports.")
+app.add_typer(report_app, name="report")
 
 
 def err(msg: str) -> None:
@@ -141,6 +143,7 @@ def scan(
     passphrase_env: Optional[str] = typer.Option(None, "--passphrase-env", help="environment variable holding the signing key's passphrase"),
     no_sign: bool = typer.Option(False, "--no-sign", help="--out writes the plain, unsigned report instead of a signed envelope"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the plain (unsigned) report here"),
+    html: Optional[Path] = typer.Option(None, "--html", help="also write the report as a self-contained HTML page (marked unsigned)"),
 ) -> None:
     """Scan MODEL with the policy's checks and write a graded report (signed, with --out)."""
     from .policy import load_policy
@@ -179,6 +182,11 @@ def scan(
     print_summary(report, say)
     for line in written:
         say(line)
+    if html:
+        from .formats.html import render
+
+        html.write_text(render(report), encoding="utf-8")
+        say(f"page    {html}  (from the scan in memory, marked unsigned; `onnxguard report render --key` gives a verified page)")
     verdict = report.summary.verdict if report.summary else "pass"
     if verdict == "fail" or (fail_on == "warn" and verdict == "warn"):
         raise typer.Exit(EXIT_REJECTED)
@@ -397,6 +405,49 @@ def policy_validate(file: Path = typer.Argument(..., help="policy file (.toml or
     lp = load_policy(str(file))
     p = lp.policy
     typer.echo(f"{file}: valid policy '{p.name}' v{p.version}, {len(p.checks)} checks, sha256 {lp.sha256}")
+
+
+@report_app.command("render")
+def report_render(
+    report_file: Path = typer.Argument(..., help="a report (plain JSON, or a signed envelope)"),
+    out: Path = typer.Option(..., "--out", help="the HTML page to write"),
+    key: Optional[list[Path]] = typer.Option(None, "--key", help="trusted public key (NAME.pub.pem): verify the signed report before rendering; repeatable"),
+    model: Optional[Path] = typer.Option(None, "--model", help="with --key: also check that the report is about this model file"),
+    no_verify: bool = typer.Option(False, "--no-verify", help="render a signed report without verifying it (marked NOT VERIFIED)"),
+    adversarials: Optional[Path] = typer.Option(None, "--adversarials", help="folder of saved adversarial examples (<check>.npz)"),
+) -> None:
+    """Render a report as one self-contained HTML page for reviewers."""
+    from .formats.envelope import load_for_render
+    from .formats.html import render
+
+    if key and no_verify:
+        raise typer.BadParameter("--key and --no-verify contradict each other")
+    report, verification = load_for_render(report_file, key or None, allow_unverified=no_verify, model_path=model)
+    out.write_text(render(report, verified=verification, adversarials=adversarials, base_dir=report_file.parent), encoding="utf-8")
+    state = "unsigned" if verification is None else ("signature verified, key " + verification.keyid if verification.verified else "signature NOT verified")
+    typer.echo(f"page    {out} ({sanitize(state)})")
+
+
+@report_app.command("diff")
+def report_diff(
+    old: Path = typer.Argument(..., help="the earlier report"),
+    new: Path = typer.Argument(..., help="the later report"),
+    fmt: str = typer.Option("text", "--format", help="'text' or 'json'"),
+    fail_on_regression: bool = typer.Option(False, "--fail-on-regression", help="exit 1 when a verdict, risk level or figure got significantly worse"),
+) -> None:
+    """What changed between two reports of a model: verdict, risk levels, figures beyond their intervals."""
+    from .diff import diff_reports, format_text
+    from .formats.envelope import report_from_json
+
+    if fmt not in ("text", "json"):
+        raise typer.BadParameter("--format takes 'text' or 'json'")
+    (a, ea), (b, eb) = report_from_json(old.read_bytes()), report_from_json(new.read_bytes())
+    d = diff_reports(a, b)
+    typer.echo(d.to_json() if fmt == "json" else format_text(d))
+    if (ea is not None or eb is not None) and fmt == "text":
+        typer.echo("note: signed envelopes were compared by their payloads; their signatures were not verified (use `onnxguard verify`)")
+    if fail_on_regression and d.regressions:
+        raise typer.Exit(EXIT_REJECTED)
 
 
 @app.command()

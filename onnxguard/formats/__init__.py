@@ -1,1 +1,1 @@
-"""Output formats: each a small class with one method, ``render(report) -> str``."""
+"""Output formats, one module per format (pip-audit style): ``render(report, ...) -> str``."""
