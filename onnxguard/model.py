@@ -184,7 +184,10 @@ def _short(exc: BaseException, limit: int = 300) -> str:
     return text[:limit]
 
 
-_RESOURCE_HINTS = ("bad_alloc", "bad allocation", "failed to allocate", "out of memory", "cannot allocate", "memoryerror")
+_RESOURCE_HINTS = (
+    "bad_alloc", "bad allocation", "failed to allocate", "out of memory", "cannot allocate", "memoryerror",
+    "resource temporarily unavailable",
+)
 
 
 def ort_error(exc: BaseException, what: str) -> Exception:
@@ -323,6 +326,7 @@ def load_model(
     so = ort.SessionOptions()
     so.log_severity_level = 3
     # never register a custom-operator library: a model naming a custom domain simply fails to load
+    intra_op_threads = intra_op_threads or int(os.environ.get("ONNXGUARD_ORT_THREADS", "0") or 0)  # set by the sandbox
     if intra_op_threads:
         so.intra_op_num_threads = intra_op_threads
     if loaded.external:

@@ -102,6 +102,45 @@ def _open_model(path: Path) -> int:
         raise ModelLoadError(f"cannot open model file {path}: {exc.strerror or exc}") from None
 
 
+def _open_checked(path: Path, max_bytes: int) -> tuple[int, os.stat_result]:
+    """Open the model file; refuse directories, devices, FIFOs, empty and oversized files."""
+    fd = _open_model(path)
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise ModelLoadError(f"{path} is a directory, not an ONNX file")
+        if not stat.S_ISREG(st.st_mode):
+            raise ModelLoadError(f"{path} is not a regular file (a device, FIFO or socket), not an ONNX file")
+        if st.st_size == 0:
+            raise ModelLoadError(f"{path} is empty (0 bytes), not an ONNX model")
+        if st.st_size > max_bytes:
+            raise ModelLoadError(f"{path} is {st.st_size} bytes, over the {max_bytes}-byte limit for a model file")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def digest_model(path: Path, *, max_bytes: int) -> tuple[str, int]:
+    """(sha256, size) of the model file, streamed: the file is checked as ``read_model`` does, never parsed."""
+    fd, st = _open_checked(Path(path), max_bytes)
+    h, n = hashlib.sha256(), 0
+    try:
+        while True:
+            block = os.read(fd, 1 << 20)
+            if not block:
+                break
+            h.update(block)
+            n += len(block)
+            if n > max_bytes:
+                raise ModelLoadError(f"{path} grew past the {max_bytes}-byte limit while being read")
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read model file {path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    return h.hexdigest(), n
+
+
 def _read_exact(fd: int, size: int, limit: int, what: str) -> bytes:
     """Read the whole file behind ``fd`` (expected ``size`` bytes), never more than ``limit`` + 1."""
     chunks, got = [], 0
@@ -124,17 +163,8 @@ def read_model(path: Path, *, max_bytes: int, max_external_bytes: int | None = N
     references are recorded in ``external_refs`` with their problem and not read.
     """
     path = Path(path)
-    fd = _open_model(path)
+    fd, st = _open_checked(path, max_bytes)
     try:
-        st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
-            raise ModelLoadError(f"{path} is a directory, not an ONNX file")
-        if not stat.S_ISREG(st.st_mode):
-            raise ModelLoadError(f"{path} is not a regular file (a device, FIFO or socket), not an ONNX file")
-        if st.st_size == 0:
-            raise ModelLoadError(f"{path} is empty (0 bytes), not an ONNX model")
-        if st.st_size > max_bytes:
-            raise ModelLoadError(f"{path} is {st.st_size} bytes, over the {max_bytes}-byte limit for a model file")
         try:
             data = _read_exact(fd, st.st_size, max_bytes, str(path))
         except OSError as exc:

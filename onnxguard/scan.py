@@ -283,11 +283,11 @@ def inspect_file(opts: ScanOptions, policy: LoadedPolicy) -> tuple[object, list]
 
 
 def run_scan(
-    opts: ScanOptions, progress: ProgressFactory | None = None, *, on_static: Callable[[list], None] | None = None
+    opts: ScanOptions, progress: ProgressFactory | None = None, *, on_static: Callable[[object, list], None] | None = None
 ) -> Report:
     """Scan a model in this process and return the graded report.
 
-    Static checks run first (``on_static`` receives their findings before the model is run)."""
+    Static checks run first; ``on_static(raw_model, findings)`` hears of them before the model runs."""
     t0 = time.perf_counter()
     policy = opts.policy or load_policy(None)
     pol = policy.policy
@@ -295,7 +295,7 @@ def run_scan(
     n_needed = max([opts.samples or c.samples for c in pol.checks] + [pol.backdoor.samples_per_class * 10 if pol.backdoor.enabled else 0])
     raw, static_findings = inspect_file(opts, policy)
     if on_static is not None:
-        on_static(static_findings)
+        on_static(raw, static_findings)
     prep = prepare(opts, policy, rng, n_needed, raw=raw)
     model = prep.model
     threat = "labels" if (pol.threat_model.access == "labels" or not model.has_scores) else "scores"
