@@ -1,13 +1,16 @@
-"""Rebuild the bundled example models and sample data (deterministic, a few seconds).
+"""Rebuild the bundled example models and sample data (deterministic).
 
-    python examples/build_examples.py
+    python examples/build_examples.py            # numpy only: digits_mlp
+    python examples/build_examples.py --cnn      # also digits_cnn (needs torch, a build-time tool only)
 
-* ``digits_mlp.onnx``  — an undefended MLP on scikit-learn's 8x8 digits, input (N, 1, 8, 8), logits out
-* ``digits.npz``       — 360 held-out digits (``x`` in [0, 1], ``y``)
+* ``digits_cnn.onnx`` + ``digits16.npz`` — an undefended small CNN on scikit-learn's digits upsampled to
+  16x16, input (N, 1, 16, 16), logits out; 360 held-out samples. The README's example.
+* ``digits_mlp.onnx`` + ``digits.npz``   — an undefended MLP on the 8x8 digits, input (N, 1, 8, 8).
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -17,17 +20,53 @@ import onnx
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from tests.zoo import digits_mlp, mlp_predict, mlp_to_onnx  # noqa: E402
+from tests.zoo import cnn_to_onnx, digits16, digits_mlp, mlp_predict, mlp_to_onnx  # noqa: E402
 
 
-def main() -> None:
+def build_mlp() -> None:
     params, _, _, xte, yte = digits_mlp(hidden=(64,), seed=0)
     acc = (mlp_predict(params, xte).argmax(1) == yte).mean()
-    model = mlp_to_onnx(params, (1, 8, 8), output="logits", name="digits_mlp")
-    onnx.save(model, HERE / "digits_mlp.onnx")
+    onnx.save(mlp_to_onnx(params, (1, 8, 8), output="logits", name="digits_mlp"), HERE / "digits_mlp.onnx")
     np.savez_compressed(HERE / "digits.npz", x=xte.astype(np.float32), y=yte)
     print(f"digits_mlp.onnx: test accuracy {acc:.3f} on {len(yte)} samples")
 
 
+def build_cnn(seed: int = 0, epochs: int = 30) -> None:
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    xtr, ytr, xte, yte = digits16()
+    net = nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(64 * 4 * 4, 128), nn.ReLU(), nn.Linear(128, 10),
+    )
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    xt, yt = torch.tensor(xtr), torch.tensor(ytr)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        perm = torch.randperm(len(xt), generator=g)
+        for i in range(0, len(xt), 64):
+            b = perm[i : i + 64]
+            opt.zero_grad()
+            nn.functional.cross_entropy(net(xt[b]), yt[b]).backward()
+            opt.step()
+    with torch.no_grad():
+        acc = (net(torch.tensor(xte)).argmax(1).numpy() == yte).mean()
+    sd = {k: v.detach().numpy() for k, v in net.state_dict().items()}
+    names = {"0.weight": "c1.w", "0.bias": "c1.b", "3.weight": "c2.w", "3.bias": "c2.b",
+             "7.weight": "f1.w", "7.bias": "f1.b", "9.weight": "f2.w", "9.bias": "f2.b"}
+    model = cnn_to_onnx({names[k]: v for k, v in sd.items()}, name="digits_cnn")
+    onnx.save(model, HERE / "digits_cnn.onnx")
+    np.savez_compressed(HERE / "digits16.npz", x=xte, y=yte)
+    print(f"digits_cnn.onnx: test accuracy {acc:.3f} on {len(yte)} samples")
+
+
 if __name__ == "__main__":
-    main()
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cnn", action="store_true", help="also build the CNN (needs torch)")
+    args = ap.parse_args()
+    build_mlp()
+    if args.cnn:
+        build_cnn()

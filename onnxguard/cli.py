@@ -91,6 +91,8 @@ def print_summary(report: "object", out: Callable[[str], None]) -> None:
         mai = f"{b.max_anomaly_index:.2f}" if b.max_anomaly_index is not None else "-"
         flagged = ",".join(map(str, b.flagged_classes)) or "none"
         rows.append(("backdoor", "-", f"{b.status}; max anomaly {mai}; flagged {flagged}", str(b.queries), b.risk or "-"))
+    for t in report.transfer:
+        rows.append((f"transfer:{t.attack}-{t.norm}", f"{t.epsilon:g}" if t.epsilon is not None else "-", f"transfer {_fmt_rate(t.transfer_rate)} from {Path(t.source_model).name}", "-", t.risk or "-"))
     if report.static_findings:
         worst = max(report.static_findings, key=lambda f: ["info", "low", "medium", "high", "critical"].index(f.severity))
         rows.append(("static", "-", f"{len(report.static_findings)} finding(s), worst {worst.severity}", "-", "-"))
@@ -130,13 +132,18 @@ def scan(
     samples: Optional[int] = typer.Option(None, "--samples", min=1, help="override every check's sample count"),
     target: Optional[int] = typer.Option(None, "--target", min=0, help="run every attack targeted at this class"),
     save_adversarials: Optional[Path] = typer.Option(None, "--save-adversarials", help="folder for adversarial inputs (.npz per check)"),
+    transfer_from: Optional[Path] = typer.Option(None, "--transfer-from", help="attack this (surrogate) model and replay its adversarials on MODEL"),
     fail_on: str = typer.Option("fail", "--fail-on", help="verdict that makes the exit code 1: 'fail' or 'warn'"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+    key: Optional[Path] = typer.Option(None, "--key", help="private key that signs the report written by --out (default: $ONNXGUARD_SIGNING_KEY, else your per-user key)"),
+    passphrase_env: Optional[str] = typer.Option(None, "--passphrase-env", help="environment variable holding the signing key's passphrase"),
+    no_sign: bool = typer.Option(False, "--no-sign", help="--out writes the plain, unsigned report instead of a signed envelope"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the plain (unsigned) report here"),
     max_memory: Optional[int] = typer.Option(None, "--max-memory", min=64, help="sandbox memory limit in MB (default: the policy's limits.max_memory_mb)"),
     timeout: Optional[float] = typer.Option(None, "--timeout", min=0.1, help="sandbox wall-time limit in seconds (default: the policy's limits.timeout_s)"),
     no_sandbox: bool = typer.Option(False, "--no-sandbox", help="run the model in this process, without resource limits (trusted models only)"),
 ) -> None:
-    """Scan MODEL with the policy's checks and write a graded report.
+    """Scan MODEL with the policy's checks and write a graded report (signed, with --out).
 
     The model runs in a sandboxed child process (memory, CPU and wall-time limits); if it crashes or
     runs out of a limit, the report says so and the exit code is 3."""
@@ -146,9 +153,10 @@ def scan(
     if fail_on not in ("fail", "warn"):
         raise typer.BadParameter("--fail-on takes 'fail' or 'warn'")
     pol = load_policy(policy)
+    sign_plan = _signing_preflight(out, key, passphrase_env, no_sign)
     opts = ScanOptions(
         model_path=model, data_path=data, value_range=_parse_range(value_range), policy=pol, seed=seed,
-        budget=budget, samples=samples, save_adversarials=save_adversarials, target=target,
+        budget=budget, samples=samples, save_adversarials=save_adversarials, target=target, transfer_from=transfer_from,
     )
     crashed = None
     if no_sandbox:
@@ -160,17 +168,133 @@ def scan(
         report, crashed = res.report, res.crashed
     if report.summary:
         report.summary.fail_on = fail_on  # type: ignore[assignment]
-    if out:
-        report.write(out)
+    written = _write_reports(report, out, json_out, sign_plan)
     print_summary(report, typer.echo)
-    if out:
-        typer.echo(f"report  {out}")
+    for line in written:
+        typer.echo(line)
     if crashed:
         err(f"onnxguard: error: scan failed: {crashed}")
         raise typer.Exit(EXIT_SCAN_FAILED)
     verdict = report.summary.verdict if report.summary else "pass"
     if verdict == "fail" or (fail_on == "warn" and verdict == "warn"):
         raise typer.Exit(EXIT_REJECTED)
+
+
+def _passphrase(var: Optional[str]) -> Optional[str]:
+    if var is None:
+        return None
+    value = os.environ.get(var)
+    if value is None:
+        from .errors import KeyError_
+
+        raise KeyError_(f"--passphrase-env {var}: the environment variable {var} is not set")
+    return value
+
+
+def _signing_preflight(out: Optional[Path], key: Optional[Path], passphrase_env: Optional[str], no_sign: bool) -> Optional[dict]:
+    """Before the scan: which key will sign, and a cheap check that it is usable. The key itself is
+    loaded only after the scan, in this process (the scan may run in a sandboxed child)."""
+    if no_sign:
+        if key is not None:
+            raise typer.BadParameter("--no-sign and --key contradict each other")
+        return None
+    if out is None:
+        return None
+    from .signing import ENV_KEY, preflight_private_key
+
+    pw = _passphrase(passphrase_env)
+    path = key or (Path(os.environ[ENV_KEY]) if os.environ.get(ENV_KEY) else None)
+    if path is not None:
+        preflight_private_key(path, have_passphrase=pw is not None)
+    return {"key": path, "passphrase_env": passphrase_env}
+
+
+def _write_reports(report: "object", out: Optional[Path], json_out: Optional[Path], sign_plan: Optional[dict]) -> list[str]:
+    """Write --out (a signed DSSE envelope unless --no-sign) and --json (the plain report)."""
+    from .report import Report
+
+    assert isinstance(report, Report)
+    lines = []
+    if json_out is not None:  # first: a signing failure must not lose the scan
+        report.write(json_out)
+        lines.append(f"plain   {json_out}  (plain report, unsigned)")
+    if out is not None and sign_plan is None:
+        report.write(out)
+        lines.append(f"report  {out}  (UNSIGNED plain report, --no-sign: not an attestation)")
+    elif out is not None:
+        from .signing import PREDICATE_TYPE, default_key, default_key_path, key_type, keyid, load_private_key, sign_report
+
+        pw = _passphrase(sign_plan["passphrase_env"])
+        path = sign_plan["key"]
+        private = load_private_key(path, pw) if path is not None else default_key(pw, notify=err)
+        envelope = sign_report(report, private)
+        out.write_text(json.dumps(envelope, indent=2) + "\n", encoding="utf-8")
+        kid, kt = keyid(private), key_type(private)
+        del private
+        lines.append(f"report  {out}  (signed DSSE envelope, predicate {PREDICATE_TYPE})")
+        lines.append(f"signed  {kt} key {path or default_key_path()}, keyid {kid}")
+    return lines
+
+
+@app.command()
+def keygen(
+    out: Path = typer.Option(..., "--out", help="NAME: writes NAME.pem (private, mode 0600) and NAME.pub.pem (public)"),
+    key_type_: str = typer.Option("ecdsa-p256", "--type", help="ecdsa-p256 (default) or ed25519"),
+    passphrase_env: Optional[str] = typer.Option(None, "--passphrase-env", help="encrypt the private key with the passphrase in this environment variable"),
+    force: bool = typer.Option(False, "--force", help="overwrite an existing key pair"),
+) -> None:
+    """Create a signing key pair for signed reports."""
+    from .signing import KEY_TYPES, keyid, load_public_key, write_keypair
+
+    if key_type_ not in KEY_TYPES:
+        raise typer.BadParameter(f"--type takes one of {', '.join(KEY_TYPES)}")
+    pw = _passphrase(passphrase_env)
+    priv, pub = write_keypair(out, passphrase=pw, kind=key_type_, overwrite=force)
+    typer.echo(f"private key {priv}  ({key_type_}, mode 0600{', passphrase-protected' if pw else ''}): keep it secret")
+    typer.echo(f"public key  {pub}  (give it to whoever verifies your reports)")
+    typer.echo(f"keyid       {keyid(load_public_key(pub))}")
+
+
+_CHECK_LABELS = {"envelope": "envelope", "signature": "signature", "schema": "schema", "model-digest": "model digest", "policy": "policy"}
+
+
+@app.command()
+def verify(
+    report: Path = typer.Argument(..., help="the signed report (DSSE envelope) written by scan --out"),
+    key: list[Path] = typer.Option(..., "--key", help="trusted public key (NAME.pub.pem); repeat to trust several"),
+    model: Optional[Path] = typer.Option(None, "--model", help="check that the report is about this model file"),
+    policy: Optional[str] = typer.Option(None, "--policy", help="check that this policy (shipped name or file) was applied"),
+    require_verdict: Optional[str] = typer.Option(None, "--require-verdict", help="worst acceptable verdict: pass, or warn (pass or warn)"),
+) -> None:
+    """Verify a signed report: signature, schema, model digest, policy; exit 0 only if all hold."""
+    from .errors import BadInputError
+    from .policy import load_policy
+    from .report import VERDICTS
+    from .signing import check_envelope, load_public_key
+
+    if require_verdict is not None and require_verdict not in VERDICTS:
+        raise typer.BadParameter(f"--require-verdict takes one of {', '.join(VERDICTS)}")
+    keys = [load_public_key(k) for k in key]
+    try:
+        data = report.read_bytes()
+    except OSError as exc:
+        raise BadInputError(f"cannot read {report}: {exc.strerror or exc}") from None
+    if model is not None and not model.is_file():
+        raise BadInputError(f"model file not found: {model}")
+    pol = load_policy(policy) if policy is not None else None
+    outcomes, verified = check_envelope(data, keys, model_path=model, policy=pol, require_verdict=require_verdict)
+    for o in outcomes:
+        if o.status == "not requested":
+            continue
+        status = {"ok": "OK", "failed": "FAILED", "skipped": "SKIPPED"}[o.status]
+        typer.echo(sanitize(f"{_CHECK_LABELS[o.name]:<13} {status:<8} {o.detail}"))
+    if verified is None:
+        failed = [o.name for o in outcomes if o.status == "failed"]
+        err(f"onnxguard: {report} does NOT verify (failed: {', '.join(failed)})")
+        raise typer.Exit(EXIT_REJECTED)
+    v = verified
+    enforced = "" if require_verdict else " (not enforced: add --require-verdict pass)"
+    typer.echo(sanitize(f"verified {report}: model {v.subjects[0]['name']}, verdict {v.verdict}{enforced}, signed by keyid {v.keyid[:16]}…"))
 
 
 @app.command()
@@ -209,11 +333,12 @@ def inspect(
 
 @app.command()
 def attack(
-    name: str = typer.Argument(..., help="attack: square, fd-pgd, fgsm"),
+    name: str = typer.Argument(..., help="attack: square, fd-pgd, fgsm, hopskipjump, sparse-rs, one-pixel"),
     model: Path = typer.Argument(..., help="the ONNX model"),
     data: Optional[Path] = typer.Option(None, "--data", help="samples: .npz (x, y), .npy or .csv"),
     norm: str = typer.Option("linf", "--norm", help="linf, l2 (l0 for L0 attacks)"),
-    epsilon: float = typer.Option(..., "--epsilon", help="fraction of the valid range (L0: number of pixels/features)"),
+    epsilon: str = typer.Option(..., "--epsilon", help="fraction of the valid range (L0: number of pixels/features); a comma list gives a robustness curve"),
+    min_perturbation: bool = typer.Option(False, "--min-perturbation", help="also locate each sample's smallest breaking perturbation"),
     budget: int = typer.Option(1000, "--budget", min=1, help="model queries per sample"),
     samples: int = typer.Option(100, "--samples", min=1),
     seed: int = typer.Option(0, "--seed"),
@@ -233,7 +358,14 @@ def attack(
     from .scan import ScanOptions, prepare, run_evasion_check
 
     try:
-        spec = CheckSpec(id=f"{name}-{norm}", attack=name, norm=norm, epsilon=epsilon, samples=samples, budget=budget)  # type: ignore[arg-type]
+        eps_vals = [float(e) for e in epsilon.split(",") if e.strip()]
+    except ValueError:
+        raise BadInputError(f"--epsilon takes a number or a comma list of numbers, got '{epsilon}'") from None
+    try:
+        spec = CheckSpec(
+            id=f"{name}-{norm}", attack=name, norm=norm, epsilon=eps_vals[0] if len(eps_vals) == 1 else eps_vals,  # type: ignore[arg-type]
+            samples=samples, budget=budget, min_perturbation=min_perturbation,
+        )
     except ValidationError as exc:
         raise BadInputError("; ".join(f"{'.'.join(map(str, e['loc'])) or name}: {e['msg']}" for e in exc.errors())) from None
     pol = load_policy(None)
@@ -245,13 +377,20 @@ def attack(
     chk = run_evasion_check(prep, spec, threat=threat, seed=seed, target=target, progress=bars(spec.check_id, 1000), save_dir=save_adversarials)
     if chk.status != "completed":
         raise BadInputError(f"{name} could not run: {chk.reason}")
-    typer.echo(f"attack        {name} ({norm}, epsilon {epsilon:g}{', target ' + str(target) if target is not None else ''})")
+    typer.echo(f"attack        {chk.attack} ({norm}, epsilon {epsilon}{', target ' + str(target) if target is not None else ''})")
     typer.echo(f"samples       {chk.n_samples} ({chk.n_attacked} correctly classified and attacked)")
     typer.echo(f"success rate  {_fmt_rate(chk.success_rate)}")
     if chk.queries:
         typer.echo(f"queries       median {chk.queries.median:.0f}, mean {chk.queries.mean:.1f}, max {chk.queries.max} (budget {budget})" if chk.queries.median is not None else "queries       0")
     if chk.perturbation and chk.perturbation.median is not None:
         typer.echo(f"perturbation  median {chk.perturbation.median:.4g} ({norm})")
+    mp = chk.min_perturbation
+    if mp is not None and mp.n:
+        med = f"{mp.median:.4g}" if mp.median is not None else "inf"
+        ci = f" [{mp.ci.low:.4g}, {mp.ci.high:.4g}]" if mp.ci is not None else ""
+        typer.echo(f"min. perturb. median {med}{ci} ({norm}; {mp.n_infinite} of {mp.n} not broken)")
+    for pt in chk.robustness_curve:
+        typer.echo(f"  eps {pt.epsilon:<8g} robust accuracy {_fmt_rate(pt.robust_accuracy)}")
     share = chk.ort_time_s / chk.wall_time_s if chk.wall_time_s else 0.0
     typer.echo(f"wall time     {chk.wall_time_s:.2f}s ({share:.0%} inside onnxruntime)")
     typer.echo(f"finding       {chk.finding}")

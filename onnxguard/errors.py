@@ -70,3 +70,8 @@ class VerificationError(OnnxGuardError):
     def __init__(self, check: str, message: str) -> None:
         super().__init__(f"{check}: {message}")
         self.check = check
+        self.detail = message
+
+
+class SigningError(BadInputError):
+    """A report could not be signed (it does not serialise canonically, or not as a valid report)."""

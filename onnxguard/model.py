@@ -112,6 +112,9 @@ class LoadedModel:
             raise ModelLoadError(f"internal: batch of shape {x.shape[1:]} does not match model sample shape {self.sample_shape}")
         n = x.shape[0]
         step = self.fixed_batch or max_batch
+        if n == step or (n < step and not self.fixed_batch):  # one session.run: the common case
+            raw, dt = self.run_raw(x)
+            return self._interpret(raw), dt
         label_parts, score_parts, total = [], [], 0.0
         for start in range(0, n, step):
             chunk = x[start : start + step]
@@ -150,7 +153,8 @@ class LoadedModel:
                 s = np.concatenate([np.log(q), np.log(p)], axis=1)
             elif self.output_kind in ("probabilities", "label+probabilities", "zipmap"):
                 s = np.log(np.clip(s, _LOG_FLOOR, None))
-            s = np.nan_to_num(s, nan=-1e30, posinf=1e30, neginf=-1e30)
+            if not np.isfinite(s).all():
+                s = np.nan_to_num(s, nan=-1e30, posinf=1e30, neginf=-1e30)
             scores = s
         if label_vals is not None:
             labels = self._map_labels(label_vals, scores)
@@ -465,10 +469,25 @@ def _resolve_kind(model: LoadedModel, proto: Any, probe: np.ndarray | None) -> N
         else:
             vals = np.asarray(raw[0]).reshape(-1)
             if vals.dtype.kind in "iu":
-                model._label_index = None  # labels are already indices
-                if model.n_classes is None:
-                    model.n_classes = None  # unknown for label-only models
+                model._label_index = _empirical_label_index(vals, raw[i] if model._score_name else None, model)
             else:
                 raise NotAClassifierError(
                     "the model outputs string labels without declaring its classes; cannot map labels to classes"
                 )
+
+
+def _empirical_label_index(vals: np.ndarray, raw_scores: Any, model: LoadedModel) -> dict[Any, int] | None:
+    """Integer labels with no declared class list: identity when they already are column indices,
+    else the mapping label -> score column observed on the probe batch."""
+    if raw_scores is None or model.output_kind == "zipmap":
+        return None
+    s = np.asarray(raw_scores, dtype=np.float64).reshape(len(vals), -1)
+    cols = s.argmax(axis=1)
+    c = s.shape[1]
+    if vals.min() >= 0 and vals.max() < c and (vals == cols).mean() >= 0.9:
+        return None
+    index: dict[Any, int] = {}
+    for v in np.unique(vals):
+        picks = cols[vals == v]
+        index[int(v)] = int(np.bincount(picks).argmax())
+    return index

@@ -39,7 +39,21 @@ class Domain:
         return np.clip((np.asarray(x, dtype=np.float64) - self.lo) / w, 0.0, 1.0)
 
     def from_unit(self, z: np.ndarray) -> np.ndarray:
+        z = np.asarray(z)
+        if self.is_unit:
+            return z
+        if z.dtype == np.float32:  # an attack that works in float32 (large probe batches) stays there
+            return self.lo.astype(np.float32) + z * self.width.astype(np.float32)
         return self.lo + np.asarray(z, dtype=np.float64) * self.width
+
+    @property
+    def is_unit(self) -> bool:
+        """True when the valid range is [0, 1] everywhere (normalised space == model space)."""
+        cached = self.__dict__.get("_is_unit")
+        if cached is None:
+            cached = bool(np.all(self.lo == 0) and np.all(self.hi == 1))
+            object.__setattr__(self, "_is_unit", cached)
+        return cached
 
 
 class Oracle:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .stats import median_ci, wilson
 
@@ -31,9 +31,15 @@ class _Model(BaseModel):
 
 class Interval(_Model):
     low: float
-    high: float
+    high: float = Field(description="upper bound; JSON null means unbounded (+infinity)", json_schema_extra={"type": ["number", "null"]})
     confidence: float = 0.95
     method: str
+
+    @field_validator("high", mode="before")
+    @classmethod
+    def _unbounded(cls, v: Any) -> Any:
+        # JSON has no infinity: an unbounded interval is written as null; read it back as +inf
+        return float("inf") if v is None else v
 
 
 class Rate(_Model):

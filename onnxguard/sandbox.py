@@ -107,6 +107,7 @@ def _options_json(opts: "ScanOptions", policy: "LoadedPolicy", lim: SandboxLimit
         "policy": {"doc": policy.policy.model_dump(mode="json"), "sha256": policy.sha256, "source": policy.source},
         "seed": opts.seed, "budget": opts.budget, "samples": opts.samples,
         "save_adversarials": p(opts.save_adversarials), "target": opts.target, "extra_notes": list(opts.extra_notes),
+        "transfer_from": p(getattr(opts, "transfer_from", None)),
         "max_model_mb": lim.max_model_mb,
     }).encode()
 
@@ -479,6 +480,8 @@ def _child_main(argv: list[str]) -> int:
             save_adversarials=Path(cfg["save_adversarials"]) if cfg["save_adversarials"] else None,
             target=cfg["target"], extra_notes=cfg["extra_notes"],
         )
+        if cfg.get("transfer_from"):
+            opts.transfer_from = Path(cfg["transfer_from"])  # type: ignore[attr-defined]
 
         def on_static(raw: Any, findings: list["StaticFinding"]) -> None:
             info = model_info(raw, str(opts.model_path))

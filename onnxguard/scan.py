@@ -19,7 +19,7 @@ import numpy as np
 
 from . import __version__
 from .attacks import ATTACKS
-from .attacks.base import AttackResult
+from .curve import attack_over_epsilons
 from .data import Samples, fit_to_model, labels_for, load_data, resolve_domain, synthetic_samples
 from .errors import DataError, OnnxGuardError
 from .model import LoadedModel, load_model
@@ -58,6 +58,7 @@ class ScanOptions:
     samples: int | None = None  # overrides every check's sample count
     save_adversarials: Path | None = None
     target: int | None = None
+    transfer_from: Path | None = None  # replay adversarials found on this model on the scanned one
     extra_notes: list[str] = field(default_factory=list)
 
 
@@ -139,6 +140,9 @@ def pick_targets(y: np.ndarray, n_classes: int | None, spec_target: int | None, 
     return (y + off) % c
 
 
+LABELS_ONLY_SUBSTITUTE = "hopskipjump"
+
+
 def run_evasion_check(
     prep: Prepared,
     spec: CheckSpec,
@@ -150,14 +154,27 @@ def run_evasion_check(
     target: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     save_dir: Path | None = None,
+    min_perturbation: bool | None = None,
+    collect: list | None = None,
 ) -> EvasionCheck:
-    """Run one policy check: the attack at each epsilon (ascending), clean accuracy, the figures."""
+    """Run one policy check over its epsilons (see ``onnxguard.curve``), clean accuracy, the figures.
+
+    Under a labels-only threat model (or for a model that outputs labels only) a
+    score-based L2 / L-infinity check runs HopSkipJump in its place, with the
+    check's id, norm, epsilons, samples and budget, and says so in its finding;
+    a score-based L0 check is not run (there is no labels-only L0 attack here).
+    ``collect``, when given, receives ``(sample indices, labels, targets, CurveRun)``."""
     attack = ATTACKS.get(spec.attack)
     if attack is None:
         return _not_run(spec, threat, f"attack '{spec.attack}' is not available in onnxguard {__version__}", seed)
+    substituted = None
     if attack.needs_scores and threat == "labels":
         why = "the model outputs labels only" if not prep.model.has_scores else "the policy's threat model is labels-only"
-        return _not_run(spec, threat, f"{spec.attack} needs scores and {why}", seed)
+        sub = ATTACKS[LABELS_ONLY_SUBSTITUTE]
+        if spec.norm not in sub.norms:
+            return _not_run(spec, threat, f"{spec.attack} needs scores and {why}; no labels-only {spec.norm} attack is available", seed)
+        substituted = f"{spec.attack} needs scores and {why}: HopSkipJump (labels only) ran in its place"
+        attack = sub
     rng = np.random.default_rng([seed, _stable_hash(spec.check_id)])
     n_budget = budget or spec.budget
     sel = _pick(len(prep.z), samples or spec.samples, rng)
@@ -175,67 +192,61 @@ def run_evasion_check(
 
     eps_list = spec.epsilons
     n = len(idx)
-    broken_at = np.full(n, np.inf)  # smallest epsilon of the list at which the sample broke
-    z_adv = z.copy()
-    queries = np.zeros(n, dtype=np.int64)
-    pert = np.full(n, np.nan)
-    wall = ort = 0.0
-    total_steps = len(eps_list)
-    for k, eps in enumerate(eps_list):
-        todo = np.flatnonzero(~np.isfinite(broken_at))
-        if todo.size == 0:
-            break
-        oracle = Oracle(prep.model, prep.domain, n_samples=todo.size, budget=n_budget, labels_only=(threat == "labels"))
-        sub_progress = None
-        if progress is not None:
-            def sub_progress(done: int, total: int, _k: int = k) -> None:
-                progress(_k * 1000 + int(1000 * done / max(total, 1)), total_steps * 1000)
-        res: AttackResult = attack.fn(
-            oracle, z[todo], ya[todo], norm=spec.norm, epsilon=eps, budget=n_budget, rng=rng,
-            target=None if ta is None else ta[todo], progress=sub_progress,
-        )
-        if oracle.budget is not None and (oracle.queries > oracle.budget).any():
-            raise OnnxGuardError("internal: an attack exceeded its query budget")
-        queries[todo] += res.queries
-        hit = todo[res.success]
-        broken_at[hit] = eps
-        z_adv[hit] = res.z_adv[res.success]
-        pert[hit] = res.perturbation[res.success]
-        wall += res.wall_time
-        ort += res.ort_time
+    want_min = spec.min_perturbation if min_perturbation is None else min_perturbation
+    opts: dict = {}
+    if attack.name == "hopskipjump":
+        opts["starts"] = (prep.z, prep.pred)  # the other samples, whose labels the clean pass already knows
 
+    def make_oracle(k: int) -> Oracle:
+        return Oracle(prep.model, prep.domain, n_samples=k, budget=n_budget, labels_only=(threat == "labels"))
+
+    run = attack_over_epsilons(
+        attack, make_oracle, z, ya, ta, eps_list, norm=spec.norm, budget=n_budget, rng=rng,
+        minimise=want_min, progress=progress, opts=opts,
+    )
+    if collect is not None:
+        collect.append((idx, ya, ta, run))
+    eps_max = max(eps_list)
+    succ = run.broken_at(eps_max)
     curve = []
     for eps in eps_list:
-        s = int((broken_at <= eps).sum())
+        s = int(run.broken_at(eps).sum())
         curve.append(CurvePoint(epsilon=eps, success_rate=Rate.of(s, n), robust_accuracy=Rate.of(n - s, int(len(sel)))))
-    succ = np.isfinite(broken_at)
     rate = Rate.of(int(succ.sum()), n)
-    eps_max = max(eps_list)
-    budget_note = f"{n_budget} queries per sample" + (" per epsilon" if len(eps_list) > 1 else "")
+    runs_note = "" if attack.minimisation else (f", up to {int(run.runs.max())} runs per sample over the epsilons" if n and run.runs.max() > 1 else "")
+    budget_note = f"{n_budget} queries per sample" + (" per run" if runs_note else "") + runs_note
     if n == 0:
         finding = "no correctly classified sample to attack"
     elif succ.sum() == 0:
         finding = f"no adversarial example found for any of {n} samples within {budget_note} at epsilon {eps_max:g} ({spec.norm}); this is not a proof of robustness"
     else:
         finding = f"adversarial examples found for {int(succ.sum())} of {n} correctly classified samples at epsilon <= {eps_max:g} ({spec.norm}); not found within {budget_note} for the other {n - int(succ.sum())}"
+    if attack.minimisation and n:
+        med = float(np.median(run.found))
+        finding += f"; median smallest perturbation found {med:.4g}" if np.isfinite(med) else ""
+    if substituted:
+        finding = f"{substituted}. {finding}"
+    if targeted and n:
+        finding += f" (targeted{' at class ' + str(tgt_class) if tgt_class is not None else ', a random other class per sample'})"
     saved = None
     if save_dir is not None and n:
         save_dir.mkdir(parents=True, exist_ok=True)
         path = save_dir / f"{spec.check_id}.npz"
         np.savez_compressed(
-            path, x=prep.domain.from_unit(z), x_adv=prep.domain.from_unit(z_adv), y=ya, success=succ,
-            broken_at=broken_at, **({"target": ta} if ta is not None else {}),
+            path, x=prep.domain.from_unit(z), x_adv=prep.domain.from_unit(run.z_adv), y=ya, success=succ,
+            min_perturbation=run.found, **({"target": ta} if ta is not None else {}),
         )
         saved = str(path)
     return EvasionCheck(
-        id=spec.check_id, attack=spec.attack, norm=spec.norm, epsilon=eps_max, epsilons=eps_list,
+        id=spec.check_id, attack=attack.name, norm=spec.norm, epsilon=eps_max, epsilons=eps_list,
         threat_model=threat,  # type: ignore[arg-type]
         targeted=targeted, target=tgt_class, status="completed", n_samples=int(len(sel)), n_attacked=n,
         clean_accuracy=clean_acc, success_rate=rate, finding=finding,
-        queries=QueryStats.of(queries, n_budget),
-        perturbation=Quantity.of(pert[succ]) if succ.any() else None,
+        queries=QueryStats.of(run.queries, n_budget),
+        perturbation=Quantity.of(run.found[succ]) if succ.any() else None,
+        min_perturbation=Quantity.of(run.found) if (want_min or attack.minimisation) and n else None,
         robustness_curve=curve if len(eps_list) > 1 else [], seed=seed,
-        wall_time_s=wall, ort_time_s=ort, adversarials=saved,
+        wall_time_s=run.wall_time, ort_time_s=run.ort_time, adversarials=saved,
     )
 
 
@@ -320,6 +331,12 @@ def run_scan(
         if chk.status != "completed":
             not_tested.append(NotTested(what=f"check {chk.id}", reason=chk.reason or "not run"))
 
+    transfers = []
+    if opts.transfer_from is not None:
+        from .transfer import run_transfers
+
+        transfers = run_transfers(prep, opts.transfer_from, pol.checks, seed=opts.seed, budget=opts.budget, samples=opts.samples, target=opts.target, progress=progress)
+
     report = Report(
         tool=ToolInfo(version=__version__),
         created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -337,6 +354,7 @@ def run_scan(
         policy=PolicyInfo(name=pol.name, version=pol.version, sha256=policy.sha256, source=policy.source),
         clean_accuracy=Rate.of(int((prep.pred == prep.y).sum()), len(prep.y)) if prep.labels_given else None,
         checks=checks,
+        transfer=[t for t, _ in transfers],
         static_findings=static_findings,
         not_tested=not_tested,
         notes=notes,
@@ -347,5 +365,6 @@ def run_scan(
     wall = time.perf_counter() - t0
     ort = prep.clean_ort_time + sum(c.ort_time_s for c in checks) + (report.backdoor.details.get("ort_time_s", 0.0) if report.backdoor else 0.0)
     q_total = prep.clean_queries + sum(c.queries.total for c in checks if c.queries) + (report.backdoor.queries if report.backdoor else 0)
+    q_total += sum(q for _, q in transfers)  # replay queries on the scanned model
     report.timing = Timing(wall_s=wall, ort_s=ort, ort_share=ort / wall if wall > 0 else None, queries_total=q_total)
     return report

@@ -172,3 +172,45 @@ def tabular_sklearn(kind: str = "logreg", zipmap: bool = True, seed: int = 0):
     options = {id(clf): {"zipmap": zipmap}} if not zipmap else None
     onx = to_onnx(clf, x[:1], target_opset={"": OPSET, "ai.onnx.ml": 3}, options={type(clf.steps[-1][1]): {"zipmap": zipmap}})
     return onx, x[te], y[te]
+
+
+def digits16(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """sklearn digits upsampled (bilinear) to (N, 1, 16, 16) in [0, 1]; same split as ``digits``."""
+    from scipy.ndimage import zoom
+
+    xtr, ytr, xte, yte = digits(seed)
+
+    def up(x: np.ndarray) -> np.ndarray:
+        return np.clip(zoom(x, (1, 1, 2, 2), order=1), 0, 1).astype(np.float32)
+
+    return up(xtr), ytr, up(xte), yte
+
+
+def cnn_to_onnx(weights: dict[str, np.ndarray], sample_shape: tuple[int, ...] = (1, 16, 16), name: str = "cnn") -> onnx.ModelProto:
+    """Conv(3x3)-ReLU-MaxPool x2, then Gemm-ReLU-Gemm (logits). ``weights`` keys: c1.w c1.b c2.w c2.b f1.w f1.b f2.w f2.b
+    (torch layout: conv (out, in, kh, kw); linear (out, in))."""
+    inits = [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in weights.items()]
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["input", "c1.w", "c1.b"], ["c1"], pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+        n("Relu", ["c1"], ["r1"]),
+        n("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
+        n("Conv", ["p1", "c2.w", "c2.b"], ["c2"], pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+        n("Relu", ["c2"], ["r2"]),
+        n("MaxPool", ["r2"], ["p2"], kernel_shape=[2, 2], strides=[2, 2]),
+        n("Flatten", ["p2"], ["f"], axis=1),
+        n("Gemm", ["f", "f1.w", "f1.b"], ["h"], transB=1),
+        n("Relu", ["h"], ["hr"]),
+        n("Gemm", ["hr", "f2.w", "f2.b"], ["logits"], transB=1),
+    ]
+    c = weights["f2.b"].shape[0]
+    graph = helper.make_graph(
+        nodes, name,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", *sample_shape])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", c])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="onnxguard-examples")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model

@@ -150,6 +150,9 @@ def fd_pgd(
         if not move.any():
             continue
         gm = g[move]
+        flat = flat_zero[move]
+        if flat.any():  # saturated scores give no gradient: explore with a random direction instead of standing still
+            gm[flat] = rng.standard_normal(size=(int(flat.sum()), d))
         if norm == "linf":
             stepv = alpha * np.sign(gm)
         else:

@@ -51,12 +51,34 @@ def _corners(rng: np.random.Generator, n: int, h: int, w: int, sh: int, sw: int)
     return rng.integers(0, h - sh + 1, size=n), rng.integers(0, w - sw + 1, size=n)
 
 
+_MASKS: dict[tuple[int, int, int, int], np.ndarray] = {}
+
+
+def _window_table(sh: int, sw: int, h: int, w: int) -> np.ndarray:
+    """All window masks of size (sh, sw) in an (h, w) grid, indexed by corner ``r * (w - sw + 1) + c``."""
+    key = (sh, sw, h, w)
+    tab = _MASKS.get(key)
+    if tab is None:
+        nr, nc = h - sh + 1, w - sw + 1
+        tab = np.zeros((nr * nc, h, w), dtype=bool)
+        for r in range(nr):
+            for c in range(nc):
+                tab[r * nc + c, r : r + sh, c : c + sw] = True
+        if len(_MASKS) > 256:
+            _MASKS.clear()
+        _MASKS[key] = tab
+    return tab
+
+
 def _window_mask(h0: np.ndarray, w0: np.ndarray, sh: int, sw: int, h: int, w: int) -> np.ndarray:
+    """Per-sample window masks, (n, 1, H, W) bool."""
+    if (h - sh + 1) * (w - sw + 1) <= 4096:
+        return _window_table(sh, sw, h, w)[h0 * (w - sw + 1) + w0][:, None]
     rows = np.arange(h)[None, :]
     cols = np.arange(w)[None, :]
     r = (rows >= h0[:, None]) & (rows < h0[:, None] + sh)
     c = (cols >= w0[:, None]) & (cols < w0[:, None] + sw)
-    return (r[:, :, None] & c[:, None, :])[:, None, :, :]  # (n, 1, H, W)
+    return (r[:, :, None] & c[:, None, :])[:, None, :, :]
 
 
 def _pseudo_gaussian(a: int, b: int) -> np.ndarray:
@@ -178,21 +200,24 @@ def square_attack(
     if progress:
         progress(0, n_iters)
 
+    # compact copies of the still-unbroken samples, refreshed only when some break
+    act = np.flatnonzero(~success)
+    xa, xb, ya = x[act], x_best[act], y[act]
+    ta = None if target is None else target[act]
+    la = loss[act]
     for it in range(n_iters):
-        act = np.flatnonzero(~success)
         if act.size == 0:
             break
         p = p_selection(p_init, it, n_iters)
-        xa, xb = x[act], x_best[act]
-        delta = xb - xa
         na = act.size
         if norm == "linf":
             sh, sw = _window(p, h, w)
             h0, w0 = _corners(rng, na, h, w, sh, sw)
             mask = _window_mask(h0, w0, sh, sw, h, w)
-            signs = epsilon * rng.choice([-1.0, 1.0], size=(na, c, 1, 1))
-            x_new = np.clip(xa + np.where(mask, signs, delta), 0.0, 1.0)
+            signs = (2.0 * epsilon) * rng.integers(0, 2, size=(na, c, 1, 1)) - epsilon
+            x_new = np.where(mask, np.clip(xa + signs, 0.0, 1.0), xb)
         else:
+            delta = xb - xa
             sh, sw = _window(p, h, w)
             if h > 1 and min(h, w) >= 3:
                 sh = sw = max(sh, 3)
@@ -206,7 +231,7 @@ def square_attack(
             norm_img = _l2(delta, (1, 2, 3))  # (na, 1, 1, 1)
             norm_win12 = _l2(delta * (m1 | m2), (2, 3))
             pattern = _place(_meta_pseudo_gaussian(sh, sw, rng), h0, w0, h, w)  # (na, 1, H, W)
-            new = pattern * rng.choice([-1.0, 1.0], size=(na, c, 1, 1))
+            new = pattern * (2.0 * rng.integers(0, 2, size=(na, c, 1, 1)) - 1.0)
             new = new + (delta * m1) / (1e-10 + norm_win1)
             target_norm = np.sqrt(np.maximum(epsilon**2 - norm_img**2, 0.0) / c + norm_win12**2)
             new = new / np.maximum(_l2(new, (2, 3)), 1e-12) * target_norm
@@ -215,14 +240,25 @@ def square_attack(
             d = d / np.maximum(_l2(d, (1, 2, 3)), 1e-12) * epsilon
             x_new = np.clip(xa + d, 0.0, 1.0)
         s_new, l_new = oracle.scores(from_chw(x_new, shape), act)
-        loss_new = margin(s_new, y[act], None if target is None else target[act])
-        succ_new = is_success(l_new, y[act], None if target is None else target[act])
-        accept = (loss_new < loss[act]) | succ_new
-        x_best[act[accept]] = x_new[accept]
-        loss[act[accept]] = loss_new[accept]
-        success[act[accept]] = succ_new[accept]
+        loss_new = margin(s_new, ya, ta)
+        succ_new = is_success(l_new, ya, ta)
+        accept = (loss_new < la) | succ_new
+        if accept.any():
+            xb[accept] = x_new[accept]
+            la[accept] = loss_new[accept]
+        if succ_new.any():
+            done_now = accept & succ_new
+            x_best[act] = xb
+            loss[act] = la
+            success[act[done_now]] = True
+            keep = ~done_now
+            act, xa, xb, ya, la = act[keep], xa[keep], xb[keep], ya[keep], la[keep]
+            ta = None if ta is None else ta[keep]
         if progress and (it % 25 == 0 or it == n_iters - 1):
             progress(it + 1, n_iters)
+    if act.size:
+        x_best[act] = xb
+        loss[act] = la
     if progress:
         progress(n_iters, n_iters)
     return done(x_best, success)

@@ -1,0 +1,136 @@
+"""Attacks through the counted oracle: they work, they stop at their budget, they are reproducible."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from onnxguard.attacks import ATTACKS
+from onnxguard.data import Samples, resolve_domain
+from onnxguard.errors import BudgetExhausted
+from onnxguard.model import load_model
+from onnxguard.oracle import Domain, Oracle
+
+
+@pytest.fixture(scope="module")
+def image_setup(make_digits_model, digits_params):
+    params, x, y = digits_params
+    m = load_model(make_digits_model("softmax"), probe=x[:8])
+    dom = Domain(np.zeros(m.sample_shape), np.ones(m.sample_shape))
+    z = x[:60].astype(np.float64)
+    pred, _ = m.predict(z)
+    keep = pred.labels == y[:60]
+    return m, dom, z[keep][:40], y[:60][keep][:40]
+
+
+@pytest.fixture(scope="module")
+def tabular_setup(tabular):
+    mp, _, x, y = tabular
+    m = load_model(mp, probe=x[:8])
+    dom, _ = resolve_domain(m, Samples(x=x.astype(np.float64), y=y, source="t", sha256=None, synthetic=False), None)
+    z = dom.to_unit(x)
+    out, _ = m.predict(x.astype(np.float64))
+    keep = out.labels == y
+    return m, dom, z[keep][:40], y[keep][:40]
+
+
+def run(name, setup, norm, eps, budget, seed=0, target=None, **kw):
+    m, dom, z, y = setup
+    oracle = Oracle(m, dom, n_samples=len(z), budget=budget)
+    res = ATTACKS[name].fn(oracle, z, y, norm=norm, epsilon=eps, budget=budget, rng=np.random.default_rng(seed), target=target, **kw)
+    assert oracle.queries.max() <= budget
+    assert (res.queries <= budget).all()
+    np.testing.assert_array_equal(res.queries, oracle.queries)
+    return res, oracle
+
+
+def _check_perturbation(res, z, norm, eps):
+    delta = (res.z_adv - z).reshape(len(z), -1)
+    size = np.abs(delta).max(1) if norm == "linf" else np.linalg.norm(delta, axis=1)
+    assert (size <= eps + 1e-6).all()
+    assert res.z_adv.min() >= 0 and res.z_adv.max() <= 1
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.3), ("l2", 3.0)])
+def test_square_fools_undefended_image_model(image_setup, norm, eps):
+    res, _ = run("square", image_setup, norm, eps, budget=500)
+    assert res.success.mean() >= 0.9
+    _check_perturbation(res, image_setup[2], norm, eps)
+    # the adversarial inputs really are misclassified by the model
+    m, dom, z, y = image_setup
+    out, _ = m.predict(dom.from_unit(res.z_adv[res.success]))
+    assert (out.labels != y[res.success]).all()
+
+
+@pytest.mark.parametrize("name", ["square", "fd-pgd", "fgsm"])
+def test_epsilon_zero_fools_none(image_setup, name):
+    res, _ = run(name, image_setup, "linf", 0.0, budget=200)
+    assert res.success.sum() == 0
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.3), ("l2", 1.5)])
+def test_fd_pgd_fools_tabular_model(tabular_setup, norm, eps):
+    res, _ = run("fd-pgd", tabular_setup, norm, eps, budget=1000)
+    assert res.extra["estimator"] == "coordinate"
+    assert res.success.mean() >= 0.9
+    _check_perturbation(res, tabular_setup[2], norm, eps)
+
+
+def test_fd_pgd_nes_on_images(image_setup):
+    res, _ = run("fd-pgd", image_setup, "linf", 0.3, budget=1000, estimator="nes")
+    assert res.extra["estimator"] == "nes"
+    assert res.success.mean() >= 0.9
+
+
+def test_fgsm_one_step(tabular_setup):
+    res, _ = run("fgsm", tabular_setup, "linf", 0.3, budget=100)
+    assert res.extra["steps"] == 1
+    assert res.success.mean() >= 0.5
+
+
+@pytest.mark.parametrize("name", ["square", "fd-pgd", "fgsm"])
+@pytest.mark.parametrize("budget", [1, 7, 64])
+def test_budget_never_exceeded(image_setup, name, budget):
+    run(name, image_setup, "linf", 0.05, budget=budget)
+
+
+def test_oracle_refuses_queries_past_budget(image_setup):
+    m, dom, z, _ = image_setup
+    o = Oracle(m, dom, n_samples=2, budget=3)
+    o.labels(np.repeat(z[:1], 3, axis=0), np.zeros(3, int))
+    with pytest.raises(BudgetExhausted):
+        o.labels(z[:1], np.zeros(1, int))
+    assert o.queries.tolist() == [3, 0]
+
+
+def test_oracle_batches_queries(image_setup):
+    m, dom, z, _ = image_setup
+    o = Oracle(m, dom, n_samples=len(z), budget=None, max_batch=256)
+    o.labels(np.repeat(z, 10, axis=0), np.repeat(np.arange(len(z)), 10))
+    assert o.run_calls == 2  # 400 inputs in two session.run calls
+    assert o.queries.sum() == 10 * len(z)
+
+
+def test_labels_only_oracle_hides_scores(image_setup):
+    m, dom, z, y = image_setup
+    o = Oracle(m, dom, n_samples=len(z), budget=10, labels_only=True)
+    assert o.query(z[:3], np.arange(3)).scores is None
+
+
+@pytest.mark.parametrize("name", ["square", "fd-pgd"])
+def test_same_seed_same_result(image_setup, name):
+    a, _ = run(name, image_setup, "linf", 0.1, budget=100, seed=3)
+    b, _ = run(name, image_setup, "linf", 0.1, budget=100, seed=3)
+    np.testing.assert_array_equal(a.success, b.success)
+    np.testing.assert_array_equal(a.queries, b.queries)
+    np.testing.assert_array_equal(a.z_adv, b.z_adv)
+
+
+@pytest.mark.parametrize("name", ["square", "fd-pgd"])
+def test_targeted_reaches_target(image_setup, name):
+    m, dom, z, y = image_setup
+    target = (y + 1) % 10
+    res, _ = run(name, image_setup, "linf", 0.5, budget=1000, target=target)
+    assert res.success.mean() >= 0.8
+    out, _ = m.predict(dom.from_unit(res.z_adv[res.success]))
+    np.testing.assert_array_equal(out.labels, target[res.success])
