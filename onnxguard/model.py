@@ -212,6 +212,12 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def _as_str(v: Any) -> str:
+    from .text import as_str
+
+    return as_str(v)
+
+
 def _clean(text: str, limit: int = 200) -> str:
     from .text import sanitize
 
@@ -226,9 +232,9 @@ def _load_error(exc: BaseException, proto: Any, name: str) -> Exception:
     err = ort_error(exc, f"onnxruntime cannot load {name}")
     if not isinstance(err, ModelLoadError):
         return err
-    custom = sorted({n.domain for n in proto.graph.node if n.domain not in _STANDARD_DOMAINS})
+    custom = sorted({_as_str(n.domain) for n in proto.graph.node if _as_str(n.domain) not in _STANDARD_DOMAINS})
     if custom:
-        doms = ", ".join(ascii(d)[1:-1][:60] for d in custom[:5])
+        doms = ", ".join(ascii(_as_str(d))[1:-1][:60] for d in custom[:5])
         return ModelLoadError(
             f"{name} uses operators from custom domain(s) {doms}; onnxguard never loads custom-operator libraries, "
             "so the model cannot be run. Static checks: `onnxguard inspect`."
@@ -395,7 +401,7 @@ def load_model(
         size_bytes=loaded.size_bytes,
         opset={(d.domain or "ai.onnx"): int(d.version) for d in proto.opset_import},
         ir_version=int(proto.ir_version),
-        producer=_clean(" ".join(x for x in (proto.producer_name, proto.producer_version) if x)),
+        producer=_clean(" ".join(_as_str(x) for x in (proto.producer_name, proto.producer_version) if x)),
         inputs=inputs,
         outputs=outputs,
         input_name=inp.name,

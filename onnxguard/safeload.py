@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ModelLoadError
+from .text import as_str
 
 # bits per element of each TensorProto data type (STRING has no fixed size)
 _BITS = {
@@ -275,13 +276,14 @@ def _locate(t: Any) -> tuple[str, str | None, str | None, list[str]]:
     loc = off = ln = None
     keys = []
     for e in t.external_data:
-        keys.append(e.key)
-        if e.key == "location":
-            loc = e.value
-        elif e.key == "offset":
-            off = e.value
-        elif e.key == "length":
-            ln = e.value
+        key, value = as_str(e.key), as_str(e.value)
+        keys.append(key)
+        if key == "location":
+            loc = value
+        elif key == "offset":
+            off = value
+        elif key == "length":
+            ln = value
     return loc or "", off, ln, keys
 
 
@@ -318,7 +320,7 @@ def _resolve_external(raw: RawModel, path: Path, max_total: int, strict: bool) -
         for i, tref in enumerate(ext):
             t = tref.tensor
             loc, off_s, len_s, _ = _locate(t)
-            er = ExternalRef(tensor=ascii(t.name)[1:-1], where=tref.where, location=loc, offset=None, length=None)
+            er = ExternalRef(tensor=ascii(as_str(t.name))[1:-1], where=tref.where, location=loc, offset=None, length=None)
             raw.external_refs.append(er)
             if t.data_location != _EXTERNAL:
                 er.problem = "tensor lists external-data keys but is not marked as external (inconsistent tensor)"

@@ -32,7 +32,7 @@ import numpy as np
 from .protowalk import ModelWalk, walk
 from .report import StaticFinding
 from .safeload import _BITS, RawModel
-from .text import has_control, sanitize
+from .text import as_str, has_control, sanitize
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 STANDARD_DOMAINS = {"", "ai.onnx", "ai.onnx.ml"}
@@ -60,7 +60,7 @@ _ELEM = {1: "float", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32",
 
 def esc(text: str, limit: int = 80) -> str:
     """A model-supplied string made printable: escapes shown, not interpreted."""
-    out = ascii(text)[1:-1]
+    out = ascii(as_str(text))[1:-1]
     return out if len(out) <= limit else out[:limit] + "..."
 
 
@@ -129,15 +129,15 @@ def _domains(proto: Any, w: ModelWalk) -> list[StaticFinding]:
     import onnx.defs
 
     out = []
-    imported = {d.domain: d.version for d in proto.opset_import}
-    local_funcs = {(f.domain, f.name) for f in proto.functions}
+    imported = {as_str(d.domain): d.version for d in proto.opset_import}
+    local_funcs = {(as_str(f.domain), as_str(f.name)) for f in proto.functions}
     for f in proto.functions:
         for d in f.opset_import:
-            imported.setdefault(d.domain, d.version)
+            imported.setdefault(as_str(d.domain), d.version)
     used: dict[str, Counter] = {}
     for ref in w.nodes:
         n = ref.node
-        used.setdefault(n.domain, Counter())[n.op_type] += 1
+        used.setdefault(as_str(n.domain), Counter())[as_str(n.op_type)] += 1
     custom = sorted(d for d in set(used) | set(imported) if d not in STANDARD_DOMAINS and d not in RUNTIME_DOMAINS
                     and not any(d == fd for fd, _ in local_funcs))
     for d in custom:
@@ -161,14 +161,15 @@ def _domains(proto: Any, w: ModelWalk) -> list[StaticFinding]:
     unknown: Counter = Counter()
     for ref in w.nodes:
         n = ref.node
-        if n.domain in STANDARD_DOMAINS and (n.domain, n.op_type) not in local_funcs:
-            dom = "" if n.domain == "ai.onnx" else n.domain
+        n_dom, n_op = as_str(n.domain), as_str(n.op_type)
+        if n_dom in STANDARD_DOMAINS and (n_dom, n_op) not in local_funcs:
+            dom = "" if n_dom == "ai.onnx" else n_dom
             try:
-                known = onnx.defs.has(n.op_type, dom)
+                known = onnx.defs.has(n_op, dom)
             except Exception:
                 known = False
             if not known:
-                unknown[(dom or "ai.onnx", n.op_type)] += 1
+                unknown[(dom or "ai.onnx", n_op)] += 1
     if unknown:
         ops = ", ".join(f"{esc(d, 30)}:{esc(op, 40)} x{c}" for (d, op), c in unknown.most_common(10))
         out.append(_f("unknown-operator", "medium", "operators unknown to their ONNX domain",
@@ -191,7 +192,7 @@ def _versions(proto: Any, w: ModelWalk) -> list[StaticFinding]:
     for (dom, v), _ in onnx.helper.OP_SET_ID_VERSION_MAP.items():
         known[dom] = max(known.get(dom, 0), v)
     for d in proto.opset_import:
-        dom = d.domain or "ai.onnx"
+        dom = esc(d.domain, 60) or "ai.onnx"
         if dom in known and d.version > known[dom]:
             out.append(_f("opset-version", "medium", f"opset {d.version} of '{dom}' is newer than this onnx knows ({known[dom]})",
                           "operators may behave as the scanner does not expect", dom))
@@ -199,8 +200,9 @@ def _versions(proto: Any, w: ModelWalk) -> list[StaticFinding]:
             out.append(_f("opset-version", "low", f"very old opset {d.version}", "opsets before 7 lack broadcasting rules most runtimes assume", dom))
         elif d.version <= 0:
             out.append(_f("opset-version", "medium", f"opset version {d.version} for '{esc(dom, 60)}'", "opset versions start at 1: malformed", esc(dom, 60)))
-    if w.nodes and "" not in {d.domain for d in proto.opset_import} and "ai.onnx" not in {d.domain for d in proto.opset_import}:
-        if any(r.node.domain in ("", "ai.onnx") for r in w.nodes):
+    declared = {as_str(d.domain) for d in proto.opset_import}
+    if w.nodes and "" not in declared and "ai.onnx" not in declared:
+        if any(as_str(r.node.domain) in ("", "ai.onnx") for r in w.nodes):
             out.append(_f("opset-version", "medium", "no default ONNX opset imported", "nodes of the default domain have no opset version: malformed"))
     return out
 
@@ -455,6 +457,7 @@ def _strings(proto: Any, w: ModelWalk) -> list[StaticFinding]:
     for where, text in _model_strings(proto, w):
         if not text:
             continue
+        text = as_str(text)
         total += len(text)
         if has_control(text):
             control.append(f"{where}: '{esc(text, 80)}'")
@@ -542,7 +545,7 @@ def model_info(raw: RawModel, display_path: str) -> Any:
         path=display_path, sha256=raw.sha256, size_bytes=raw.size_bytes,
         opset={esc(d.domain or "ai.onnx", 60): int(d.version) for d in p.opset_import},
         ir_version=int(p.ir_version),
-        producer=sanitize(" ".join(x for x in (p.producer_name, p.producer_version) if x), 200),
+        producer=sanitize(" ".join(as_str(x) for x in (p.producer_name, p.producer_version) if x), 200),
         inputs=[TensorInfo(name=esc(i.name, 200), type=_type_str(i.type), shape=_shape(i.type)) for i in g.input if i.name not in inits][:64],
         outputs=[TensorInfo(name=esc(o.name, 200), type=_type_str(o.type), shape=_shape(o.type)) for o in g.output][:64],
         external_data=[FileDigest(path=esc(loc, 200), sha256=sha, size_bytes=size) for loc, sha, size in raw.external_files],
