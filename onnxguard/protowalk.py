@@ -25,6 +25,7 @@ class NodeRef:
 class TensorRef:
     tensor: Any
     where: str  # "initializer 'W'", "attribute 'value' of node 'c0' in graph"
+    top_initializer: bool = False  # an initializer of the main graph (not of a subgraph, not an attribute)
 
 
 @dataclass
@@ -68,7 +69,7 @@ def walk(proto: Any) -> ModelWalk:
         if kind == "graph":
             out.graphs.append(GraphRef(msg, where, depth))
             for t in msg.initializer:
-                out.tensors.append(TensorRef(t, f"initializer '{_short(t.name)}' in {where}"))
+                out.tensors.append(TensorRef(t, f"initializer '{_short(t.name)}' in {where}", top_initializer=msg is proto.graph))
             for st in msg.sparse_initializer:
                 name = _short(st.values.name)
                 out.tensors.append(TensorRef(st.values, f"sparse initializer '{name}' (values) in {where}"))

@@ -385,9 +385,14 @@ def _resolve_external(raw: RawModel, path: Path, max_total: int, strict: bool) -
             finally:
                 os.close(fd)
             blob = files[key][1]
-            mem_name = _MEM_NAME.format(i)
-            raw.external[mem_name] = np.frombuffer(blob, dtype=np.uint8, count=need, offset=er.offset) if need else np.zeros(0, np.uint8)
-            _rewrite(t, mem_name, need)
+            if tref.top_initializer:
+                mem_name = _MEM_NAME.format(i)
+                raw.external[mem_name] = np.frombuffer(blob, dtype=np.uint8, count=need, offset=er.offset) if need else np.zeros(0, np.uint8)
+                _rewrite(t, mem_name, need)
+            else:
+                # onnxruntime takes in-memory external data for main-graph initialisers only; its checker
+                # looks for other locations on disk. Those tensors (attributes, subgraphs) get their bytes inline.
+                _inline(t, blob[er.offset : er.offset + need])
     finally:
         os.close(base_fd)
 
@@ -401,7 +406,15 @@ def _resolve_external(raw: RawModel, path: Path, max_total: int, strict: bool) -
         )
     raw.external_files = [(loc, sha, len(blob)) for loc, blob, sha in files.values()]
     if not bad:
+        if raw.proto.ByteSize() >= 2**31:
+            raise ModelLoadError(f"{path.name}: with its external data inlined where onnxruntime needs it, the model exceeds 2 GiB")
         raw.session_bytes = raw.proto.SerializeToString()
+
+
+def _inline(t: Any, data: bytes) -> None:
+    del t.external_data[:]
+    t.data_location = 0  # DEFAULT
+    t.raw_data = data
 
 
 def _rewrite(t: Any, mem_name: str, length: int) -> None:

@@ -457,7 +457,7 @@ def _child_main(argv: list[str]) -> int:
     as_bytes, cpu_s = int(argv[0]), int(argv[1])
     _set_limits(as_bytes, cpu_s)
     send = _Sender(int(os.environ[_FD_ENV]))
-    oom = json.dumps({"t": "crash", "what": "the scan ran out of memory (Python MemoryError) under the sandbox's memory limit"}).encode() + b"\n"
+    oom = json.dumps({"t": "crash", "what": f"the scan ran out of memory (MemoryError) under the sandbox's {as_bytes // 1024**2} MB memory limit"}).encode() + b"\n"
     try:
         cfg = json.loads(sys.stdin.buffer.read(64 * 1024**2))
         try:
