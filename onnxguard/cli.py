@@ -133,6 +133,7 @@ def scan(
     target: Optional[int] = typer.Option(None, "--target", min=0, help="run every attack targeted at this class"),
     save_adversarials: Optional[Path] = typer.Option(None, "--save-adversarials", help="folder for adversarial inputs (.npz per check)"),
     transfer_from: Optional[Path] = typer.Option(None, "--transfer-from", help="attack this (surrogate) model and replay its adversarials on MODEL"),
+    backdoor_out: Optional[Path] = typer.Option(None, "--backdoor-out", help="folder for reversed backdoor triggers (.npy; .png for images)"),
     fail_on: str = typer.Option("fail", "--fail-on", help="verdict that makes the exit code 1: 'fail' or 'warn'"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
     key: Optional[Path] = typer.Option(None, "--key", help="private key that signs the report written by --out (default: $ONNXGUARD_SIGNING_KEY, else your per-user key)"),
@@ -157,6 +158,7 @@ def scan(
     opts = ScanOptions(
         model_path=model, data_path=data, value_range=_parse_range(value_range), policy=pol, seed=seed,
         budget=budget, samples=samples, save_adversarials=save_adversarials, target=target, transfer_from=transfer_from,
+        backdoor_out=backdoor_out,
     )
     crashed = None
     if no_sandbox:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .stats import median_ci, wilson
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 REPORT_MEDIA_TYPE = "application/vnd.onnxguard.report+json"
 
 Level = Literal["low", "medium", "high", "critical"]
@@ -232,6 +232,10 @@ class ClassTrigger(_Model):
     attack_success: Rate | None = None
     anomaly_index: float | None = None
     queries: int = 0
+    family_sizes: dict[str, float] = Field(default_factory=dict)  # trigger size per searched family (patch, blend, features)
+    family_anomaly_indices: dict[str, float] = Field(default_factory=dict)
+    search_success: float | None = None  # the reversed trigger's success on the search samples
+    prescreen_success: float | None = None  # best candidate patch's success in the pre-screen (images)
 
 
 class BackdoorSection(_Model):

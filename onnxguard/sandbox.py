@@ -97,17 +97,36 @@ def _to_limits(limits: Any, policy: "LoadedPolicy") -> SandboxLimits:
     return SandboxLimits(limits.max_memory_mb, limits.timeout_s, limits.cpu_time_s, limits.max_model_mb)
 
 
-def _options_json(opts: "ScanOptions", policy: "LoadedPolicy", lim: SandboxLimits) -> bytes:
-    def p(x: Any) -> str | None:
-        return None if x is None else os.fspath(x)
+def _encode(v: Any) -> Any:
+    if isinstance(v, os.PathLike):
+        return {"__path__": os.fspath(v)}
+    if isinstance(v, tuple):
+        return {"__tuple__": [_encode(x) for x in v]}
+    if isinstance(v, list):
+        return [_encode(x) for x in v]
+    if v is None or isinstance(v, (str, int, float, bool)):
+        return v
+    raise TypeError(f"scan option of type {type(v).__name__} cannot cross into the sandbox")
 
+
+def _decode(v: Any) -> Any:
+    if isinstance(v, dict) and "__path__" in v:
+        return Path(v["__path__"])
+    if isinstance(v, dict) and "__tuple__" in v:
+        return tuple(_decode(x) for x in v["__tuple__"])
+    if isinstance(v, list):
+        return [_decode(x) for x in v]
+    return v
+
+
+def _options_json(opts: "ScanOptions", policy: "LoadedPolicy", lim: SandboxLimits) -> bytes:
+    """Every ScanOptions field (paths and tuples tagged), the policy as validated data, the model cap."""
+    import dataclasses
+
+    fields = {f.name: _encode(getattr(opts, f.name)) for f in dataclasses.fields(opts) if f.name != "policy"}
     return json.dumps({
-        "model_path": p(opts.model_path), "data_path": p(opts.data_path),
-        "value_range": list(opts.value_range) if opts.value_range else None,
+        "options": fields,
         "policy": {"doc": policy.policy.model_dump(mode="json"), "sha256": policy.sha256, "source": policy.source},
-        "seed": opts.seed, "budget": opts.budget, "samples": opts.samples,
-        "save_adversarials": p(opts.save_adversarials), "target": opts.target, "extra_notes": list(opts.extra_notes),
-        "transfer_from": p(getattr(opts, "transfer_from", None)),
         "max_model_mb": lim.max_model_mb,
     }).encode()
 
@@ -473,15 +492,7 @@ def _child_main(argv: list[str]) -> int:
 
         pol = cfg["policy"]
         policy = LoadedPolicy(policy=Policy.model_validate(pol["doc"]), sha256=pol["sha256"], source=pol["source"])
-        opts = ScanOptions(
-            model_path=Path(cfg["model_path"]), data_path=Path(cfg["data_path"]) if cfg["data_path"] else None,
-            value_range=tuple(cfg["value_range"]) if cfg["value_range"] else None,  # type: ignore[arg-type]
-            policy=policy, seed=cfg["seed"], budget=cfg["budget"], samples=cfg["samples"],
-            save_adversarials=Path(cfg["save_adversarials"]) if cfg["save_adversarials"] else None,
-            target=cfg["target"], extra_notes=cfg["extra_notes"],
-        )
-        if cfg.get("transfer_from"):
-            opts.transfer_from = Path(cfg["transfer_from"])  # type: ignore[attr-defined]
+        opts = ScanOptions(policy=policy, **{k: _decode(v) for k, v in cfg["options"].items()})
 
         def on_static(raw: Any, findings: list["StaticFinding"]) -> None:
             info = model_info(raw, str(opts.model_path))

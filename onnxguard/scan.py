@@ -59,6 +59,7 @@ class ScanOptions:
     save_adversarials: Path | None = None
     target: int | None = None
     transfer_from: Path | None = None  # replay adversarials found on this model on the scanned one
+    backdoor_out: Path | None = None  # folder for reversed triggers (.npy, and .png for images)
     extra_notes: list[str] = field(default_factory=list)
 
 
@@ -336,6 +337,14 @@ def run_scan(
         from .transfer import run_transfers
 
         transfers = run_transfers(prep, opts.transfer_from, pol.checks, seed=opts.seed, budget=opts.budget, samples=opts.samples, target=opts.target, progress=progress)
+    backdoor = None
+    if pol.backdoor.enabled:
+        from .backdoor import search_backdoors
+
+        cb = progress("backdoor", pol.backdoor.budget) if progress else None
+        backdoor = search_backdoors(prep, pol.backdoor, threat=threat, seed=opts.seed, progress=cb, out_dir=opts.backdoor_out)
+        if backdoor.status != "completed":
+            not_tested.append(NotTested(what="backdoor search", reason=backdoor.reason or backdoor.status))
 
     report = Report(
         tool=ToolInfo(version=__version__),
@@ -355,6 +364,7 @@ def run_scan(
         clean_accuracy=Rate.of(int((prep.pred == prep.y).sum()), len(prep.y)) if prep.labels_given else None,
         checks=checks,
         transfer=[t for t, _ in transfers],
+        backdoor=backdoor,
         static_findings=static_findings,
         not_tested=not_tested,
         notes=notes,

@@ -40,6 +40,16 @@ def p_selection(p_init: float, it: int, n_iters: int) -> float:
     return p_init / 512
 
 
+def default_p_init(norm: str, pixels: int) -> float:
+    """Initial fraction of the input changed per step. The paper's 0.05 (L-inf) / 0.1 (L2) are tuned for
+    ImageNet-sized inputs; on small inputs (<= 32x32, tabular) larger windows find adversarials in far fewer
+    queries (measured on the example CNN at a 1000-query budget: success 60% -> 65% and median queries
+    440 -> 59 for L-inf at p 0.05 -> 0.3; see benchmarks/square_vs_art.py --p-init)."""
+    if pixels <= 32 * 32:
+        return 0.3 if norm == "linf" else 0.5
+    return 0.05 if norm == "linf" else 0.1
+
+
 def _window(p: float, h: int, w: int) -> tuple[int, int]:
     if h == 1:
         return 1, int(min(w, max(1, round(p * w))))
@@ -163,7 +173,7 @@ def square_attack(
     idx = np.arange(n)
     x = to_chw(np.asarray(z, dtype=np.float64), shape)
     if p_init is None:
-        p_init = 0.05 if norm == "linf" else 0.1
+        p_init = default_p_init(norm, h * w)
     budget = int(min(budget, oracle.remaining().min())) if oracle.budget is not None else int(budget)
 
     def done(x_best: np.ndarray, success: np.ndarray) -> AttackResult:

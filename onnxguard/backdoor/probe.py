@@ -1,0 +1,62 @@
+"""The search's door to the model: one :class:`~onnxguard.oracle.Oracle` holding the
+whole search's query budget, plus the wall-time deadline.
+
+The whole search is one budgeted unit (oracle sample 0), so the oracle counts
+and enforces the policy's budget for the search as a whole. Every stage asks
+first (:meth:`Probe.affords`) and stops cleanly with :class:`OutOfBudget` rather
+than letting the oracle raise.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..attacks.base import from_chw
+from ..oracle import Oracle
+
+
+class OutOfBudget(Exception):
+    """The query budget or the wall-time limit is spent; ``reason`` says which."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Probe:
+    def __init__(self, oracle: Oracle, deadline: float) -> None:
+        self.oracle = oracle
+        self.deadline = deadline
+
+    @property
+    def labels_only(self) -> bool:
+        return self.oracle.labels_only
+
+    @property
+    def used(self) -> int:
+        return int(self.oracle.queries[0])
+
+    @property
+    def left(self) -> int:
+        return int(self.oracle.remaining()[0])
+
+    def time_left(self) -> float:
+        return self.deadline - time.perf_counter()
+
+    def affords(self, n: int) -> bool:
+        return n <= self.left and self.time_left() > 0
+
+    def check(self, n: int) -> None:
+        if n > self.left:
+            raise OutOfBudget("query budget")
+        if self.time_left() <= 0:
+            raise OutOfBudget("time limit")
+
+    def run(self, z: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        """Scores (None under labels-only) and labels of normalised inputs ``z`` in the (C, H, W) view."""
+        self.check(len(z))
+        z = from_chw(np.clip(z, 0.0, 1.0), self.oracle.sample_shape)
+        out = self.oracle.query(z, np.zeros(len(z), dtype=np.int64))
+        return out.scores, out.labels

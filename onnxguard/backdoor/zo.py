@@ -1,0 +1,204 @@
+"""Zeroth-order mask-and-pattern search for one candidate target class.
+
+Neural Cleanse (Wang et al. 2019) asks for the smallest mask ``m`` and a pattern
+``p`` such that ``(1 - m) x + m p`` sends clean samples of other classes to the
+target ``t``: minimise ``loss_t + lambda * |m|_1``, with ``lambda`` tuned on the
+fly so the trigger keeps working while it shrinks. Here the model is a black
+box, so the gradient is estimated as in B3D (Dong et al. 2021): antithetic
+Gaussian directions around each stamped input, through the oracle only.
+
+One estimate serves both unknowns. With ``g_i`` the estimated input gradient at
+stamped sample ``i`` (``2 q`` queries), the chain rule gives
+``dL/dm = mean_i sum_channels g_i (p - x_i)`` and ``dL/dp = mean_i g_i m``; the
+samples carry independent directions, so the batch averages ``B q`` directions
+for the price of ``2 B q`` queries.
+
+Two families share the machinery:
+
+* ``patch``: a free mask per pixel (BadNets-style localised triggers); size = ``sum(m)``;
+* ``blend``: one blend ratio ``alpha`` for the whole input (a faint global pattern,
+  which a mask-size criterion misses); size = ``alpha * pixels`` (the same L1 units).
+
+Score access uses the cross-entropy towards ``t``; under a labels-only threat
+model the loss is the 0/1 "not yet ``t``" indicator, smoothed by wider probes,
+which walks the trigger along the decision boundary while the L1 term shrinks it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..attacks.base import cross_entropy
+from .probe import OutOfBudget, Probe
+from .triggers import stamp
+
+
+def _sigmoid(a: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(a, -30, 30)))
+
+
+def _logit(p: np.ndarray, eps: float = 0.02) -> np.ndarray:
+    p = np.clip(p, eps, 1 - eps)
+    return np.log(p / (1 - p))
+
+
+@dataclass
+class Best:
+    size: float = np.inf
+    success: float = 0.0
+    mask: np.ndarray | None = None
+    pattern: np.ndarray | None = None
+
+
+@dataclass
+class ZOSearch:
+    """Resumable search state for one (target class, family)."""
+
+    family: str  # patch | blend
+    target: int
+    pool: np.ndarray  # (P, C, H, W) clean samples of other classes, normalised
+    labels_only: bool
+    rng: np.random.Generator
+    init_mask: np.ndarray | None = None  # (H, W) for patch
+    init_pattern: np.ndarray | None = None  # (C, H, W)
+    init_alpha: float = 0.25  # blend ratio to start from
+    batch: int = 10
+    directions: int = 6
+    success_target: float = 0.9
+    lr: float = 0.15
+    eval_every: int = 8
+    eval_size: int = 48
+    queries: int = 0
+    steps: int = 0
+    best: Best = field(default_factory=Best)
+    last_success: float = 0.0
+
+    def __post_init__(self) -> None:
+        _, c, h, w = self.pool.shape
+        self.pixels = h * w
+        self.h = 0.05 if self.labels_only else 0.01
+        if self.family == "patch":
+            m0 = self.init_mask if self.init_mask is not None else np.full((h, w), 0.1)
+            self.a = _logit(m0, 0.05)
+        else:
+            self.a = np.array(_logit(np.array(self.init_alpha)))
+        p0 = self.init_pattern if self.init_pattern is not None else self.rng.uniform(0.2, 0.8, size=(c, h, w))
+        self.b = _logit(p0, 0.1)
+        self.ma, self.va = np.zeros_like(self.a), np.zeros_like(self.a)
+        self.mb, self.vb = np.zeros_like(self.b), np.zeros_like(self.b)
+        self.t_adam = 0
+        self.lam = 1e-3 if not self.labels_only else 2e-3
+        self.up = self.down = 0
+        self.eval_idx = self.rng.permutation(len(self.pool))[: self.eval_size]
+
+    # -- the trigger ----------------------------------------------------------
+    def mask(self) -> np.ndarray:
+        m = _sigmoid(self.a)
+        return m if self.family == "patch" else np.full(self.pool.shape[2:], float(m))
+
+    def pattern(self) -> np.ndarray:
+        return _sigmoid(self.b)
+
+    def size(self) -> float:
+        return float(self.mask().sum())
+
+    def step_cost(self) -> int:
+        return min(self.batch, len(self.pool)) * (2 * self.directions + 1)
+
+    def _loss(self, scores: np.ndarray | None, labels: np.ndarray) -> np.ndarray:
+        if scores is None:
+            return (labels != self.target).astype(np.float64)
+        return cross_entropy(scores, np.full(len(scores), self.target))
+
+    # -- one optimisation step ---------------------------------------------------
+    def step(self, probe: Probe) -> None:
+        probe.check(self.step_cost())
+        n = min(self.batch, len(self.pool))
+        q = self.directions
+        x = self.pool[self.rng.choice(len(self.pool), size=n, replace=False)]
+        m, p = self.mask(), self.pattern()
+        xs = stamp(x, m, p)
+        d = xs[0].size
+        u = self.rng.standard_normal(size=(n, q, d))
+        base = xs.reshape(n, 1, d)
+        probes = np.concatenate([base, base + self.h * u, base - self.h * u], axis=1)  # (n, 1 + 2q, d)
+        scores, labels = probe.run(probes.reshape(n * (2 * q + 1), *xs.shape[1:]))
+        self.queries += n * (2 * q + 1)
+        loss = self._loss(scores, labels).reshape(n, 2 * q + 1)
+        hit = (labels.reshape(n, 2 * q + 1)[:, 0] == self.target).mean()
+        self.last_success = float(hit)
+        diff = (loss[:, 1 : 1 + q] - loss[:, 1 + q :])[:, :, None]  # (n, q, 1)
+        g = ((diff * u).sum(axis=1) / (2 * self.h * q)).reshape(xs.shape)  # (n, C, H, W)
+        g_m = (g * (p[None] - x)).sum(axis=1).mean(axis=0)  # (H, W)
+        g_p = (g * m[None, None]).mean(axis=0)  # (C, H, W)
+        sm = _sigmoid(self.a)
+        if self.family == "patch":
+            grad_a = (g_m + self.lam) * sm * (1 - sm)
+        else:
+            grad_a = np.array((g_m.sum() + self.lam * self.pixels) * sm * (1 - sm))
+        sp = self.pattern()
+        grad_b = g_p * sp * (1 - sp)
+        self._adam(grad_a, grad_b)
+        self._tune_lambda(hit)
+        self.steps += 1
+        if self.steps % self.eval_every == 0:
+            self.evaluate(probe)
+
+    def _adam(self, ga: np.ndarray, gb: np.ndarray) -> None:
+        self.t_adam += 1
+        b1, b2, eps = 0.9, 0.999, 1e-8
+        c1, c2 = 1 - b1**self.t_adam, 1 - b2**self.t_adam
+        self.ma = b1 * self.ma + (1 - b1) * ga
+        self.va = b2 * self.va + (1 - b2) * ga**2
+        self.mb = b1 * self.mb + (1 - b1) * gb
+        self.vb = b2 * self.vb + (1 - b2) * gb**2
+        self.a = self.a - self.lr * (self.ma / c1) / (np.sqrt(self.va / c2) + eps)
+        self.b = self.b - self.lr * (self.mb / c1) / (np.sqrt(self.vb / c2) + eps)
+
+    def _tune_lambda(self, hit: float) -> None:
+        """Neural Cleanse's schedule: raise lambda while the trigger works, lower it when it does not."""
+        if hit >= self.success_target:
+            self.up, self.down = self.up + 1, 0
+        else:
+            self.up, self.down = 0, self.down + 1
+        if self.up >= 3:
+            self.lam *= 1.5
+            self.up = 0
+        elif self.down >= 3:
+            self.lam /= 1.5**1.5
+            self.down = 0
+
+    def evaluate(self, probe: Probe) -> float:
+        """Success of the current trigger on a fixed subset of the pool; keeps the smallest working one."""
+        x = self.pool[self.eval_idx]
+        probe.check(len(x))
+        m, p = self.mask(), self.pattern()
+        _, labels = probe.run(stamp(x, m, p))
+        self.queries += len(x)
+        rate = float((labels == self.target).mean())
+        size = self.size()
+        if rate >= self.success_target and size < self.best.size:
+            self.best = Best(size=size, success=rate, mask=m.copy(), pattern=p.copy())
+        elif not np.isfinite(self.best.size) and rate > self.best.success:
+            self.best = Best(size=np.inf, success=rate, mask=m.copy(), pattern=p.copy())
+        return rate
+
+    def run(self, probe: Probe, queries: int) -> None:
+        """Spend about ``queries`` more on this search (stops early on the probe's budget or deadline)."""
+        stop = self.queries + queries
+        try:
+            while self.queries + self.step_cost() <= stop:
+                self.step(probe)
+        except OutOfBudget:
+            pass
+
+    def estimated_size(self) -> float:
+        """The best working trigger's size; when none reached the success target, an
+        extrapolation (size / success * target, at most the whole input)."""
+        if np.isfinite(self.best.size):
+            return self.best.size
+        s = self.size()
+        rate = max(self.best.success, 0.05)
+        return float(min(self.pixels, s * self.success_target / rate if self.family == "patch" else self.pixels))

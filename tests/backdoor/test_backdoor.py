@@ -1,0 +1,192 @@
+"""Backdoor-trigger search on fixture models with known ground truth.
+
+The fixtures (``tests/backdoor/fixtures``) are built by ``build_fixtures.py``;
+``manifest.json`` holds each model's truth. Each full search takes a few seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from onnxguard.backdoor import search_backdoors  # noqa: E402
+from onnxguard.backdoor.anomaly import anomaly_indices  # noqa: E402
+from onnxguard.backdoor.png import write_png  # noqa: E402
+from onnxguard.policy import BackdoorSpec, load_policy, parse_policy  # noqa: E402
+from onnxguard.scan import ScanOptions, prepare, run_scan  # noqa: E402
+
+FIX = HERE / "fixtures"
+MANIFEST = json.loads((FIX / "manifest.json").read_text())
+DATA = {"clean": "digits16", "badnets": "digits16", "blended": "digits16"}
+SPEC = BackdoorSpec(budget=300_000, time_limit_s=180, samples_per_class=20, full_search_classes=10)
+_cache: dict = {}
+
+
+def data_for(name: str) -> Path:
+    info = MANIFEST[name]
+    if info["kind"].startswith("tabular"):
+        return FIX / ("synth.npz" if info["pattern"] == "synth" else "wine.npz")
+    return FIX / "digits16.npz"
+
+
+def search(name: str, spec: BackdoorSpec = SPEC, threat: str = "scores", seed: int = 0, out_dir: Path | None = None):
+    key = (name, spec.model_dump_json(), threat, seed, out_dir is not None)
+    if key not in _cache:
+        pol = load_policy("standard")
+        prep = prepare(ScanOptions(model_path=FIX / f"{name}.onnx", data_path=data_for(name)), pol, np.random.default_rng(seed), 0)
+        _cache[key] = search_backdoors(prep, spec, threat=threat, seed=seed, out_dir=out_dir)
+    return _cache[key]
+
+
+def names(*kinds: str) -> list[str]:
+    return sorted(n for n, i in MANIFEST.items() if i["kind"] in kinds)
+
+
+@pytest.mark.parametrize("name", names("badnets"))
+def test_patch_backdoor_flagged_with_right_target(name: str) -> None:
+    truth = MANIFEST[name]
+    bd = search(name)
+    assert bd.status == "completed"
+    assert bd.flagged_classes and bd.flagged_classes[0] == truth["target"], (bd.flagged_classes, bd.max_anomaly_index)
+    row = bd.classes[truth["target"]]
+    assert row.full_search and row.attack_success is not None and row.attack_success.value >= 0.5
+    assert bd.max_anomaly_index is not None and bd.max_anomaly_index >= bd.anomaly_threshold
+    assert bd.queries <= SPEC.budget
+
+
+@pytest.mark.parametrize("name", names("blended"))
+def test_blended_backdoor_flagged(name: str) -> None:
+    bd = search(name)
+    assert bd.flagged_classes and bd.flagged_classes[0] == MANIFEST[name]["target"], (bd.flagged_classes, bd.max_anomaly_index)
+
+
+@pytest.mark.parametrize("name", names("clean"))
+def test_clean_model_not_flagged(name: str) -> None:
+    bd = search(name)
+    assert bd.status == "completed"
+    assert bd.flagged_classes == [], (bd.flagged_classes, bd.max_anomaly_index)
+    assert len(bd.classes) == 10 and all(c.trigger_size is not None for c in bd.classes)
+
+
+def test_tabular_backdoor_trigger_recovered() -> None:
+    """Six-class generated tabular data: the target has the most anomalous trigger, made of the planted features."""
+    truth = MANIFEST["synth_backdoor_t4"]
+    bd = search("synth_backdoor_t4")
+    ai = [c.anomaly_index for c in bd.classes]
+    assert int(np.argmax(ai)) == truth["target"]
+    assert bd.classes[truth["target"]].trigger_kind == "features"
+    assert bd.classes[truth["target"]].family_sizes["features"] < 2.0
+    clean = search("synth_clean")
+    assert clean.flagged_classes == []
+    assert clean.max_anomaly_index < bd.max_anomaly_index
+
+
+def test_tabular_trigger_saved(tmp_path: Path) -> None:
+    """Wine (three classes): the reversed trigger of the target is the planted feature pair at
+    out-of-range ends; three classes are too few for the outlier statistic to single it out."""
+    truth = MANIFEST["tab_backdoor_t1"]
+    bd = search("tab_backdoor_t1", out_dir=tmp_path)
+    arr = np.load(tmp_path / f"class{truth['target']}-features.npy")
+    assert set(arr[0].astype(int).tolist()) == set(truth["features"])
+    assert bd.classes[truth["target"]].attack_success.value >= 0.8
+
+
+def test_labels_only_patch_backdoor() -> None:
+    """Labels only: the white-patch target gets the smallest trigger and the largest anomaly index.
+
+    A known limitation: at the standard budget the 0/1 loss leaves clean classes' sizes
+    noisy, so the index (about 2.9) stays under the flagging threshold of 3."""
+    truth = MANIFEST["badnets_t5_bl"]
+    bd = search("badnets_t5_bl", threat="labels")
+    assert bd.threat_model == "labels" and "labels-only" in (bd.method or "")
+    ai = [c.anomaly_index for c in bd.classes]
+    assert int(np.argmax(ai)) == truth["target"]
+    patch = [c.family_sizes["patch"] for c in bd.classes]
+    assert int(np.argmin(patch)) == truth["target"]
+    assert bd.queries <= SPEC.budget
+
+
+def test_prescreen_orders_full_search() -> None:
+    """With full search on 3 classes only, the target is among them and stands out most.
+
+    Known limitation: at this small budget the short-searched classes' sizes are
+    extrapolations that widen the MAD, so the index (about 2.6) stays under 3."""
+    truth = MANIFEST["badnets_t7_tl"]
+    spec = BackdoorSpec(budget=120_000, time_limit_s=60, samples_per_class=15, full_search_classes=3)
+    bd = search("badnets_t7_tl", spec=spec)
+    assert len(bd.fully_searched_classes) == 3 and truth["target"] in bd.fully_searched_classes
+    ai = [c.anomaly_index for c in bd.classes]
+    assert int(np.argmax(ai)) == truth["target"]
+    assert bd.queries <= spec.budget
+
+
+def test_budget_and_time_limits_respected() -> None:
+    spec = BackdoorSpec(budget=15_000, time_limit_s=60, samples_per_class=10, full_search_classes=10)
+    a = search("clean_a", spec=spec)
+    assert a.queries <= 15_000 and a.query_budget == 15_000
+    b = search("clean_a", spec=spec, seed=0)
+    assert a.model_dump(exclude={"wall_time_s", "details"}) == b.model_dump(exclude={"wall_time_s", "details"})
+    quick = BackdoorSpec(budget=10_000_000, time_limit_s=0.5, samples_per_class=10, full_search_classes=10)
+    c = search("clean_b", spec=quick)
+    assert c.details.get("stopped_by") == "time limit" and c.wall_time_s < 10
+
+
+def test_scan_writes_triggers_and_grades(tmp_path: Path) -> None:
+    pol = parse_policy(b"""
+[policy]
+name = "backdoor-only"
+version = "1"
+[backdoor]
+budget = 300000
+time_limit_s = 180
+samples_per_class = 20
+full_search_classes = 10
+""", "test")
+    out = tmp_path / "trig"
+    rep = run_scan(ScanOptions(model_path=FIX / "badnets_t0_br.onnx", data_path=FIX / "digits16.npz", policy=pol, backdoor_out=out))
+    bd = rep.backdoor
+    assert bd is not None and bd.flagged_classes[:1] == [0]
+    assert bd.grades and bd.grades[0].metric == "backdoor_anomaly_index" and bd.risk in ("high", "critical")
+    assert rep.summary is not None and rep.summary.verdict in ("warn", "fail")
+    arr = np.load(out / "class0-patch.npy")
+    assert arr.shape == (2, 1, 16, 16)
+    png = (out / "class0-patch.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert all(Path(f).exists() for f in bd.trigger_files)
+    again = type(rep).model_validate_json(rep.model_dump_json())
+    assert again.backdoor.flagged_classes == bd.flagged_classes
+
+
+def test_shipped_policies_still_load() -> None:
+    for name in ("baseline", "standard", "strict"):
+        assert load_policy(name).policy.backdoor.anomaly_threshold > 0
+
+
+def test_anomaly_index() -> None:
+    ai = anomaly_indices(np.array([50.0, 52, 48, 55, 47, 51, 5]), floor=0.0)
+    assert np.argmax(ai) == 6 and ai[6] > 10
+    assert np.isnan(anomaly_indices(np.array([1.0, 2.0]))).all()
+    flat = anomaly_indices(np.array([10.0, 10, 10, 9]), floor=0.2)  # MAD 0: the floor keeps it finite
+    assert np.isfinite(flat).all() and flat[3] == pytest.approx(0.5)
+
+
+def test_png_writer(tmp_path: Path) -> None:
+    img = np.linspace(0, 1, 12).reshape(3, 4)
+    write_png(tmp_path / "a.png", img, scale=2)
+    data = (tmp_path / "a.png").read_bytes()
+    w, h = struct.unpack(">II", data[16:24])
+    assert (w, h) == (8, 6)
+    idat = data[data.index(b"IDAT") + 4 : data.index(b"IEND") - 8]
+    raw = zlib.decompress(idat)
+    assert len(raw) == h * (1 + w)
