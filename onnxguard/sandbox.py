@@ -254,12 +254,15 @@ class _Channel:
         self.stderr_tail = b""
 
     def handle(self, line: bytes) -> None:
+        """One message; a malformed one (the child is not trusted once the model ran) is ignored."""
         try:
             msg = json.loads(line)
-        except ValueError:
+            if isinstance(msg, dict):
+                self._dispatch(msg)
+        except (ValueError, KeyError, TypeError, OverflowError, RecursionError):
             return
-        if not isinstance(msg, dict):
-            return
+
+    def _dispatch(self, msg: dict[str, Any]) -> None:
         t = msg.get("t")
         if t == "bar" and self.progress is not None:
             self.bars[int(msg["id"])] = self.progress(str(msg["name"])[:80], int(msg["total"]))
@@ -438,6 +441,15 @@ def _environment() -> Any:
 
 def _set_limits(as_bytes: int, cpu_s: int) -> None:
     import resource
+
+    try:  # die with the parent (Linux): an orphaned scan must not run on
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() == 1:
+        os._exit(1)
 
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_AS, (as_bytes, as_bytes))
