@@ -198,9 +198,15 @@ def ort_error(exc: BaseException, what: str) -> Exception:
     """A typed error for an onnxruntime failure: allocation failures become ResourceLimitError (exit 3)."""
     from .errors import ResourceLimitError
 
+    import re
+
     text = f"{type(exc).__name__}: {exc}".lower()
     if isinstance(exc, MemoryError) or any(h in text for h in _RESOURCE_HINTS):
-        return ResourceLimitError(f"{what}: the model exhausted the memory limit ({_short(exc)})")
+        node = re.search(r"running (\w+) node", str(exc))
+        size = re.search(r"buffer of size (\d+)", str(exc))
+        where = f" in a {node.group(1)} node" if node else ""
+        asked = f" (it asked for {int(size.group(1)) / 1024**2:,.0f} MiB)" if size else ""
+        return ResourceLimitError(f"{what}: the model ran out of memory{where}{asked}")
     return ModelLoadError(f"{what}: {_short(exc)}")
 
 

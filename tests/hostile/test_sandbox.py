@@ -229,3 +229,15 @@ def test_initializer_in_subgraph_reaches_onnxruntime_from_memory(tmp_path):
     model = load_model(p)
     assert [f[0] for f in model.external_files] == ["w.bin"]
     assert numpy_helper is not None
+
+
+def test_unreadable_model_is_a_clean_error(tiny, monkeypatch):
+    """Permission denied (not testable through chmod when the suite runs as root): one clear message."""
+    from onnxguard import safeload
+
+    def denied(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(safeload.os, "open", denied)
+    with pytest.raises(ModelLoadError, match="permission denied"):
+        safeload.read_model(tiny, max_bytes=1 << 20)
