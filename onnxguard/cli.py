@@ -125,6 +125,7 @@ def scan(
     model: Path = typer.Argument(..., help="the ONNX model to scan"),
     data: Optional[Path] = typer.Option(None, "--data", help="samples: .npz (x, y), .npy or .csv"),
     out: Optional[Path] = typer.Option(None, "--out", help="write the report here"),
+    fmt: Optional[str] = typer.Option(None, "--format", help="instead of the signed envelope: 'json' (plain report) or 'sarif'; to --out, else to stdout"),
     policy: Optional[str] = typer.Option(None, "--policy", help="shipped policy name or a policy file (default: standard)"),
     seed: int = typer.Option(0, "--seed", help="random seed; the same seed gives the same report"),
     value_range: Optional[str] = typer.Option(None, "--range", help="valid input range 'lo,hi'"),
@@ -153,8 +154,12 @@ def scan(
 
     if fail_on not in ("fail", "warn"):
         raise typer.BadParameter("--fail-on takes 'fail' or 'warn'")
+    if fmt not in (None, "json", "sarif"):
+        raise typer.BadParameter("--format takes 'json' or 'sarif'")
     pol = load_policy(policy)
-    sign_plan = _signing_preflight(out, key, passphrase_env, no_sign)
+    if fmt is not None and key is not None:
+        raise typer.BadParameter("--key signs the default output (a DSSE envelope); --format json|sarif writes unsigned output")
+    sign_plan = _signing_preflight(out if fmt is None else None, key, passphrase_env, no_sign)
     opts = ScanOptions(
         model_path=model, data_path=data, value_range=_parse_range(value_range), policy=pol, seed=seed,
         budget=budget, samples=samples, save_adversarials=save_adversarials, target=target, transfer_from=transfer_from,
@@ -170,10 +175,23 @@ def scan(
         report, crashed = res.report, res.crashed
     if report.summary:
         report.summary.fail_on = fail_on  # type: ignore[assignment]
-    written = _write_reports(report, out, json_out, sign_plan)
-    print_summary(report, typer.echo)
+    to_stdout = fmt is not None and out is None  # machine output on stdout: humans read stderr
+    say: Callable[[str], None] = err if to_stdout else typer.echo
+    written = _write_reports(report, out if fmt is None else None, json_out, sign_plan)
+    if fmt is not None:
+        from .formats.base import JsonFormat
+        from .formats.sarif import SarifFormat
+
+        text = (SarifFormat() if fmt == "sarif" else JsonFormat()).render(report)
+        if out:
+            out.write_text(text, encoding="utf-8")
+            written.append(f"report  {out}  ({'SARIF 2.1.0' if fmt == 'sarif' else 'plain report'}, unsigned)")
+        else:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+    print_summary(report, say)
     for line in written:
-        typer.echo(line)
+        say(line)
     if crashed:
         err(f"onnxguard: error: scan failed: {crashed}")
         raise typer.Exit(EXIT_SCAN_FAILED)

@@ -1,0 +1,1 @@
+"""Output formats: each a small class with one method, ``render(report) -> str``."""

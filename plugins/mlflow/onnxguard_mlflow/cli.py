@@ -1,0 +1,194 @@
+"""``onnxguard-mlflow``: the webhook receiver (``serve``) and pull mode (``scan``, ``check``).
+
+Exit codes follow onnxguard's: 0 admitted / ok, 1 rejected by policy,
+2 bad input or usage, 3 scan failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from onnxguard.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_REJECTED, EXIT_SCAN_FAILED, OnnxGuardError
+
+from .config import Settings
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+                  help="onnxguard admission control for the MLflow model registry.")
+
+SECRET_ENV = "ONNXGUARD_MLFLOW_SECRET"
+
+TrackingUri = typer.Option(None, "--tracking-uri", envvar="MLFLOW_TRACKING_URI", help="the MLflow server (default: $MLFLOW_TRACKING_URI)")
+StateDir = typer.Option(Path(".onnxguard-mlflow"), "--state-dir", help="queue database and scratch space")
+DefaultPolicy = typer.Option("standard", "--default-policy", help="policy for models without an 'onnxguard.policy' tag (name or file)")
+PolicyDir = typer.Option(None, "--policy-dir", help="folder of NAME.toml policies that model tags may name (besides the shipped ones)")
+Protect = typer.Option(["champion", "production"], "--protect", help="protected alias (repeat for several)")
+Key = typer.Option(None, "--key", help="private key (NAME.pem) that signs the stored reports (default: STATE_DIR/receiver.pem, made on first start)")
+Trust = typer.Option(None, "--trust", help="public key(s) whose signed reports admission accepts, repeatable (default: the signing key's NAME.pub.pem)")
+
+
+def _settings(tracking_uri: Optional[str], state_dir: Path, default_policy: str, policy_dir: Optional[Path], protect: List[str],
+              key: Optional[Path], trust: Optional[List[Path]], sign: bool = True, **kw: object) -> Settings:
+    if not tracking_uri:
+        raise typer.BadParameter("give --tracking-uri or set MLFLOW_TRACKING_URI")
+    from .engine import HAS_SIGNING
+
+    trusted = list(trust or [])
+    if HAS_SIGNING:
+        from onnxguard.signing import keypair_paths, write_keypair
+
+        if key is None and sign:  # the receiver's own key, made on first start
+            key, pub = keypair_paths(state_dir / "receiver")
+            if not key.exists():
+                write_keypair(state_dir / "receiver")
+                typer.echo(f"onnxguard-mlflow: created signing key {key}; reviewers verify with {pub}", err=True)
+        own_pub = keypair_paths(key or state_dir / "receiver")[1]
+        if not trusted and own_pub.is_file():
+            trusted.append(own_pub)
+    return Settings(tracking_uri=tracking_uri, state_dir=state_dir, default_policy=default_policy, policy_dir=policy_dir,
+                    protected_aliases=tuple(protect), key_path=key, key_passphrase=os.environ.get("ONNXGUARD_KEY_PASSPHRASE"),
+                    trusted_keys=trusted, **kw)  # type: ignore[arg-type]
+
+
+def _worker(settings: Settings):
+    from .registry import Registry
+    from .worker import Worker
+
+    return Worker(settings, None, Registry(settings.tracking_uri, settings.experiment))
+
+
+@app.command()
+def serve(
+    tracking_uri: Optional[str] = TrackingUri,
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8765, "--port"),
+    secret_file: Optional[Path] = typer.Option(None, "--secret-file", help=f"file holding the webhook secret (else ${SECRET_ENV})"),
+    register_webhook: Optional[str] = typer.Option(None, "--register-webhook", metavar="URL",
+                                                   help="create or update the MLflow webhook 'onnxguard' to post to URL (this receiver's address as MLflow sees it)"),
+    state_dir: Path = StateDir,
+    default_policy: str = DefaultPolicy,
+    policy_dir: Optional[Path] = PolicyDir,
+    protect: List[str] = Protect,
+    key: Optional[Path] = Key,
+    trust: Optional[List[Path]] = Trust,
+    max_attempts: int = typer.Option(3, "--max-attempts", min=1, help="tries per job before it is tagged failed"),
+    retry_delay: float = typer.Option(30.0, "--retry-delay", min=0.0, help="seconds before the first retry (doubles each time)"),
+    tolerance: float = typer.Option(300.0, "--tolerance", min=1.0, help="accepted clock skew of webhook timestamps, seconds"),
+) -> None:
+    """Receive MLflow registry webhooks, scan new versions, guard protected aliases."""
+    from .server import Receiver
+
+    secret = secret_file.read_text(encoding="utf-8").strip() if secret_file else os.environ.get(SECRET_ENV)
+    if not secret:
+        raise typer.BadParameter(f"a webhook secret is required: --secret-file or ${SECRET_ENV}")
+    settings = _settings(tracking_uri, state_dir, default_policy, policy_dir, protect, key, trust, secret=secret,
+                         max_attempts=max_attempts, retry_delay_s=retry_delay, tolerance_s=tolerance)
+    worker = _worker(settings)
+    if register_webhook:
+        wid = worker.registry.ensure_webhook(register_webhook, secret)
+        logging.getLogger("onnxguard_mlflow").info("MLflow webhook %s posts to %s", wid, register_webhook)
+    receiver = Receiver(settings, worker, host=host, port=port)
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    receiver.start()
+    h, p = receiver.address
+    signed = "signed" if worker.sealer.signs else "UNSIGNED (no --key)"
+    typer.echo(f"onnxguard-mlflow: listening on http://{h}:{p}/webhook; reports {signed}; protected aliases: {', '.join(protect) or 'none'}", err=True)
+    done.wait()
+    receiver.stop()
+
+
+@app.command()
+def scan(
+    model_uri: str = typer.Argument(..., metavar="models:/NAME/VERSION"),
+    tracking_uri: Optional[str] = TrackingUri,
+    state_dir: Path = StateDir,
+    default_policy: str = DefaultPolicy,
+    policy_dir: Optional[Path] = PolicyDir,
+    key: Optional[Path] = Key,
+    write_back: bool = typer.Option(True, "--write/--no-write", help="write tags and store the report in MLflow"),
+    fail_on: str = typer.Option("fail", "--fail-on", help="verdict that makes the exit code 1: 'fail' or 'warn'"),
+) -> None:
+    """Pull mode: scan one registered model version now, tag it, exit by the verdict."""
+    from .registry import parse_model_uri
+
+    try:
+        name, version = parse_model_uri(model_uri)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    settings = _settings(tracking_uri, state_dir, default_policy, policy_dir, [], key, None, sign=write_back)
+    out = _worker(settings).scan_version(name, version, write_back=write_back)
+    for rel, rep in out.reports.items():
+        s = rep.summary
+        typer.echo(f"{rel}: {s.verdict if s else '?'} (highest risk {s.highest_risk if s else '?'})")
+    typer.echo(f"models:/{name}/{version}: verdict {out.verdict.upper()} (highest risk {out.highest_risk})")
+    if out.report_uri:
+        typer.echo(f"report  {out.report_uri}  sha256:{out.report_sha256}")
+    if out.verdict == "fail" or (fail_on == "warn" and out.verdict == "warn"):
+        raise typer.Exit(EXIT_REJECTED)
+
+
+@app.command()
+def check(
+    model_uri: str = typer.Argument(..., metavar="models:/NAME/VERSION"),
+    tracking_uri: Optional[str] = TrackingUri,
+    state_dir: Path = StateDir,
+    default_policy: str = DefaultPolicy,
+    policy_dir: Optional[Path] = PolicyDir,
+    trust: Optional[List[Path]] = Trust,
+    allow_unsigned: bool = typer.Option(False, "--allow-unsigned", help="accept unsigned reports (digest-checked only)"),
+) -> None:
+    """Would this version be admitted to a protected alias? Exit 0 if yes, 1 with the reason if not."""
+    from .registry import parse_model_uri
+
+    name, version = parse_model_uri(model_uri)
+    settings = _settings(tracking_uri, state_dir, default_policy, policy_dir, [], None, trust, sign=False, allow_unsigned=allow_unsigned)
+    ok, reason = _worker(settings).admissible(name, version)
+    typer.echo(f"models:/{name}/{version}: {'admitted' if ok else 'not admitted'}: {reason}")
+    if not ok:
+        raise typer.Exit(EXIT_REJECTED)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=os.environ.get("ONNXGUARD_MLFLOW_LOG", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        from typer._click.exceptions import ClickException, NoArgsIsHelpError
+    except ImportError:  # typer releases that still use click
+        from click import ClickException  # type: ignore[no-redef]
+        from click.exceptions import NoArgsIsHelpError  # type: ignore[no-redef]
+
+    try:
+        rv = app(args=argv, standalone_mode=False, prog_name="onnxguard-mlflow")
+        return int(rv) if isinstance(rv, int) else EXIT_OK
+    except OnnxGuardError as exc:
+        typer.echo(f"onnxguard-mlflow: error: {exc}", err=True)
+        return exc.exit_code
+    except typer.Exit as exc:
+        return exc.exit_code
+    except NoArgsIsHelpError as exc:
+        exc.show()
+        return EXIT_BAD_INPUT
+    except ClickException as exc:
+        exc.show()
+        return EXIT_BAD_INPUT
+    except Exception as exc:  # noqa: BLE001
+        if os.environ.get("ONNXGUARD_DEBUG"):
+            raise
+        typer.echo(f"onnxguard-mlflow: error: {type(exc).__name__}: {exc}"[:500], err=True)
+        return EXIT_SCAN_FAILED
+
+
+def _entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    _entry()
