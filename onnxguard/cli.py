@@ -144,8 +144,14 @@ def scan(
     no_sign: bool = typer.Option(False, "--no-sign", help="--out writes the plain, unsigned report instead of a signed envelope"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the plain (unsigned) report here"),
     html: Optional[Path] = typer.Option(None, "--html", help="also write the report as a self-contained HTML page (marked unsigned)"),
+    max_memory: Optional[int] = typer.Option(None, "--max-memory", min=64, help="sandbox memory limit in MB (default: the policy's limits.max_memory_mb)"),
+    timeout: Optional[float] = typer.Option(None, "--timeout", min=0.1, help="sandbox wall-time limit in seconds (default: the policy's limits.timeout_s)"),
+    no_sandbox: bool = typer.Option(False, "--no-sandbox", help="run the model in this process, without resource limits (trusted models only)"),
 ) -> None:
-    """Scan MODEL with the policy's checks and write a graded report (signed, with --out)."""
+    """Scan MODEL with the policy's checks and write a graded report (signed, with --out).
+
+    The model runs in a sandboxed child process (memory, CPU and wall-time limits); if it crashes or
+    runs out of a limit, the report says so and the exit code is 3."""
     from .policy import load_policy
     from .scan import ScanOptions, run_scan
 
@@ -162,7 +168,14 @@ def scan(
         budget=budget, samples=samples, save_adversarials=save_adversarials, target=target, transfer_from=transfer_from,
         backdoor_out=backdoor_out,
     )
-    report = run_scan(opts, progress=ProgressBars(enabled=not quiet))
+    crashed = None
+    if no_sandbox:
+        report = run_scan(opts, progress=ProgressBars(enabled=not quiet))
+    else:
+        from .sandbox import limits_for, run_isolated
+
+        res = run_isolated(opts, limits_for(pol, max_memory, timeout), progress=ProgressBars(enabled=not quiet))
+        report, crashed = res.report, res.crashed
     if report.summary:
         report.summary.fail_on = fail_on  # type: ignore[assignment]
     to_stdout = fmt is not None and out is None  # machine output on stdout: humans read stderr
@@ -187,6 +200,9 @@ def scan(
 
         html.write_text(render(report), encoding="utf-8")
         say(f"page    {html}  (from the scan in memory, marked unsigned; `onnxguard report render --key` gives a verified page)")
+    if crashed:
+        err(f"onnxguard: error: scan failed: {crashed}")
+        raise typer.Exit(EXIT_SCAN_FAILED)
     verdict = report.summary.verdict if report.summary else "pass"
     if verdict == "fail" or (fail_on == "warn" and verdict == "warn"):
         raise typer.Exit(EXIT_REJECTED)
@@ -307,6 +323,40 @@ def verify(
     v = verified
     enforced = "" if require_verdict else " (not enforced: add --require-verdict pass)"
     typer.echo(sanitize(f"verified {report}: model {v.subjects[0]['name']}, verdict {v.verdict}{enforced}, signed by keyid {v.keyid[:16]}…"))
+
+
+@app.command()
+def inspect(
+    model: Path = typer.Argument(..., help="the ONNX model to inspect (any ONNX model, not only classifiers)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="write the report here"),
+    policy: Optional[str] = typer.Option(None, "--policy", help="policy whose static grading applies (default: standard)"),
+    fail_on: str = typer.Option("fail", "--fail-on", help="verdict that makes the exit code 1: 'fail' or 'warn'"),
+) -> None:
+    """Static checks of MODEL only: external data, custom operators, opsets, allocation bombs, metadata. Never runs it."""
+    from .policy import load_policy
+    from .static import static_report
+
+    if fail_on not in ("fail", "warn"):
+        raise typer.BadParameter("--fail-on takes 'fail' or 'warn'")
+    report = static_report(model, load_policy(policy))
+    if report.summary:
+        report.summary.fail_on = fail_on  # type: ignore[assignment]
+    if out:
+        report.write(out)
+    m = report.model
+    typer.echo(sanitize(f"model   {Path(m.path).name}  sha256:{m.sha256[:16]}…  {m.size_bytes} bytes, IR {m.ir_version}, opsets {m.opset}"))
+    if not report.static_findings:
+        typer.echo("no static findings")
+    for f in report.static_findings:
+        typer.echo(sanitize(f"{f.severity:<8} {f.id:<24} {f.title}"))
+        typer.echo(sanitize(f"         {f.detail}"))
+    s = report.summary
+    verdict = s.verdict if s else "pass"
+    typer.echo(f"verdict {verdict.upper()}  (static checks only; the model was not run)")
+    if out:
+        typer.echo(f"report  {out}")
+    if verdict == "fail" or (fail_on == "warn" and verdict == "warn"):
+        raise typer.Exit(EXIT_REJECTED)
 
 
 @app.command()

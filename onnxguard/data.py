@@ -9,6 +9,7 @@ scanner makes synthetic inputs inside the valid range and says so.
 from __future__ import annotations
 
 import csv
+import zipfile
 import hashlib
 import os
 from dataclasses import dataclass
@@ -67,7 +68,7 @@ def load_data(path: str | os.PathLike[str]) -> Samples:
             raise DataError(f"unsupported data format '{suffix or p.name}': use .npz (arrays x, y), .npy or .csv")
     except DataError:
         raise
-    except (ValueError, OSError, EOFError) as exc:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"cannot read {p.name} as {suffix[1:]}: {str(exc)[:200]}") from None
     x = _check_x(np.asarray(x), p.name)
     if y is not None:

@@ -58,6 +58,10 @@ class ScanFailed(OnnxGuardError):
     exit_code = EXIT_SCAN_FAILED
 
 
+class ResourceLimitError(ScanFailed):
+    """The model exhausted a resource limit (memory, CPU or wall time) while loading or running."""
+
+
 class VerificationError(OnnxGuardError):
     """A signed report failed one of the verification checks."""
 

@@ -28,6 +28,7 @@ import numpy as np
 from .errors import ModelLoadError, NotAClassifierError
 
 DEFAULT_MAX_MODEL_BYTES = 2 * 1024**3  # onnx protobufs cannot exceed 2 GiB anyway
+MAX_SAMPLE_VALUES = 1 << 22  # values per sample (3x1024x1024 fits): a declared input shape beyond this is refused, not allocated
 _LOG_FLOOR = 1e-40
 
 _FLOAT_TYPES = {
@@ -101,7 +102,7 @@ class LoadedModel:
         try:
             out = self.session.run(names, feed)
         except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise ModelLoadError(f"the model failed while running on a batch of shape {tuple(x.shape)}: {_short(exc)}") from exc
+            raise ort_error(exc, f"the model failed while running on a batch of shape {tuple(x.shape)}") from exc
         return out, time.perf_counter() - t0
 
     def predict(self, x: np.ndarray, max_batch: int = 256) -> tuple[ModelOutputs, float]:
@@ -187,12 +188,64 @@ def _short(exc: BaseException, limit: int = 300) -> str:
     return text[:limit]
 
 
+_RESOURCE_HINTS = (
+    "bad_alloc", "bad allocation", "failed to allocate", "out of memory", "cannot allocate", "memoryerror",
+    "resource temporarily unavailable",
+)
+
+
+def ort_error(exc: BaseException, what: str) -> Exception:
+    """A typed error for an onnxruntime failure: allocation failures become ResourceLimitError (exit 3)."""
+    from .errors import ResourceLimitError
+
+    import re
+
+    text = f"{type(exc).__name__}: {exc}".lower()
+    if isinstance(exc, MemoryError) or any(h in text for h in _RESOURCE_HINTS):
+        node = re.search(r"running (\w+) node", str(exc))
+        size = re.search(r"buffer of size (\d+)", str(exc))
+        where = f" in a {node.group(1)} node" if node else ""
+        asked = f" (it asked for {int(size.group(1)) / 1024**2:,.0f} MiB)" if size else ""
+        return ResourceLimitError(f"{what}: the model ran out of memory{where}{asked}")
+    return ModelLoadError(f"{what}: {_short(exc)}")
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def _as_str(v: Any) -> str:
+    from .text import as_str
+
+    return as_str(v)
+
+
+def _clean(text: str, limit: int = 200) -> str:
+    from .text import sanitize
+
+    return sanitize(text, limit=limit)
+
+
+_STANDARD_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "ai.onnx.preview.training", "com.microsoft.nchwc"}
+
+
+def _load_error(exc: BaseException, proto: Any, name: str) -> Exception:
+    """Why onnxruntime refused the model, in words; custom operator domains named explicitly."""
+    err = ort_error(exc, f"onnxruntime cannot load {name}")
+    if not isinstance(err, ModelLoadError):
+        return err
+    custom = sorted({_as_str(n.domain) for n in proto.graph.node if _as_str(n.domain) not in _STANDARD_DOMAINS})
+    if custom:
+        doms = ", ".join(ascii(_as_str(d))[1:-1][:60] for d in custom[:5])
+        return ModelLoadError(
+            f"{name} uses operators from custom domain(s) {doms}; onnxguard never loads custom-operator libraries, "
+            "so the model cannot be run. Static checks: `onnxguard inspect`."
+        )
+    return err
 
 
 def _shape_of(type_proto_shape: Any) -> tuple[int | str | None, ...] | None:
@@ -269,23 +322,27 @@ def load_model(
     sample_shape: tuple[int, ...] | None = None,
     max_bytes: int = DEFAULT_MAX_MODEL_BYTES,
     intra_op_threads: int = 0,
+    raw: Any = None,
 ) -> LoadedModel:
     """Load ``path`` safely and work out how to query it.
 
     ``probe`` (a few samples) resolves dynamic non-batch axes and tells
     probabilities from logits; without it, dynamic non-batch axes must be
     given in ``sample_shape`` and a small synthetic probe is used.
+    ``raw`` is a :class:`onnxguard.safeload.RawModel` already read from ``path``.
     """
     from . import safeload
 
     p = Path(path)
-    loaded = safeload.read_model(p, max_bytes=max_bytes)
+    loaded = raw if raw is not None else safeload.read_model(p, max_bytes=max_bytes)
     proto = loaded.proto
 
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
+    # never register a custom-operator library: a model naming a custom domain simply fails to load
+    intra_op_threads = intra_op_threads or int(os.environ.get("ONNXGUARD_ORT_THREADS", "0") or 0)  # set by the sandbox
     if intra_op_threads:
         so.intra_op_num_threads = intra_op_threads
     if loaded.external:
@@ -293,9 +350,9 @@ def load_model(
         arrays = [loaded.external[n] for n in names]
         so.add_external_initializers_from_files_in_memory(names, arrays, [len(a) for a in arrays])
     try:
-        sess = ort.InferenceSession(loaded.model_bytes, sess_options=so, providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(loaded.session_bytes or loaded.model_bytes, sess_options=so, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        raise ModelLoadError(f"onnxruntime cannot load {p.name}: {_short(exc)}") from exc
+        raise _load_error(exc, proto, p.name) from exc
 
     inputs = [TensorSpec(i.name, i.type, _shape_of(i.shape)) for i in sess.get_inputs()]
     outputs = [TensorSpec(o.name, o.type, _shape_of(o.shape)) for o in sess.get_outputs()]
@@ -334,6 +391,14 @@ def load_model(
                 f"the model's input shape {list(shape)} has dynamic axes besides the batch; pass --data with samples so they can be resolved"
             )
     s_shape = tuple(int(d) for d in rest)
+    n_values = 1
+    for d in s_shape:
+        n_values *= d
+    if n_values > MAX_SAMPLE_VALUES:
+        raise NotAClassifierError(
+            f"the model's input '{inp.name}' declares {n_values} values per sample (shape {list(shape)}), over the "
+            f"{MAX_SAMPLE_VALUES} onnxguard will allocate; not scanned"
+        )
 
     label_name, score_name, hint = _classify_outputs(proto, outputs)
     model = LoadedModel(
@@ -342,7 +407,7 @@ def load_model(
         size_bytes=loaded.size_bytes,
         opset={(d.domain or "ai.onnx"): int(d.version) for d in proto.opset_import},
         ir_version=int(proto.ir_version),
-        producer=" ".join(x for x in (proto.producer_name, proto.producer_version) if x),
+        producer=_clean(" ".join(_as_str(x) for x in (proto.producer_name, proto.producer_version) if x)),
         inputs=inputs,
         outputs=outputs,
         input_name=inp.name,

@@ -94,12 +94,13 @@ def environment() -> Environment:
     )
 
 
-def prepare(opts: ScanOptions, policy: LoadedPolicy, rng: np.random.Generator, n_needed: int) -> Prepared:
+def prepare(opts: ScanOptions, policy: LoadedPolicy, rng: np.random.Generator, n_needed: int, raw: object = None) -> Prepared:
     samples = load_data(opts.data_path) if opts.data_path else None
     model = load_model(
         opts.model_path,
         probe=samples.x if samples is not None and samples.x.ndim > 1 else None,
         max_bytes=policy.policy.limits.max_model_mb * 1024 * 1024,
+        raw=raw,
     )
     value_range = opts.value_range or policy.policy.threat_model.range
     if samples is not None:
@@ -278,14 +279,36 @@ def _range_value(a: np.ndarray) -> float | list[float]:
     return float(a[0]) if np.all(a == a[0]) else [float(v) for v in a]
 
 
-def run_scan(opts: ScanOptions, progress: ProgressFactory | None = None) -> Report:
-    """Scan a model in this process and return the graded report."""
+def inspect_file(opts: ScanOptions, policy: LoadedPolicy) -> tuple[object, list]:
+    """Read the model safely and run the static checks; refuse models that must not run (exit 2)."""
+    from . import safeload
+    from .errors import ModelLoadError
+    from .static import esc, inspect_model, refusals
+
+    lim = policy.policy.limits
+    raw = safeload.read_model(opts.model_path, max_bytes=lim.max_model_mb * 1024 * 1024)
+    findings = inspect_model(raw, opts.model_path, memory_limit=lim.max_memory_mb * 1024 * 1024)
+    refused = refusals(findings)
+    if refused:
+        raise ModelLoadError(f"{esc(opts.model_path.name, 200)} refused before running: " + "; ".join(f.detail for f in refused[:3]))
+    return raw, findings
+
+
+def run_scan(
+    opts: ScanOptions, progress: ProgressFactory | None = None, *, on_static: Callable[[object, list], None] | None = None
+) -> Report:
+    """Scan a model in this process and return the graded report.
+
+    Static checks run first; ``on_static(raw_model, findings)`` hears of them before the model runs."""
     t0 = time.perf_counter()
     policy = opts.policy or load_policy(None)
     pol = policy.policy
     rng = np.random.default_rng(opts.seed)
     n_needed = max([opts.samples or c.samples for c in pol.checks] + [pol.backdoor.samples_per_class * 10 if pol.backdoor.enabled else 0])
-    prep = prepare(opts, policy, rng, n_needed)
+    raw, static_findings = inspect_file(opts, policy)
+    if on_static is not None:
+        on_static(raw, static_findings)
+    prep = prepare(opts, policy, rng, n_needed, raw=raw)
     model = prep.model
     threat = "labels" if (pol.threat_model.access == "labels" or not model.has_scores) else "scores"
 
@@ -342,6 +365,7 @@ def run_scan(opts: ScanOptions, progress: ProgressFactory | None = None) -> Repo
         checks=checks,
         transfer=[t for t, _ in transfers],
         backdoor=backdoor,
+        static_findings=static_findings,
         not_tested=not_tested,
         notes=notes,
     )

@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import stats
 
 
 def wilson(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """Wilson score interval for a binomial proportion; (0, 1) when n == 0."""
     if n <= 0:
         return 0.0, 1.0
+    from scipy import stats  # imported when needed: keeps `import onnxguard.report` (and the sandbox parent) light
+
     z = float(stats.norm.ppf(1 - (1 - confidence) / 2))
     p = successes / n
     denom = 1 + z * z / n
@@ -29,6 +30,8 @@ def median_ci(values: np.ndarray, confidence: float = 0.95) -> tuple[float, floa
     if n == 1:
         return float(v[0]), float(v[0])
     alpha = 1 - confidence
+    from scipy import stats
+
     lo_k = int(stats.binom.ppf(alpha / 2, n, 0.5))
     hi_k = int(stats.binom.isf(alpha / 2, n, 0.5))
     lo_k = max(lo_k - 1, 0)

@@ -14,7 +14,6 @@ margin loss (untargeted or targeted); only scores are used.
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import differential_evolution
 
 from ..oracle import Oracle
 from .base import AttackResult, Clock, Progress, check_norm, from_chw, image_view_shape, is_success, margin, to_chw
@@ -102,6 +101,8 @@ def one_pixel(
             if ok.any() and state["hit"] is None:
                 state["hit"] = xs[int(np.flatnonzero(ok)[np.argmin(loss[ok])])]
             return loss
+
+        from scipy.optimize import differential_evolution  # imported when used: keeps scanner start-up light
 
         init = rng.random((pop, n_par)) * np.array([b[1] for b in bounds])
         differential_evolution(
