@@ -219,7 +219,7 @@ def test_registry_admission_end_to_end(mlflow_server: str, tmp_path: Path) -> No
         # crash in the middle of a scan, restart: the durable queue finishes the job
         slow_v = register("digits-slow", "tiny-slow")
         _wait("the slow scan to start", lambda: tags("digits-slow", slow_v).get("onnxguard.status") == "scanning", 60, every=0.2)
-        time.sleep(1.5)
+        time.sleep(0.5)
         receiver.kill()
         assert tags("digits-slow", slow_v)["onnxguard.status"] == "scanning"  # it really died mid-scan
         receiver.start()
