@@ -7,10 +7,13 @@ Order of work, all through one budgeted :class:`Probe`:
 2. images: a cheap pre-screen stamps a library of candidate patches on a few samples
    of every class; one pass scores every candidate target class, orders the classes
    and warm-starts the patch search;
+2b. images: the decision-based square-patch sweep (:mod:`.squares`), the same cheap
+   measurement for every class under either threat model (family ``square``);
 3. per class, the zeroth-order mask search (``patch``) and blend search (``blend``),
    see :mod:`.zo`; tabular inputs get the few-feature search of :mod:`.tabular`.
    With more classes than ``full_search_classes``, every class gets a short search
-   first and only the most suspicious ones continue to the full search;
+   first and only the most suspicious ones continue to the full search; the statistic of
+   the mask families then compares the short-search sizes, which every class has;
 4. per family, the MAD anomaly index over the classes' trigger sizes; a class is
    flagged when its index reaches the threshold and its reversed trigger works on
    held-back samples.
