@@ -173,7 +173,7 @@ def run_search(
             for t, trig in sq.triggers.items():
                 triggers[(t, "square")] = trig
             details["square"] = {"queries": int(sq.queries), "refined_classes": int(sq.refined),
-                                 "curves": {str(t): v for t, v in sq.curve.items()}}
+                                 "curves": {str(t): [[int(a), float(r)] for a, r in v] for t, v in sq.curve.items()}}
             report_progress()
             cls_order = [int(t) for t in np.argsort(-pre, kind="stable")]
             for t in cls_order:
