@@ -1,6 +1,6 @@
 """Backdoor search over a zoo of clean and backdoored models the tests do not use.
 
-    python benchmarks/backdoor_zoo.py [--zoo DIR] [--policy standard] [--only NAME ...]
+    python benchmarks/backdoor_zoo.py [--zoo DIR] [--policy standard] [--threat labels] [--only NAME ...]
 
 Builds the zoo on first use (``tests/backdoor/build_fixtures.py --zoo DIR``: 8 clean,
 6 BadNets and 3 blended 10-class 16x16 digit MLPs, other seeds, targets, corners and
@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--policy", default="standard")
     ap.add_argument("--only", nargs="*")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threat", choices=["scores", "labels"], help="override the policy's threat_model.access (labels: labels-only search)")
     args = ap.parse_args(argv)
     man = args.zoo / "manifest.json"
     if not man.exists():
@@ -42,10 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     manifest = json.loads(man.read_text())
     pol = load_policy(args.policy)
     spec = pol.policy.backdoor
+    threat = args.threat or pol.policy.threat_model.access
     import numpy as np
 
     rows = []
-    print(f"policy {pol.policy.name}: budget {spec.budget} queries, {spec.time_limit_s:g}s, {spec.samples_per_class} samples/class, "
+    print(f"policy {pol.policy.name} ({threat}): budget {spec.budget} queries, {spec.time_limit_s:g}s, {spec.samples_per_class} samples/class, "
           f"full search on {spec.full_search_classes} classes, flag at anomaly index >= {spec.anomaly_threshold:g}")
     print(f"{'model':18s} {'truth':12s} {'flagged':8s} {'found':6s} {'anomaly':>8s} {'queries':>8s} {'wall s':>7s}")
     for name, info in sorted(manifest.items()):
@@ -55,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         opts = ScanOptions(model_path=args.zoo / f"{name}.onnx", data_path=data, policy=pol, seed=args.seed)
         t0 = time.perf_counter()
         prep = prepare(opts, pol, np.random.default_rng(args.seed), 0)
-        bd = search_backdoors(prep, spec, threat=pol.policy.threat_model.access, seed=args.seed)
+        bd = search_backdoors(prep, spec, threat=threat, seed=args.seed)
         wall = time.perf_counter() - t0
         truth = f"{info['kind']}->{info['target']}" if info["backdoored"] else "clean"
         found = bd.flagged_classes[0] if bd.flagged_classes else None

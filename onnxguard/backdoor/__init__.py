@@ -9,7 +9,7 @@ flags classes whose trigger is anomalously small (median absolute deviation).
 
 Modules: :mod:`.search` (the orchestration), :mod:`.zo` (mask/pattern optimiser),
 :mod:`.triggers` (stamping, patch pre-screen), :mod:`.tabular`, :mod:`.anomaly`,
-:mod:`.probe` (the budgeted door to the oracle), :mod:`.png`.
+:mod:`.squares` (decision-based square-patch sweep), :mod:`.probe` (the budgeted door to the oracle), :mod:`.png`.
 """
 
 from __future__ import annotations

@@ -13,6 +13,15 @@ that much from class to class and run to run, so with the default threshold of 3
 a class is flagged only when its trigger is under about 40% of the median size
 (on the benchmark zoo, clean classes stay above 55%, planted triggers below 35%).
 The few-feature tabular sizes are tighter and use 10%.
+
+The ``square`` family (:mod:`.squares`) is scored on log areas. A linear MAD index
+is bounded by ``median / MAD`` however small the trigger is: with clean classes
+spread by +-30%, even a trigger of area 0 scores about 2.2. Sizes are scale
+quantities that spread multiplicatively, so the log is the natural scale; its
+floor of 0.3 log units makes a class with the floor binding flagged at index 3
+when its area is under ``exp(-0.9)`` = 41% of the median, the same rule as the
+linear 20% floor above. On the fixtures and the zoo clean classes' log areas spread
+by 0.1 to 0.3 and the easiest clean class sits at about 55-60% of the median.
 """
 
 from __future__ import annotations
@@ -21,11 +30,22 @@ import numpy as np
 
 CONSISTENCY = 1.4826  # makes the MAD estimate the standard deviation of a normal distribution
 MAD_FLOOR = 0.1
-FAMILY_FLOOR = {"patch": 0.2, "blend": 0.2, "features": 0.1}
+FAMILY_FLOOR = {"patch": 0.2, "blend": 0.2, "features": 0.1, "square": 0.3}
+LOG_FAMILIES = {"square"}  # statistic on log sizes; the floor is then in log units
 
 
-def anomaly_indices(sizes: np.ndarray, floor: float = MAD_FLOOR) -> np.ndarray:
-    """Per-class anomaly index; nan where the size is unknown. Needs at least 3 known sizes."""
+def family_indices(sizes: np.ndarray, family: str) -> np.ndarray:
+    """The anomaly index of one trigger family (log scale for :data:`LOG_FAMILIES`)."""
+    if family in LOG_FAMILIES:
+        s = np.asarray(sizes, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return anomaly_indices(np.log(np.where(s > 0, s, np.nan)), FAMILY_FLOOR[family], relative=False)
+    return anomaly_indices(sizes, FAMILY_FLOOR[family])
+
+
+def anomaly_indices(sizes: np.ndarray, floor: float = MAD_FLOOR, relative: bool = True) -> np.ndarray:
+    """Per-class anomaly index; nan where the size is unknown. Needs at least 3 known sizes.
+    The MAD is floored at ``floor * |median|`` (``relative``) or at ``floor`` itself."""
     s = np.asarray(sizes, dtype=np.float64)
     out = np.full(s.shape, np.nan)
     ok = np.isfinite(s)
@@ -33,6 +53,6 @@ def anomaly_indices(sizes: np.ndarray, floor: float = MAD_FLOOR) -> np.ndarray:
         return out
     med = float(np.median(s[ok]))
     mad = CONSISTENCY * float(np.median(np.abs(s[ok] - med)))
-    mad = max(mad, floor * abs(med), 1e-12)
+    mad = max(mad, floor * abs(med) if relative else floor, 1e-12)
     out[ok] = (med - s[ok]) / mad
     return out

@@ -7,10 +7,13 @@ Order of work, all through one budgeted :class:`Probe`:
 2. images: a cheap pre-screen stamps a library of candidate patches on a few samples
    of every class; one pass scores every candidate target class, orders the classes
    and warm-starts the patch search;
+2b. images: the decision-based square-patch sweep (:mod:`.squares`), the same cheap
+   measurement for every class under either threat model (family ``square``);
 3. per class, the zeroth-order mask search (``patch``) and blend search (``blend``),
    see :mod:`.zo`; tabular inputs get the few-feature search of :mod:`.tabular`.
    With more classes than ``full_search_classes``, every class gets a short search
-   first and only the most suspicious ones continue to the full search;
+   first and only the most suspicious ones continue to the full search; the statistic of
+   the mask families then compares the short-search sizes, which every class has;
 4. per family, the MAD anomaly index over the classes' trigger sizes; a class is
    flagged when its index reaches the threshold and its reversed trigger works on
    held-back samples.
@@ -27,17 +30,20 @@ import numpy as np
 from ..attacks.base import to_chw
 from ..oracle import Oracle
 from ..report import BackdoorSection, ClassTrigger, Rate
-from .anomaly import FAMILY_FLOOR, anomaly_indices
+from .anomaly import family_indices
 from .png import to_display, write_png
 from .probe import OutOfBudget, Probe
 from .tabular import FeatureTrigger, search_features
-from .triggers import patch_library, prescreen, stamp
+from .squares import square_sweep
+from .triggers import patch_library, patch_sizes, prescreen, stamp
 from .zo import ZOSearch
 
 SUCCESS_TARGET = 0.9  # a reversed trigger "works" when it sends this share of other-class samples to the target
 MIN_HELD_OUT_SUCCESS = 0.5  # a flagged trigger must also work on held-back samples
 PRESCREEN_SHARE = 0.08  # share of the query budget for the patch pre-screen
 SHORT_SHARE = 0.25  # the short search's share of a full search, when not every class gets the full search
+SQUARE_CONFIRM = 4  # samples per class on which the square sweep confirms its best candidates
+SQUARE_REFINE = 2  # samples per class for the square sweep's pattern refinement (1 under budgets < 200k)
 MAX_FEATURES = 6  # tabular triggers larger than this are not searched further
 
 
@@ -52,6 +58,16 @@ def _split(y: np.ndarray, ok: np.ndarray, n_classes: int, per_class: int, rng: n
         search.append(idx[k:])
     cat = lambda parts: np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)  # noqa: E731
     return cat(search), cat(held)
+
+
+def _per_class(x: np.ndarray, y: np.ndarray, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``k`` samples of every class present."""
+    idx = np.concatenate([rng.permutation(np.flatnonzero(y == c))[:k] for c in np.unique(y)])
+    return x[idx], y[idx]
+
+
+def _class_means(x: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
+    return np.stack([x[y == c].mean(axis=0) if (y == c).any() else np.full(x.shape[1:], 0.5) for c in range(n_classes)])
 
 
 def _interleave(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -116,6 +132,7 @@ def run_search(
     full = np.zeros(n_classes, dtype=bool)
     pre = np.zeros(n_classes)
     searches: dict[tuple[int, str], ZOSearch] = {}
+    stat_sizes: dict[str, np.ndarray] = {}  # sizes the statistic uses where they differ from the reported ones
 
     try:
         if tabular:
@@ -147,6 +164,17 @@ def run_search(
             pre, pre_idx, pre_q = prescreen(probe, xs[order], ys[order], n_classes, lib, pre_budget)
             details["prescreen"] = {"patches": len(lib), "queries": int(pre_q), "best_success": [round(float(v), 3) for v in pre]}
             report_progress()
+            # the square-patch sweep: the same cheap, decision-based size for every class
+            sq = square_sweep(probe, _per_class(xs, ys, 1, rng), _per_class(xs, ys, SQUARE_CONFIRM, rng), n_classes,
+                              _class_means(xs, ys, n_classes), level=SUCCESS_TARGET, refine_size=max(patch_sizes(h, w)),
+                              refine_samples=_per_class(xs, ys, SQUARE_REFINE if budget >= 200_000 else 1, rng), rng=rng)
+            families = ["patch", "blend", "square"]
+            sizes["square"], succ["square"] = sq.area, sq.rate
+            for t, trig in sq.triggers.items():
+                triggers[(t, "square")] = trig
+            details["square"] = {"queries": int(sq.queries), "refined_classes": int(sq.refined),
+                                 "curves": {str(t): [[int(a), float(r)] for a, r in v] for t, v in sq.curve.items()}}
+            report_progress()
             cls_order = [int(t) for t in np.argsort(-pre, kind="stable")]
             for t in cls_order:
                 pool = xs[ys != t]
@@ -165,7 +193,7 @@ def run_search(
                                                   init_alpha=0.6 if oracle.labels_only else 0.25, success_target=SUCCESS_TARGET)
             n_c = len({t for t, _ in searches})
             k_full = min(full_search_classes, n_c)
-            rest = probe.left
+            rest = probe.left - n_classes * len(xh)  # kept for the held-back check of every class's trigger
             if k_full >= n_c:
                 short = rest // max(1, 2 * n_c)
                 extra = 0
@@ -175,7 +203,7 @@ def run_search(
             details["queries_short_search"] = int(short)
             details["queries_full_search"] = int(short + extra)
             for t in cls_order:
-                for fam in families:
+                for fam in ("patch", "blend"):
                     if (t, fam) in searches:
                         s = searches[(t, fam)]
                         s.run(probe, short)
@@ -184,13 +212,19 @@ def run_search(
                 if probe.left <= 0 or probe.time_left() <= 0:
                     raise OutOfBudget("query budget" if probe.left <= 0 else "time limit")
             if extra > 0:
-                est = {fam: np.array([searches[(t, fam)].estimated_size() if (t, fam) in searches else np.nan for t in classes]) for fam in families}
-                ai = np.nanmax(np.stack([anomaly_indices(est[f], FAMILY_FLOOR[f]) for f in families]), axis=0)
+                est = {fam: np.array([searches[(t, fam)].estimated_size() if (t, fam) in searches else np.nan for t in classes]) for fam in ("patch", "blend")}
+                # like with like: with a reduced search the statistic of the mask families compares every
+                # class's short-search size (the same budget for all); the full search refines the triggers
+                stat_sizes.update(est)
+                details["statistic_on"] = "short-search sizes (patch, blend); sweep areas (square)"
+                est["square"] = sizes["square"]
+                with np.errstate(all="ignore"):
+                    ai = np.nanmax(np.stack([family_indices(est[f], f) for f in est]), axis=0)
                 rank = np.lexsort((-pre, -np.nan_to_num(ai, nan=-np.inf)))
                 chosen = [int(t) for t in rank if (int(t), "patch") in searches][:k_full]
                 for t in chosen:
                     full[t] = True
-                    for fam in families:
+                    for fam in ("patch", "blend"):
                         s = searches[(t, fam)]
                         before = s.queries
                         s.run(probe, extra)
@@ -203,7 +237,8 @@ def run_search(
         stopped = exc.reason
 
     if not tabular:
-        for fam in families:
+        families = [f for f in ("patch", "blend", "square") if f in families or f != "square"]
+        for fam in ("patch", "blend"):
             sizes[fam] = np.full(n_classes, np.nan)
             succ[fam] = np.zeros(n_classes)
         for (t, fam), s in searches.items():
@@ -217,7 +252,10 @@ def run_search(
                 triggers[(t, fam)] = (s.mask(), s.pattern())
 
     # -- the outlier statistic --------------------------------------------------
-    ai_fam = {fam: anomaly_indices(sizes[fam], FAMILY_FLOOR[fam]) for fam in families}
+    for fam in families:
+        sizes.setdefault(fam, np.full(n_classes, np.nan))
+        succ.setdefault(fam, np.zeros(n_classes))
+    ai_fam = {fam: family_indices(stat_sizes.get(fam, sizes[fam]), fam) for fam in families}
     stack = np.stack([ai_fam[f] for f in families])
     with np.errstate(all="ignore"):
         cls_ai = np.where(np.isnan(stack).all(axis=0), np.nan, np.nanmax(np.where(np.isnan(stack), -np.inf, stack), axis=0))
@@ -294,7 +332,8 @@ def run_search(
     return BackdoorSection(
         status="completed",
         method=("few-feature trigger search (out-of-range values)" if tabular else
-                "Neural-Cleanse-style mask+pattern and blend searches with zeroth-order (antithetic) gradients, patch pre-screen")
+                "Neural-Cleanse-style mask+pattern and blend searches with zeroth-order (antithetic) gradients, patch pre-screen, "
+                 "decision-based square-patch sweep")
         + ("; labels-only loss" if oracle.labels_only else "; cross-entropy on scores"),
         threat_model=threat,  # type: ignore[arg-type]
         classes=rows,

@@ -1,0 +1,265 @@
+"""Decision-based square-patch sweep: the smallest square patch that flips samples to each class.
+
+The zeroth-order mask search (:mod:`.zo`) needs a loss with a slope; with labels
+only, its 0/1 loss is flat away from the decision boundary, and its sizes for
+clean classes come out noisy. This sweep asks a discrete question that only
+needs labels and is answered the same way for every class:
+
+    what is the smallest area ``s * s`` of a square patch (any position on a
+    grid, any pattern from a small set) that sends at least ``level`` of the
+    clean samples of other classes to class ``t``?
+
+Patterns: white, black and two checkerboards (BadNets-style triggers), and the
+crop of class ``t``'s mean image (so that every class is reachable at some size:
+the full-size crop is the class mean itself). Patch sizes follow a ladder
+(2, 3, 4, 6, 8, 11, whole input); the area at which the best flip rate crosses
+``level`` is interpolated between rungs, so sizes are continuous.
+
+Flip rates are estimated in two rounds (successive halving): every candidate on
+a screening set of one sample per class, then the best few per class and size
+on a confirmation set of several samples per class. One stamped batch serves
+every candidate target class at once.
+
+Planted triggers whose pattern is not in the set (a random binary block) are
+reached by a pattern refinement at the largest pre-screen patch size: for each
+class, the grid positions are ranked and the best are refined bit by bit. With
+scores the objective is the mean cross-entropy towards ``t``; with labels only it is a
+smoothed flip rate: the samples are also blended towards ``t``'s mean at a few
+strengths chosen so that the blend alone flips some but not all of them, which
+puts them near the decision boundary where a pattern bit that pushes towards
+``t`` changes labels (the decision-based idea of HopSkipJump, Chen et al. 2020).
+
+The statistic is computed on log areas (see :mod:`.anomaly`): a trigger size is a
+scale quantity and clean classes' areas spread multiplicatively.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..attacks.base import cross_entropy
+from .probe import OutOfBudget, Probe
+from .triggers import stamp
+
+LADDER_FRACTIONS = (0.125, 0.1875, 0.25, 0.375, 0.5, 0.6875, 1.0)  # of the shorter side: 2,3,4,6,8,11,16 at 16
+SCREEN_KEEP = 3  # candidates per (class, size) that go on to the confirmation set
+SCREEN_MIN = 0.5  # screening flip rate needed to be confirmed
+
+
+def ladder(h: int, w: int) -> list[int]:
+    s = min(h, w)
+    return sorted({max(2, min(s, round(f * s))) for f in LADDER_FRACTIONS} | {s})
+
+
+def positions(h: int, w: int, s: int) -> list[tuple[int, int]]:
+    """A 7 x 7 grid: flush and one pixel in from each edge, the quarters and the middle."""
+    def axis(n: int) -> list[int]:
+        return sorted(v for v in {0, 1, (n - s) // 4, (n - s) // 2, 3 * (n - s) // 4, n - s - 1, n - s} if 0 <= v <= n - s)
+    return [(r, c) for r in axis(h) for c in axis(w)]
+
+
+def _blocks(s: int) -> dict[str, np.ndarray]:
+    ii, jj = np.indices((s, s))
+    return {"white": np.ones((s, s)), "black": np.zeros((s, s)),
+            "checker": ((ii + jj) % 2 == 0).astype(float), "checker-inv": ((ii + jj) % 2 == 1).astype(float)}
+
+
+@dataclass
+class SquareResult:
+    area: np.ndarray  # (K,) interpolated minimal area reaching the level; nan when not measured
+    rate: np.ndarray  # (K,) confirmed flip rate of the trigger kept
+    triggers: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    curve: dict[int, list[tuple[int, float]]] = field(default_factory=dict)  # per class: (area, best confirmed rate)
+    queries: int = 0
+    refined: int = 0
+
+
+def _hits(labels: np.ndarray, ys: np.ndarray, t: int) -> float:
+    other = ys != t
+    return float((labels[other] == t).mean()) if other.any() else 0.0
+
+
+def square_sweep(
+    probe: Probe, screen: tuple[np.ndarray, np.ndarray], confirm: tuple[np.ndarray, np.ndarray], n_classes: int,
+    class_means: np.ndarray, *, level: float, refine_size: int, refine_samples: tuple[np.ndarray, np.ndarray],
+    refine_positions: int = 2, rng: np.random.Generator,
+) -> SquareResult:
+    xs, ys = screen
+    xc, yc = confirm
+    c, h, w = xs.shape[1:]
+    q0 = probe.used
+    res = SquareResult(area=np.full(n_classes, np.nan), rate=np.zeros(n_classes))
+    best: dict[tuple[int, int], tuple[float, np.ndarray, np.ndarray]] = {}  # (class, size) -> confirmed rate, mask, pattern
+    done = np.zeros(n_classes, dtype=bool)
+    present = np.array([(ys == t).any() or (yc == t).any() for t in range(n_classes)])
+    sizes = ladder(h, w)
+    try:
+        refined = _refine_all(probe, *refine_samples, n_classes, class_means, refine_size, refine_positions, rng)
+        res.refined = len(refined)
+        for t, (m, p) in refined.items():
+            _, lab = probe.run(stamp(xc, m, p))
+            best[(t, refine_size)] = (_hits(lab, yc, t), m, p)
+        for s in sizes:
+            todo = [t for t in range(n_classes) if present[t] and not done[t]]
+            if not todo:
+                break
+            cands: list[tuple[np.ndarray, np.ndarray, int | None]] = []  # mask, pattern, class it is for (None: all)
+            blocks = _blocks(s)
+            for r, cc in positions(h, w, s):
+                m = np.zeros((h, w))
+                m[r : r + s, cc : cc + s] = 1.0
+                for blk in blocks.values():
+                    p = np.zeros((c, h, w))
+                    p[:, r : r + s, cc : cc + s] = blk
+                    cands.append((m, p, None))
+                for t in todo:
+                    cands.append((m, class_means[t], t))
+            lab = _run_chunked(probe, xs, cands)
+            for t in todo:
+                rates = np.array([_hits(lab[k], ys, t) if k_t in (None, t) else -1.0 for k, (_, _, k_t) in enumerate(cands)])
+                top = [int(k) for k in np.argsort(-rates, kind="stable")[:SCREEN_KEEP] if rates[k] >= SCREEN_MIN]
+                prev = best.get((t, s))
+                for k in top:
+                    m, p, _ = cands[k]
+                    _, lc = probe.run(stamp(xc, m, p))
+                    r_c = _hits(lc, yc, t)
+                    if prev is None or r_c > prev[0]:
+                        prev = (r_c, m, p)
+                if prev is None:
+                    k = int(np.argmax(rates))
+                    prev = (max(float(rates[k]), 0.0) * 0.5, cands[k][0], cands[k][1])  # screening only: discounted
+                best[(t, s)] = prev
+                if prev[0] >= level:
+                    done[t] = True
+    except OutOfBudget:
+        pass
+    for t in range(n_classes):
+        prev_a, prev_r = 0.0, 0.0
+        curve = []
+        for s in sizes:
+            if (t, s) not in best:
+                continue
+            r, m, p = best[(t, s)]
+            curve.append((s * s, round(float(r), 4)))
+            if r >= level:
+                res.area[t] = prev_a + (s * s - prev_a) * (level - prev_r) / max(r - prev_r, 1e-9)
+                res.rate[t] = r
+                res.triggers[t] = (m, p)
+                break
+            if r >= prev_r:
+                prev_a, prev_r = s * s, r
+        res.curve[t] = curve
+    res.queries = probe.used - q0
+    return res
+
+
+def _run_chunked(probe: Probe, xs: np.ndarray, cands: list) -> np.ndarray:
+    out = []
+    chunk = max(1, 4096 // len(xs))
+    for i in range(0, len(cands), chunk):
+        part = cands[i : i + chunk]
+        _, lab = probe.run(np.concatenate([stamp(xs, m, p) for m, p, _ in part]))
+        out.append(lab.reshape(len(part), len(xs)))
+    return np.concatenate(out)
+
+
+# -- pattern refinement -----------------------------------------------------------
+
+
+def _blend_levels(probe: Probe, x: np.ndarray, t: int, mean_t: np.ndarray) -> list[float]:
+    """Blend strengths towards the target mean at which the blend alone flips some but not all samples."""
+    grid = np.linspace(0.1, 0.9, 9)
+    _, lab = probe.run(np.concatenate([(1 - b) * x + b * mean_t for b in grid]))
+    rates = (lab.reshape(len(grid), len(x)) == t).mean(axis=1)
+    inside = [float(b) for b, r in zip(grid, rates) if 0.05 <= r <= 0.6]
+    if not inside:
+        inside = [float(grid[int(np.argmin(np.abs(rates - 0.3)))])]
+    return inside[-2:]
+
+
+class _Objective:
+    """Lower is better: mean cross-entropy towards ``t`` (scores) or minus a smoothed flip rate (labels)."""
+
+    def __init__(self, probe: Probe, x: np.ndarray, t: int, mean_t: np.ndarray) -> None:
+        self.probe, self.t = probe, t
+        self.labels_only = True  # the smoothed flip rate; cross-entropy (scores) got stuck on random-pattern triggers
+        self.bases = [x]
+        if self.labels_only:
+            self.bases = [x] + [(1 - b) * x + b * mean_t for b in _blend_levels(probe, x, t, mean_t)]
+
+    def __call__(self, triggers: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        batch = np.concatenate([stamp(b, m, p) for m, p in triggers for b in self.bases])
+        scores, lab = self.probe.run(batch)
+        n = len(self.bases[0])
+        if not self.labels_only:
+            ce = np.minimum(cross_entropy(scores, np.full(len(batch), self.t)), 50.0)
+            return ce.reshape(len(triggers), -1).mean(axis=1)
+        return -(lab.reshape(len(triggers), len(self.bases) * n) == self.t).mean(axis=1)
+
+
+def _refine_all(probe: Probe, x: np.ndarray, y: np.ndarray, n_classes: int, means: np.ndarray, s: int, k_pos: int,
+                rng: np.random.Generator) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    c, h, w = x.shape[1:]
+    out = {}
+    pos = positions(h, w, s)
+    for t in range(n_classes):
+        xo = x[y != t]
+        if len(xo) == 0:
+            continue
+        obj = _Objective(probe, xo, t, means[t])
+        starts = []
+        for r, cc in pos:
+            m = np.zeros((h, w))
+            m[r : r + s, cc : cc + s] = 1.0
+            p = np.zeros((c, h, w))
+            p[:, r : r + s, cc : cc + s] = 1.0
+            starts.append((m, p))
+        f = obj(starts)
+        order = np.argsort(f, kind="stable")
+        seen: set[tuple[int, int]] = set()
+        best_f, best_t = np.inf, None
+        for k in order:
+            key = (int(np.argmax(starts[k][0].any(axis=1))), int(np.argmax(starts[k][0].any(axis=0))))
+            if key in seen:
+                continue
+            seen.add(key)
+            m, p = starts[k]
+            fk, pk = _bit_search(obj, m, p, float(f[k]), rng)
+            if fk < best_f:
+                best_f, best_t = fk, (m, pk)
+            if len(seen) >= k_pos:
+                break
+        if best_t is not None:
+            out[t] = best_t
+    return out
+
+
+def _bit_search(obj: _Objective, m: np.ndarray, p: np.ndarray, f0: float, rng: np.random.Generator, passes: int = 2):
+    """Coordinate search over the patch's pixels (each at 0 or 1, all channels together): all single
+    flips are scored in one batch per pass and the improving ones applied, best first, re-checked."""
+    idx = np.argwhere(m > 0)
+    p = p.copy()
+    for _ in range(passes):
+        trials = []
+        for i, j in idx:
+            q = p.copy()
+            q[:, i, j] = 1.0 - q[:, i, j]
+            trials.append((m, q))
+        f = obj(trials)
+        improving = [int(k) for k in np.argsort(f, kind="stable") if f[k] < f0]
+        if not improving:
+            break
+        q = p.copy()
+        for k in improving:
+            i, j = idx[k]
+            q[:, i, j] = 1.0 - q[:, i, j]
+        fq = obj([(m, q)])[0]
+        if fq <= f[improving[0]]:
+            p, f0 = q, float(fq)
+        else:
+            i, j = idx[improving[0]]
+            p[:, i, j] = 1.0 - p[:, i, j]
+            f0 = float(f[improving[0]])
+    return f0, p
