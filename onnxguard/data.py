@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import csv
 import zipfile
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .digest import sha256_file
 from .errors import DataError
 from .model import LoadedModel
 from .oracle import Domain
@@ -32,14 +32,6 @@ class Samples:
     source: str
     sha256: str | None
     synthetic: bool
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_data(path: str | os.PathLike[str]) -> Samples:
@@ -75,7 +67,7 @@ def load_data(path: str | os.PathLike[str]) -> Samples:
         y = np.asarray(y).reshape(-1)
         if y.shape[0] != x.shape[0]:
             raise DataError(f"{p.name}: {x.shape[0]} samples but {y.shape[0]} labels")
-    return Samples(x=x, y=y, source=str(p), sha256=_sha256(p), synthetic=False)
+    return Samples(x=x, y=y, source=str(p), sha256=sha256_file(p), synthetic=False)
 
 
 def _load_npz(p: Path) -> tuple[np.ndarray, np.ndarray | None]:

@@ -16,7 +16,6 @@ Nothing here counts queries: attacks never see a ``LoadedModel`` directly but an
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -208,14 +207,6 @@ def ort_error(exc: BaseException, what: str) -> Exception:
         asked = f" (it asked for {int(size.group(1)) / 1024**2:,.0f} MiB)" if size else ""
         return ResourceLimitError(f"{what}: the model ran out of memory{where}{asked}")
     return ModelLoadError(f"{what}: {_short(exc)}")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _as_str(v: Any) -> str:

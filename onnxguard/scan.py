@@ -21,7 +21,7 @@ from . import __version__
 from .attacks import ATTACKS
 from .curve import attack_over_epsilons
 from .data import Samples, fit_to_model, labels_for, load_data, resolve_domain, synthetic_samples
-from .errors import DataError, OnnxGuardError
+from .errors import DataError
 from .model import LoadedModel, load_model
 from .oracle import Domain, Oracle
 from .policy import CheckSpec, LoadedPolicy, load_policy

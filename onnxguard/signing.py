@@ -46,6 +46,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from pydantic import ValidationError
 
+from .digest import sha256_file
 from .errors import BadInputError, KeyError_, SigningError, VerificationError
 from .report import VERDICTS, Report, load_report
 
@@ -398,14 +399,6 @@ def _strict_json(data: bytes) -> Any:
     return json.loads(data.decode("utf-8"), object_pairs_hook=pairs, parse_constant=constant)
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _parse_envelope(envelope: dict[str, Any] | str | bytes) -> tuple[bytes, list[tuple[str | None, bytes]]]:
     if isinstance(envelope, (str, bytes)):
         try:
@@ -499,7 +492,7 @@ def _check_schema(payload: bytes) -> tuple[dict[str, Any], Report, list[dict[str
 
 def _check_model(model_path: Path, subj: list[dict[str, Any]]) -> str:
     try:
-        got = _sha256_file(model_path)
+        got = sha256_file(model_path)
     except OSError as exc:
         raise BadInputError(f"cannot read model {model_path}: {exc.strerror or exc}") from None
     want = subj[0]["digest"]["sha256"]
@@ -514,7 +507,7 @@ def _check_model(model_path: Path, subj: list[dict[str, Any]]) -> str:
         if os.path.isabs(name) or (p != base and base not in p.parents):
             raise VerificationError("model-digest", f"external data {name!r} lies outside the model's folder")
         try:
-            h = _sha256_file(p)
+            h = sha256_file(p)
         except OSError as exc:
             raise VerificationError("model-digest", f"external data {name} cannot be read: {exc.strerror or exc}") from None
         if h != s["digest"]["sha256"]:

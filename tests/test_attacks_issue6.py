@@ -21,7 +21,6 @@ from onnxguard.model import load_model
 from onnxguard.oracle import Oracle
 from onnxguard.policy import CheckSpec, parse_policy
 from onnxguard.scan import ScanOptions, prepare, run_evasion_check, run_scan
-from onnxguard.stats import wilson
 from tests.zoo import digits_mlp, mlp_to_onnx, tabular_sklearn
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

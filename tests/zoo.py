@@ -169,7 +169,6 @@ def tabular_sklearn(kind: str = "logreg", zipmap: bool = True, seed: int = 0):
     else:
         raise ValueError(kind)
     clf.fit(x[tr], y[tr])
-    options = {id(clf): {"zipmap": zipmap}} if not zipmap else None
     onx = to_onnx(clf, x[:1], target_opset={"": OPSET, "ai.onnx.ml": 3}, options={type(clf.steps[-1][1]): {"zipmap": zipmap}})
     return onx, x[te], y[te]
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from ..errors import BadInputError
+
+if TYPE_CHECKING:
+    from ..oracle import Oracle
 
 Progress = Callable[[int, int], None]
 NORMS = ("linf", "l2", "l0")
@@ -147,9 +150,28 @@ def pixel_channel_axes(shape: tuple[int, ...]) -> tuple[int, ...] | None:
     return (1,) if perm is None else (3,)
 
 
-class Clock:
-    def __init__(self) -> None:
+class Meter:
+    """What an attack's result reports about its own run: wall time, and the queries and time inside
+    onnxruntime it spent on this oracle since it started."""
+
+    def __init__(self, oracle: "Oracle", attack: str, norm: str, epsilon: float | None, target: np.ndarray | None) -> None:
+        self.oracle, self.attack, self.norm, self.target = oracle, attack, norm, target
+        self.epsilon = None if epsilon is None else float(epsilon)
         self.t0 = time.perf_counter()
+        self.ort0 = oracle.ort_time
+        self.q0 = oracle.queries.copy()
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
+
+    def queries(self) -> np.ndarray:
+        return self.oracle.queries - self.q0
+
+    def result(
+        self, z_adv: np.ndarray, success: np.ndarray, perturbation: np.ndarray, budget: int | None, extra: dict | None = None
+    ) -> AttackResult:
+        return AttackResult(
+            attack=self.attack, norm=self.norm, epsilon=self.epsilon, success=success, queries=self.queries(),
+            z_adv=z_adv, perturbation=perturbation, budget=budget, target=self.target,
+            wall_time=self.elapsed(), ort_time=self.oracle.ort_time - self.ort0, extra=dict(extra or {}),
+        )

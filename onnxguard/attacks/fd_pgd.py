@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..oracle import Oracle
-from .base import AttackResult, Clock, Progress, check_norm, is_success, margin, perturbation_norm, project
+from .base import AttackResult, Meter, Progress, check_norm, is_success, margin, perturbation_norm, project
 
 COORDINATE_MAX_DIM = 64
 
@@ -60,16 +60,13 @@ def fd_pgd(
 ) -> AttackResult:
     """Projected gradient descent on finite-difference gradient estimates (``one_step`` gives FGSM)."""
     norm = check_norm(norm, ("linf", "l2"))
-    clock = Clock()
-    ort0 = oracle.ort_time
-    q0 = oracle.queries.copy()
+    meter = Meter(oracle, "fgsm" if one_step else "fd-pgd", norm, epsilon, target)
     shape = oracle.sample_shape
     n = z.shape[0]
     d = int(np.prod(shape))
     z = np.asarray(z, dtype=np.float64)
     if oracle.budget is not None:
         budget = int(min(budget, oracle.remaining().min()))
-    name = "fgsm" if one_step else "fd-pgd"
 
     if estimator == "auto":
         estimator = "coordinate" if d <= COORDINATE_MAX_DIM else "nes"
@@ -93,20 +90,8 @@ def fd_pgd(
     alpha = epsilon if one_step else 2.5 * epsilon / max(n_steps, 1)
 
     def result(z_adv: np.ndarray, success: np.ndarray) -> AttackResult:
-        return AttackResult(
-            attack=name,
-            norm=norm,
-            epsilon=float(epsilon),
-            success=success,
-            queries=oracle.queries - q0,
-            z_adv=z_adv,
-            perturbation=perturbation_norm(z_adv - z, norm),
-            budget=budget,
-            target=target,
-            wall_time=clock.elapsed(),
-            ort_time=oracle.ort_time - ort0,
-            extra={"estimator": estimator, "directions": q, "steps": n_steps},
-        )
+        extra = {"estimator": estimator, "directions": q, "steps": n_steps}
+        return meter.result(z_adv, success, perturbation_norm(z_adv - z, norm), budget, extra)
 
     success = np.zeros(n, dtype=bool)
     if n == 0 or budget <= 0:

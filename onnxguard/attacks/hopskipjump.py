@@ -38,7 +38,7 @@ import math
 import numpy as np
 
 from ..oracle import Oracle
-from .base import AttackResult, Clock, Progress, check_norm, is_success
+from .base import AttackResult, Meter, Progress, check_norm, is_success
 
 MEM_ELEMENTS = 1 << 23  # cap on (probes x features) held at once in the gradient estimate
 
@@ -82,9 +82,7 @@ def hopskipjump(
     ``stop_at_epsilon`` a sample stops once its perturbation is ``<= epsilon``
     (a fixed-epsilon run); by default it keeps minimising until its budget is spent."""
     norm = check_norm(norm, ("l2", "linf"))
-    clock = Clock()
-    ort0 = oracle.ort_time
-    q0 = oracle.queries.copy()
+    meter = Meter(oracle, "hopskipjump", norm, epsilon, target)
     shape = oracle.sample_shape
     n = z.shape[0]
     d = int(np.prod(shape))
@@ -102,7 +100,7 @@ def hopskipjump(
     info = {"iterations": 0, "init": "none"}
 
     def used() -> np.ndarray:
-        return oracle.queries - q0
+        return meter.queries()
 
     def left() -> np.ndarray:
         return np.maximum(budget - used(), 0)
@@ -124,20 +122,8 @@ def hopskipjump(
         pert = np.where(found, best_dist, np.inf)
         ok = np.isfinite(pert) if epsilon is None else pert <= float(epsilon) * (1 + 1e-9) + 1e-12
         z_adv = np.where(found[:, None], best, x0).reshape(n, *shape)
-        return AttackResult(
-            attack="hopskipjump",
-            norm=norm,
-            epsilon=None if epsilon is None else float(epsilon),
-            success=ok,
-            queries=used(),
-            z_adv=z_adv,
-            perturbation=np.where(found, best_dist, np.nan),
-            budget=budget,
-            target=target,
-            wall_time=clock.elapsed(),
-            ort_time=oracle.ort_time - ort0,
-            extra={"min_perturbation": pert, "minimisation": True, **info},
-        )
+        extra = {"min_perturbation": pert, "minimisation": True, **info}
+        return meter.result(z_adv, ok, np.where(found, best_dist, np.nan), budget, extra)
 
     if n == 0 or budget <= 0:
         return result()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..oracle import Oracle
-from .base import AttackResult, Clock, Progress, check_norm, from_chw, image_view_shape, is_success, margin, to_chw
+from .base import AttackResult, Meter, Progress, check_norm, from_chw, image_view_shape, is_success, margin, to_chw
 from .sparse_rs import l0_count
 
 
@@ -35,9 +35,7 @@ def one_pixel(
 ) -> AttackResult:
     """Differential evolution over ``k = int(epsilon)`` pixels (images) or features (tabular)."""
     norm = check_norm(norm, ("l0",))
-    clock = Clock()
-    ort0 = oracle.ort_time
-    q0 = oracle.queries.copy()
+    meter = Meter(oracle, "one-pixel", norm, epsilon, target)
     shape = oracle.sample_shape
     (c, h, w), _ = image_view_shape(shape)
     n_pos = h * w
@@ -53,12 +51,8 @@ def one_pixel(
 
     def done() -> AttackResult:
         z_adv = from_chw(x_best.reshape(n, c, h, w), shape)
-        return AttackResult(
-            attack="one-pixel", norm=norm, epsilon=float(epsilon), success=success,
-            queries=oracle.queries - q0, z_adv=z_adv, perturbation=l0_count(z_adv, z, shape),
-            budget=budget, target=target, wall_time=clock.elapsed(), ort_time=oracle.ort_time - ort0,
-            extra={"k": k, "popsize": pop, "generations": max(gens, 0)},
-        )
+        extra = {"k": k, "popsize": pop, "generations": max(gens, 0)}
+        return meter.result(z_adv, success, l0_count(z_adv, z, shape), budget, extra)
 
     if n == 0 or budget <= 0:
         return done()

@@ -19,7 +19,7 @@ import numpy as np
 from ..oracle import Oracle
 from .base import (
     AttackResult,
-    Clock,
+    Meter,
     Progress,
     check_norm,
     from_chw,
@@ -70,9 +70,7 @@ def sparse_rs(
 ) -> AttackResult:
     """Sparse-RS with ``k = int(epsilon)`` changed pixels (images) or features (tabular)."""
     norm = check_norm(norm, ("l0",))
-    clock = Clock()
-    ort0 = oracle.ort_time
-    q0 = oracle.queries.copy()
+    meter = Meter(oracle, "sparse-rs", norm, epsilon, target)
     shape = oracle.sample_shape
     (c, h, w), _ = image_view_shape(shape)
     n_pos = h * w
@@ -85,12 +83,7 @@ def sparse_rs(
 
     def done(x_best: np.ndarray, success: np.ndarray) -> AttackResult:
         z_adv = from_chw(x_best.reshape(n, c, h, w), shape)
-        return AttackResult(
-            attack="sparse-rs", norm=norm, epsilon=float(epsilon), success=success,
-            queries=oracle.queries - q0, z_adv=z_adv, perturbation=l0_count(z_adv, z, shape),
-            budget=budget, target=target, wall_time=clock.elapsed(), ort_time=oracle.ort_time - ort0,
-            extra={"k": k},
-        )
+        return meter.result(z_adv, success, l0_count(z_adv, z, shape), budget, {"k": k})
 
     if n == 0 or budget <= 0:
         return done(x.copy(), np.zeros(n, dtype=bool))

@@ -19,7 +19,7 @@ import numpy as np
 from ..oracle import Oracle
 from .base import (
     AttackResult,
-    Clock,
+    Meter,
     Progress,
     check_norm,
     from_chw,
@@ -164,9 +164,7 @@ def square_attack(
 
     ``budget`` is the number of model queries per sample (the initialisation counts as one)."""
     norm = check_norm(norm, ("linf", "l2"))
-    clock = Clock()
-    ort0 = oracle.ort_time
-    q0 = oracle.queries.copy()
+    meter = Meter(oracle, "square", norm, epsilon, target)
     shape = oracle.sample_shape
     (c, h, w), _ = image_view_shape(shape)
     n = z.shape[0]
@@ -178,19 +176,7 @@ def square_attack(
 
     def done(x_best: np.ndarray, success: np.ndarray) -> AttackResult:
         z_adv = from_chw(x_best, shape)
-        return AttackResult(
-            attack="square",
-            norm=norm,
-            epsilon=float(epsilon),
-            success=success,
-            queries=oracle.queries - q0,
-            z_adv=z_adv,
-            perturbation=perturbation_norm(z_adv - z, norm),
-            budget=budget,
-            target=target,
-            wall_time=clock.elapsed(),
-            ort_time=oracle.ort_time - ort0,
-        )
+        return meter.result(z_adv, success, perturbation_norm(z_adv - z, norm), budget)
 
     if budget <= 0 or n == 0:
         return done(x.copy(), np.zeros(n, dtype=bool))

@@ -31,7 +31,7 @@ from ..attacks.base import to_chw
 from ..oracle import Oracle
 from ..report import BackdoorSection, ClassTrigger, Rate
 from .anomaly import family_indices
-from .png import to_display, write_png
+from ..png import to_display, write_png
 from .probe import OutOfBudget, Probe
 from .tabular import FeatureTrigger, search_features
 from .squares import square_sweep

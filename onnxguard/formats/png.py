@@ -5,33 +5,13 @@ from __future__ import annotations
 
 import base64
 import math
-import struct
-import zlib
 from typing import Sequence
 
 import numpy as np
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+from ..png import PNG_SIGNATURE, png_bytes
 
-
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-
-def png_bytes(img: np.ndarray) -> bytes:
-    """Encode a uint8 image, (H, W) greyscale or (H, W, 3) RGB, as PNG."""
-    img = np.ascontiguousarray(img, dtype=np.uint8)
-    if img.ndim == 2:
-        colour = 0
-    elif img.ndim == 3 and img.shape[2] == 3:
-        colour = 2
-    else:
-        raise ValueError(f"expected (H, W) or (H, W, 3), got {img.shape}")
-    h, w = img.shape[:2]
-    raw = b"".join(b"\x00" + img[r].tobytes() for r in range(h))
-    header = struct.pack(">IIBBBBB", w, h, 8, colour, 0, 0, 0)
-    return PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(raw, 9)) + _chunk(b"IEND", b"")
-
+__all__ = ["PNG_SIGNATURE", "data_uri", "image_layout", "png_bytes", "scale_to_unit", "to_pixels", "upscale"]
 
 def data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")

@@ -22,7 +22,7 @@ if str(ROOT) not in sys.path:
 
 from onnxguard.backdoor import search_backdoors  # noqa: E402
 from onnxguard.backdoor.anomaly import anomaly_indices  # noqa: E402
-from onnxguard.backdoor.png import write_png  # noqa: E402
+from onnxguard.png import write_png  # noqa: E402
 from onnxguard.policy import BackdoorSpec, load_policy, parse_policy  # noqa: E402
 from onnxguard.scan import ScanOptions, prepare, run_scan  # noqa: E402
 

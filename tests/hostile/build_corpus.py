@@ -287,7 +287,7 @@ def build(out: Path) -> tuple[list[Case], Path, str]:
         encoding="utf-8",
     )
     cpu_policy = out / "policy-cpu.toml"
-    cpu_policy.write_text(policy.read_text().replace(f"timeout_s = {TIMEOUT_S}\n", f"timeout_s = 30\ncpu_time_s = 2\n"), encoding="utf-8")
+    cpu_policy.write_text(policy.read_text().replace(f"timeout_s = {TIMEOUT_S}\n", "timeout_s = 30\ncpu_time_s = 2\n"), encoding="utf-8")
 
     cases: list[Case] = []
     good_w = _weights()[0].tobytes()

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from onnxguard.digest import sha256_file
 from onnxguard.errors import BadInputError, ScanFailed, VerificationError
 from onnxguard.policy import LoadedPolicy
 from onnxguard.report import Report, load_report
@@ -41,14 +42,6 @@ HAS_SIGNING = _signing is not None
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def scan_file(path: Path, policy: LoadedPolicy, policy_ref: str, seed: int = 0) -> Report:

@@ -7,11 +7,10 @@ import json
 import logging
 import shutil
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from onnxguard.errors import BadInputError, OnnxGuardError, VerificationError
+from onnxguard.errors import BadInputError, VerificationError
 from onnxguard.policy import worst_level, worst_verdict
 from onnxguard.report import Report
 

@@ -1,4 +1,4 @@
-"""A minimal PNG writer (zlib + struct, no image library): greyscale or RGB, 8 bit."""
+"""A minimal PNG encoder (zlib + struct, no imaging library): 8-bit greyscale or RGB."""
 
 from __future__ import annotations
 
@@ -8,9 +8,26 @@ from pathlib import Path
 
 import numpy as np
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def png_bytes(img: np.ndarray) -> bytes:
+    """Encode a uint8 image, (H, W) greyscale or (H, W, 3) RGB, as PNG."""
+    img = np.ascontiguousarray(img, dtype=np.uint8)
+    if img.ndim == 2:
+        colour = 0
+    elif img.ndim == 3 and img.shape[2] == 3:
+        colour = 2
+    else:
+        raise ValueError(f"expected (H, W) or (H, W, 3), got {img.shape}")
+    h, w = img.shape[:2]
+    raw = b"".join(b"\x00" + img[r].tobytes() for r in range(h))
+    header = struct.pack(">IIBBBBB", w, h, 8, colour, 0, 0, 0)
+    return PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(raw, 9)) + _chunk(b"IEND", b"")
 
 
 def write_png(path: Path, img: np.ndarray, scale: int = 1) -> None:
@@ -18,18 +35,7 @@ def write_png(path: Path, img: np.ndarray, scale: int = 1) -> None:
     a = np.clip(np.asarray(img, dtype=np.float64), 0.0, 1.0)
     if scale > 1:
         a = np.repeat(np.repeat(a, scale, axis=0), scale, axis=1)
-    a = np.round(a * 255).astype(np.uint8)
-    if a.ndim == 2:
-        color = 0
-    elif a.ndim == 3 and a.shape[2] == 3:
-        color = 2
-    else:
-        raise ValueError(f"cannot write an image of shape {a.shape}")
-    h, w = a.shape[:2]
-    raw = b"".join(b"\x00" + a[r].tobytes() for r in range(h))
-    png = b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, color, 0, 0, 0))
-    png += _chunk(b"IDAT", zlib.compress(raw, 9)) + _chunk(b"IEND", b"")
-    Path(path).write_bytes(png)
+    Path(path).write_bytes(png_bytes(np.round(a * 255).astype(np.uint8)))
 
 
 def to_display(chw: np.ndarray) -> np.ndarray:
