@@ -40,3 +40,24 @@ def test_median_interval_covers_the_median():
 def test_quantity_counts_not_found_as_infinite():
     q = Quantity.of(np.array([0.1, 0.2, np.inf, np.inf, np.inf]))
     assert q.n == 5 and q.n_infinite == 3 and q.median is None and q.mean == pytest.approx(0.15)
+
+
+@pytest.mark.parametrize("n", [2, 3, 7, 10, 41, 100, 999])
+def test_median_interval_matches_scipy(n):
+    from scipy import stats
+
+    v = np.arange(n, dtype=float)
+    lo, hi = median_ci(v)
+    lo_k = max(int(stats.binom.ppf(0.025, n, 0.5)) - 1, 0)
+    hi_k = min(int(stats.binom.isf(0.025, n, 0.5)), n - 1)
+    assert (lo, hi) == (v[lo_k], v[hi_k])
+
+
+def test_wilson_matches_scipy_normal_quantile():
+    from scipy import stats
+
+    z = float(stats.norm.ppf(0.975))
+    k, n = 13, 50
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    assert sum(wilson(k, n)) / 2 == pytest.approx(centre, abs=1e-9)

@@ -121,16 +121,21 @@ class ZOSearch:
         m, p = self.mask(), self.pattern()
         xs = stamp(x, m, p)
         d = xs[0].size
-        u = self.rng.standard_normal(size=(n, q, d))
-        base = xs.reshape(n, 1, d)
-        probes = np.concatenate([base, base + self.h * u, base - self.h * u], axis=1)  # (n, 1 + 2q, d)
+        # probes in float32, what the model reads anyway: half the memory traffic of float64
+        u = self.rng.standard_normal(size=(n, q, d), dtype=np.float32)
+        base = xs.reshape(n, 1, d).astype(np.float32)
+        hu = np.float32(self.h) * u
+        probes = np.empty((n, 2 * q + 1, d), dtype=np.float32)  # (n, 1 + 2q, d)
+        probes[:, :1] = base
+        np.add(base, hu, out=probes[:, 1 : 1 + q])
+        np.subtract(base, hu, out=probes[:, 1 + q :])
         scores, labels = probe.run(probes.reshape(n * (2 * q + 1), *xs.shape[1:]))
         self.queries += n * (2 * q + 1)
         loss = self._loss(scores, labels).reshape(n, 2 * q + 1)
         hit = (labels.reshape(n, 2 * q + 1)[:, 0] == self.target).mean()
         self.last_success = float(hit)
         diff = (loss[:, 1 : 1 + q] - loss[:, 1 + q :])[:, :, None]  # (n, q, 1)
-        g = ((diff * u).sum(axis=1) / (2 * self.h * q)).reshape(xs.shape)  # (n, C, H, W)
+        g = (np.einsum("nq,nqd->nd", diff[:, :, 0], u, dtype=np.float64) / (2 * self.h * q)).reshape(xs.shape)  # (n, C, H, W)
         g_m = (g * (p[None] - x)).sum(axis=1).mean(axis=0)  # (H, W)
         g_p = (g * m[None, None]).mean(axis=0)  # (C, H, W)
         sm = _sigmoid(self.a)
