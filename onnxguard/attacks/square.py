@@ -102,7 +102,7 @@ def _pseudo_gaussian(a: int, b: int) -> np.ndarray:
     return d / np.sqrt((d**2).sum())
 
 
-def _meta_pseudo_gaussian(sh: int, sw: int, rng: np.random.Generator) -> np.ndarray:
+def _meta_base(sh: int, sw: int) -> np.ndarray:
     """Two bumps of opposite sign side by side (split along the longer side), unit norm."""
     if sh * sw == 1:
         return np.ones((1, 1))
@@ -113,21 +113,43 @@ def _meta_pseudo_gaussian(sh: int, sw: int, rng: np.random.Generator) -> np.ndar
     else:
         d[:, : sw // 2] = _pseudo_gaussian(sh, sw // 2)
         d[:, sw // 2 :] = -_pseudo_gaussian(sh, sw - sw // 2)
-    if sh == sw and rng.random() > 0.5:
-        d = d.T
-    if rng.random() > 0.5:
-        d = -d
     return d / np.sqrt((d**2).sum())
 
 
-def _place(pattern: np.ndarray, h0: np.ndarray, w0: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Put ``pattern`` (sh, sw) at per-sample corners: returns (n, 1, H, W), zero outside the window."""
-    sh, sw = pattern.shape
-    rr = np.arange(h)[None, :] - h0[:, None]
-    cc = np.arange(w)[None, :] - w0[:, None]
-    inside = ((rr >= 0) & (rr < sh))[:, :, None] & ((cc >= 0) & (cc < sw))[:, None, :]
-    vals = pattern[np.clip(rr, 0, sh - 1)[:, :, None], np.clip(cc, 0, sw - 1)[:, None, :]]
-    return np.where(inside, vals, 0.0)[:, None, :, :]
+def _meta_draw(sh: int, sw: int, rng: np.random.Generator) -> tuple[bool, float]:
+    """The paper's random transpose (square windows) and sign of the meta perturbation."""
+    if sh * sw == 1:
+        return False, 1.0
+    transposed = bool(sh == sw and rng.random() > 0.5)
+    return transposed, (-1.0 if rng.random() > 0.5 else 1.0)
+
+
+def _meta_pseudo_gaussian(sh: int, sw: int, rng: np.random.Generator) -> np.ndarray:
+    transposed, sign = _meta_draw(sh, sw, rng)
+    d = _meta_base(sh, sw)
+    return sign * (d.T if transposed else d)
+
+
+_PLACED: dict[tuple[int, int, int, int, bool], np.ndarray] = {}
+
+
+def _place(sh: int, sw: int, transposed: bool, h0: np.ndarray, w0: np.ndarray, h: int, w: int) -> np.ndarray:
+    """The meta pattern (sh, sw) at per-sample corners: (n, 1, H, W), zero outside the window.
+    Every placement of a pattern is tabulated once, so placing is one gather."""
+    key = (sh, sw, h, w, transposed)
+    tab = _PLACED.get(key)
+    if tab is None:
+        base = _meta_base(sh, sw)
+        pat = base.T if transposed else base
+        nr, nc = h - sh + 1, w - sw + 1
+        tab = np.zeros((nr * nc, h, w))
+        for r in range(nr):
+            for c in range(nc):
+                tab[r * nc + c, r : r + sh, c : c + sw] = pat
+        if len(_PLACED) > 256:
+            _PLACED.clear()
+        _PLACED[key] = tab
+    return tab[h0 * (w - sw + 1) + w0][:, None]
 
 
 def _l2(a: np.ndarray, axes: tuple[int, ...], keepdims: bool = True) -> np.ndarray:
@@ -223,12 +245,15 @@ def square_attack(
             h2, w2 = _corners(rng, na, h, w, sh, sw)
             m1 = _window_mask(h0, w0, sh, sw, h, w)
             m2 = _window_mask(h2, w2, sh, sw, h, w)
-            norm_win1 = _l2(delta * m1, (2, 3))  # (na, c, 1, 1)
-            norm_img = _l2(delta, (1, 2, 3))  # (na, 1, 1, 1)
-            norm_win12 = _l2(delta * (m1 | m2), (2, 3))
-            pattern = _place(_meta_pseudo_gaussian(sh, sw, rng), h0, w0, h, w)  # (na, 1, H, W)
-            new = pattern * (2.0 * rng.integers(0, 2, size=(na, c, 1, 1)) - 1.0)
-            new = new + (delta * m1) / (1e-10 + norm_win1)
+            sq = delta * delta
+            dm1 = delta * m1
+            norm_win1 = np.sqrt((sq * m1).sum(axis=(2, 3), keepdims=True))  # (na, c, 1, 1)
+            norm_img = np.sqrt(sq.sum(axis=(1, 2, 3), keepdims=True))  # (na, 1, 1, 1)
+            norm_win12 = np.sqrt((sq * (m1 | m2)).sum(axis=(2, 3), keepdims=True))
+            transposed, sign = _meta_draw(sh, sw, rng)
+            pattern = _place(sh, sw, transposed, h0, w0, h, w)  # (na, 1, H, W)
+            new = pattern * (sign * (2.0 * rng.integers(0, 2, size=(na, c, 1, 1)) - 1.0))
+            new = new + dm1 / (1e-10 + norm_win1)
             target_norm = np.sqrt(np.maximum(epsilon**2 - norm_img**2, 0.0) / c + norm_win12**2)
             new = new / np.maximum(_l2(new, (2, 3)), 1e-12) * target_norm
             d = np.where(m2, 0.0, delta)
