@@ -1,4 +1,4 @@
-"""HopSkipJump (labels only), Sparse-RS and one-pixel (L0), targeted mode, robustness curves, minimal perturbation, transfer."""
+"""HopSkipJump (labels only), Sparse-RS and one-pixel (L0), targeted mode, robustness curves, minimal perturbation, transfer.
 
 Small undefended models built here from scikit-learn's bundled data (tests/zoo.py);
 sample counts and budgets are kept small so that the module runs in well under a minute.
