@@ -23,10 +23,10 @@ from .base import AttackResult, Meter, Progress, check_norm, is_success, margin,
 COORDINATE_MAX_DIM = 64
 
 
-def _probe_directions(estimator: str, d: int, q: int, na: int, rng: np.random.Generator) -> np.ndarray:
+def _probe_directions(estimator: str, d: int, q: int, na: int, rng: np.random.Generator, dtype: type = np.float64) -> np.ndarray:
     if estimator == "coordinate":
-        return np.broadcast_to(np.eye(d), (na, d, d))
-    return rng.standard_normal(size=(na, q, d))
+        return np.broadcast_to(np.eye(d, dtype=dtype), (na, d, d))
+    return rng.standard_normal(size=(na, q, d), dtype=dtype)
 
 
 def _random_start(z: np.ndarray, norm: str, eps: float, rng: np.random.Generator) -> np.ndarray:
@@ -100,6 +100,8 @@ def fd_pgd(
         labels = oracle.labels(z, np.arange(n))
         return result(z.copy(), is_success(labels, y, target))
 
+    # probes are built in the model's own precision: float32 for float32/float16 models (half the memory traffic)
+    pdt = np.float64 if oracle.model.input_dtype == np.float64 else np.float32
     x_cur = _random_start(z, norm, epsilon, rng) if random_start else z.copy()
     if progress:
         progress(0, n_steps)
@@ -108,11 +110,14 @@ def fd_pgd(
         if act.size == 0:
             break
         na = act.size
-        u = _probe_directions(estimator, d, q, na, rng)  # (na, q, d)
-        base = x_cur[act].reshape(na, 1, d)
-        hh = h[act].reshape(na, 1, 1)
-        probes = np.concatenate([base + hh * u, base - hh * u], axis=1)  # (na, 2q, d)
-        batch = np.concatenate([base, probes], axis=1).reshape(na * (cost), *shape)
+        u = _probe_directions(estimator, d, q, na, rng, pdt)  # (na, q, d)
+        base = x_cur[act].reshape(na, 1, d).astype(pdt)
+        hu = h[act].reshape(na, 1, 1).astype(pdt) * u
+        batch = np.empty((na, cost, d), dtype=pdt)  # the iterate, then its 2q probes
+        batch[:, :1] = base
+        np.add(base, hu, out=batch[:, 1 : 1 + q])
+        np.subtract(base, hu, out=batch[:, 1 + q :])
+        batch = batch.reshape(na * cost, *shape)
         ids = np.repeat(act, cost)
         scores, labels = oracle.scores(batch, ids)
         scores = scores.reshape(na, cost, -1)
@@ -128,7 +133,7 @@ def fd_pgd(
         if estimator == "coordinate":
             g = (diff[:, :, 0] / (2 * h[act][:, None]))
         else:
-            g = (diff * u).sum(axis=1) / (2 * h[act][:, None] * q)
+            g = np.einsum("nq,nqd->nd", diff[:, :, 0], u, dtype=np.float64) / (2 * h[act][:, None] * q)
         flat_zero = np.abs(g).max(axis=1) == 0
         h[act[flat_zero]] = np.minimum(h[act[flat_zero]] * 4, max(epsilon, h0))  # flat region: widen the probe
         move = ~succ_now

@@ -191,7 +191,9 @@ def square_attack(
     (c, h, w), _ = image_view_shape(shape)
     n = z.shape[0]
     idx = np.arange(n)
-    x = to_chw(np.asarray(z, dtype=np.float64), shape)
+    # work in the model's own precision: float32 for float32/float16 models (half the memory traffic)
+    pdt = np.float64 if oracle.model.input_dtype == np.float64 else np.float32
+    x = to_chw(np.asarray(z, dtype=pdt), shape)
     if p_init is None:
         p_init = default_p_init(norm, h * w)
     budget = int(min(budget, oracle.remaining().min())) if oracle.budget is not None else int(budget)
