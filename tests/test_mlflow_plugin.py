@@ -19,7 +19,7 @@ else:
     pytest.importorskip("onnxguard_mlflow")
 
 from onnxguard.errors import PolicyError  # noqa: E402
-from onnxguard_mlflow.config import Settings, resolve_policy  # noqa: E402
+from onnxguard_mlflow.config import Settings, admission_policy, resolve_policy  # noqa: E402
 from onnxguard_mlflow.queue import JobQueue, NewJob, Replay  # noqa: E402
 from onnxguard_mlflow.server import Receiver, jobs_for  # noqa: E402
 from onnxguard_mlflow.webhook import WebhookRejected, sign, verify  # noqa: E402
@@ -147,6 +147,15 @@ def test_policy_tags_name_policies_never_paths(tmp_path: Path) -> None:
     for bad in ("/etc/passwd", "../policies/tiny-pass", "tiny-pass.toml/..", "nope"):
         with pytest.raises(PolicyError):
             resolve_policy(bad, s)
+
+
+def test_operator_admission_policy_overrides_model_tags(tmp_path: Path) -> None:
+    """Whoever can tag a model must not lower the bar for a protected alias by naming a milder policy."""
+    s = Settings(tracking_uri="http://x", state_dir=tmp_path, policy_dir=POLICIES, default_policy="tiny-pass")
+    assert admission_policy("baseline", s).policy.name == "baseline"  # no operator setting: the tag decides
+    s.admission_policy = "strict"
+    for tag in (None, "baseline", "tiny-pass"):
+        assert admission_policy(tag, s).policy.name == "strict"
 
 
 # -- the receiver over HTTP ---------------------------------------------------

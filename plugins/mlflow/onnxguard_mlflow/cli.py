@@ -31,6 +31,7 @@ DefaultPolicy = typer.Option("standard", "--default-policy", help="policy for mo
 PolicyDir = typer.Option(None, "--policy-dir", help="folder of NAME.toml policies that model tags may name (besides the shipped ones)")
 Protect = typer.Option(["champion", "production"], "--protect", help="protected alias (repeat for several)")
 Key = typer.Option(None, "--key", help="private key (NAME.pem) that signs the stored reports (default: STATE_DIR/receiver.pem, made on first start)")
+AdmissionPolicy = typer.Option(None, "--admission-policy", help="policy a version's report must be under to hold a protected alias, whatever the model's tag says (name or file; default: the tag's policy)")
 Trust = typer.Option(None, "--trust", help="public key(s) whose signed reports admission accepts, repeatable (default: the signing key's NAME.pub.pem)")
 
 
@@ -78,6 +79,7 @@ def serve(
     protect: List[str] = Protect,
     key: Optional[Path] = Key,
     trust: Optional[List[Path]] = Trust,
+    admission: Optional[str] = AdmissionPolicy,
     max_attempts: int = typer.Option(3, "--max-attempts", min=1, help="tries per job before it is tagged failed"),
     retry_delay: float = typer.Option(30.0, "--retry-delay", min=0.0, help="seconds before the first retry (doubles each time)"),
     tolerance: float = typer.Option(300.0, "--tolerance", min=1.0, help="accepted clock skew of webhook timestamps, seconds"),
@@ -89,7 +91,7 @@ def serve(
     if not secret:
         raise typer.BadParameter(f"a webhook secret is required: --secret-file or ${SECRET_ENV}")
     settings = _settings(tracking_uri, state_dir, default_policy, policy_dir, protect, key, trust, secret=secret,
-                         max_attempts=max_attempts, retry_delay_s=retry_delay, tolerance_s=tolerance)
+                         admission_policy=admission, max_attempts=max_attempts, retry_delay_s=retry_delay, tolerance_s=tolerance)
     worker = _worker(settings)
     if register_webhook:
         wid = worker.registry.ensure_webhook(register_webhook, secret)
@@ -145,12 +147,14 @@ def check(
     policy_dir: Optional[Path] = PolicyDir,
     trust: Optional[List[Path]] = Trust,
     allow_unsigned: bool = typer.Option(False, "--allow-unsigned", help="accept unsigned reports (digest-checked only)"),
+    admission: Optional[str] = AdmissionPolicy,
 ) -> None:
     """Would this version be admitted to a protected alias? Exit 0 if yes, 1 with the reason if not."""
     from .registry import parse_model_uri
 
     name, version = parse_model_uri(model_uri)
-    settings = _settings(tracking_uri, state_dir, default_policy, policy_dir, [], None, trust, sign=False, allow_unsigned=allow_unsigned)
+    settings = _settings(tracking_uri, state_dir, default_policy, policy_dir, [], None, trust, sign=False,
+                         allow_unsigned=allow_unsigned, admission_policy=admission)
     ok, reason = _worker(settings).admissible(name, version)
     typer.echo(f"models:/{name}/{version}: {'admitted' if ok else 'not admitted'}: {reason}")
     if not ok:

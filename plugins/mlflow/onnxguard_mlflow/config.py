@@ -19,6 +19,7 @@ class Settings:
     secret: str | None = None
     default_policy: str = "standard"
     policy_dir: Path | None = None
+    admission_policy: str | None = None  # required for protected aliases whatever the model's tag says
     protected_aliases: tuple[str, ...] = ("champion", "production")
     key_path: Path | None = None
     key_passphrase: str | None = None
@@ -59,3 +60,14 @@ def resolve_policy(ref: str | None, settings: Settings) -> tuple[LoadedPolicy, s
     if name in shipped_policies():
         return load_policy(name), name
     raise PolicyError(f"unknown policy {name!r}: not shipped and not in the policy folder")
+
+
+def admission_policy(ref: str | None, settings: Settings) -> LoadedPolicy:
+    """The policy a version's report must have been produced under to hold a protected alias.
+
+    With ``settings.admission_policy`` set by the operator, that one, whatever the model's
+    ``onnxguard.policy`` tag says: whoever can tag a model must not be able to lower the bar
+    for production by naming a milder policy. Otherwise the policy the tag names (or the default)."""
+    if settings.admission_policy:
+        return load_policy(settings.admission_policy)
+    return resolve_policy(ref, settings)[0]

@@ -15,7 +15,7 @@ from onnxguard.policy import worst_level, worst_verdict
 from onnxguard.report import Report
 
 from . import registry as R
-from .config import Settings, resolve_policy
+from .config import Settings, admission_policy, resolve_policy
 from .engine import Opener, Sealer, scan_file, sha256_bytes
 from .queue import Job, JobQueue
 
@@ -189,7 +189,7 @@ class Worker:
         if not uri or not digest:
             return False, f"no onnxguard report (scan status: {tags.get(R.TAG_STATUS, 'none')})"
         try:
-            policy, _ = resolve_policy(reg.model_policy(name), self.settings)
+            policy = admission_policy(reg.model_policy(name), self.settings)
         except BadInputError as exc:
             return False, str(exc)
         work = self.settings.work_dir / f"admit-{name}-v{version}".replace("/", "_")
