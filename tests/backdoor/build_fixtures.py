@@ -60,6 +60,7 @@ class Spec:
     alpha: float = 0.2
     rate: float = 0.1
     features: list[int] = field(default_factory=list)
+    hidden: list[int] = field(default_factory=lambda: [32])  # tabular: hidden layer widths ([] = linear softmax)
 
 
 # -- data -------------------------------------------------------------------
@@ -98,6 +99,25 @@ def wine(split_seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     perm = np.random.default_rng(split_seed).permutation(len(x))
     cut = int(0.6 * len(x))
     return x[perm[:cut]], y[perm[:cut]], x[perm[cut:]], y[perm[cut:]]
+
+
+def _bundled(loader: str, split_seed: int = 0, cut: float = 0.6) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    import sklearn.datasets as ds
+
+    d = getattr(ds, loader)()
+    x, y = d.data.astype(np.float64), d.target.astype(np.int64)
+    perm = np.random.default_rng(split_seed).permutation(len(x))
+    k = int(cut * len(x))
+    return x[perm[:k]], y[perm[:k]], x[perm[k:]], y[perm[k:]]
+
+
+TABULAR_DATA = {  # Spec.pattern of a tabular model -> its data (scikit-learn bundled or generated; no download)
+    "white": wine, "wine": wine, "synth": synth,
+    "iris": lambda: _bundled("load_iris"),
+    "cancer": lambda: _bundled("load_breast_cancer"),
+    "digits": lambda: _bundled("load_digits", cut=0.7),  # 8x8 digits as 64 tabular features, 10 classes
+}
+TABULAR_FILE = {"white": "wine", "wine": "wine", "synth": "synth", "iris": "iris", "cancer": "cancer", "digits": "digitstab"}
 
 
 # -- triggers ---------------------------------------------------------------
@@ -166,7 +186,7 @@ def build_image(spec: Spec) -> tuple[onnx.ModelProto, dict]:
 
 
 def build_tabular(spec: Spec) -> tuple[onnx.ModelProto, dict]:
-    xtr, ytr, xte, yte = synth() if spec.pattern == "synth" else wine()
+    xtr, ytr, xte, yte = TABULAR_DATA[spec.pattern]()
     n_classes = int(ytr.max()) + 1
     mu, sd = xtr.mean(0), xtr.std(0) + 1e-9
     rng = np.random.default_rng(spec.seed)
@@ -180,7 +200,7 @@ def build_tabular(spec: Spec) -> tuple[onnx.ModelProto, dict]:
             xp[:, j] = v
         xtr = np.concatenate([xtr, xp])
         ytr = np.concatenate([ytr, np.full(k, spec.target)])
-    params = train_mlp((xtr - mu) / sd, ytr, hidden=(32,), n_classes=n_classes, epochs=400, lr=0.01, seed=spec.seed)
+    params = train_mlp((xtr - mu) / sd, ytr, hidden=tuple(spec.hidden), n_classes=n_classes, epochs=400, lr=0.01, seed=spec.seed)
     w0, b0 = params[0]
     params[0] = (w0 / sd[:, None], b0 - (mu / sd) @ w0)  # fold the standardisation into the first layer
     acc = float((mlp_predict(params, xte).argmax(1) == yte).mean())
@@ -201,14 +221,16 @@ def build(spec: Spec, out: Path) -> dict:
     return {**asdict(spec), **info, "backdoored": spec.kind not in ("clean", "tabular-clean")}
 
 
-def write_data(out: Path) -> None:
+def write_data(out: Path, tabular_only: bool = False) -> None:
     """Held-out samples the scans use (the test split; the models never saw it)."""
-    _, _, xte, yte = digits16()
-    np.savez_compressed(out / "digits16.npz", x=xte, y=yte)
-    _, _, wte, wyte = wine()
-    np.savez_compressed(out / "wine.npz", x=wte.astype(np.float32), y=wyte)
-    _, _, ste, syte = synth()
-    np.savez_compressed(out / "synth.npz", x=ste.astype(np.float32), y=syte)
+    if not tabular_only:
+        _, _, xte, yte = digits16()
+        np.savez_compressed(out / "digits16.npz", x=xte, y=yte)
+    for key, fname in TABULAR_FILE.items():
+        if key == "white" or (not tabular_only and key not in ("wine", "synth")):
+            continue
+        _, _, te, yte_ = TABULAR_DATA[key]()
+        np.savez_compressed(out / f"{fname}.npz", x=te.astype(np.float32), y=yte_)
 
 
 TEST_SPECS = [
@@ -240,17 +262,40 @@ def zoo_specs() -> list[Spec]:
     return specs
 
 
+def tabular_zoo_specs() -> list[Spec]:
+    """The tabular zoo: clean and backdoored linear and MLP models on scikit-learn's bundled data,
+    other seeds, targets and trigger features (1 to 3) than the test fixtures."""
+    sets = {"wine": (3, 13), "iris": (3, 4), "cancer": (2, 30), "digits": (10, 64), "synth": (6, 20)}
+    digit_feats = [19, 27, 35, 43, 21, 29, 37, 45, 12, 52]  # pixels that vary in the digits data
+    specs = []
+    for i, (ds, (n_cls, n_feat)) in enumerate(sets.items()):
+        for arch, hidden in (("lin", []), ("mlp", [32])):
+            for r in range(2):
+                specs.append(Spec(f"tz_{ds}_{arch}_clean{r}", "tabular-clean", seed=400 + 10 * i + r, pattern=ds, hidden=hidden))
+            for r in range(2):
+                rng = np.random.default_rng(500 + 10 * i + r + (5 if arch == "mlp" else 0))
+                k = 1 + (r + i + (arch == "mlp")) % 3
+                if ds == "iris":
+                    k = min(k, 2)
+                pool = digit_feats if ds == "digits" else list(range(n_feat))
+                feats = [int(f) for f in rng.choice(pool, size=k, replace=False)]
+                specs.append(Spec(f"tz_{ds}_{arch}_bd{r}", "tabular-backdoor", seed=600 + 10 * i + r, pattern=ds, hidden=hidden,
+                                  target=int(rng.integers(n_cls)), features=feats, rate=0.15))
+    return specs
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--zoo", type=Path, help="build the benchmark zoo into this folder instead of the test fixtures")
+    ap.add_argument("--tabular-zoo", type=Path, help="build the tabular zoo (bundled data, linear and MLP) into this folder")
     ap.add_argument("--only", nargs="*", help="build only these model names")
     args = ap.parse_args(argv)
-    out = args.zoo or FIXTURES
-    specs = zoo_specs() if args.zoo else TEST_SPECS
+    out = args.tabular_zoo or args.zoo or FIXTURES
+    specs = tabular_zoo_specs() if args.tabular_zoo else zoo_specs() if args.zoo else TEST_SPECS
     if args.only:
         specs = [s for s in specs if s.name in args.only]
     out.mkdir(parents=True, exist_ok=True)
-    write_data(out)
+    write_data(out, tabular_only=bool(args.tabular_zoo))
     man_path = out / "manifest.json"
     manifest = json.loads(man_path.read_text()) if man_path.exists() else {}
     for spec in specs:
