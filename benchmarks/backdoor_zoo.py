@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         ai = f"{bd.max_anomaly_index:.2f}" if bd.max_anomaly_index is not None else "-"
         print(f"{name:18s} {truth:12s} {str(bool(bd.flagged_classes)):8s} {str(found if found is not None else '-'):6s} {ai:>8s} {bd.queries:8d} {wall:7.1f}", flush=True)
     if not_run := [r["name"] for r in rows if r["status"] != "completed"]:
-        print(f"not run (fewer than 3 classes or samples): {', '.join(not_run)}; counted as not flagged")
+        print(f"no anomaly index (fewer than 3 classes, or most classes out of reach of the feature search): {', '.join(not_run)}; counted as not flagged")
     bad = [r for r in rows if r["backdoored"]]
     clean = [r for r in rows if not r["backdoored"]]
     det = sum(1 for r in bad if r["flagged"] and r["found"] == r["target"])

@@ -155,6 +155,17 @@ def run_search(
                 triggers[(t, "features")] = tr
                 report_progress()
             details["method_detail"] = "greedy few-feature search over the ends of each feature's valid range"
+            k_max = min(MAX_FEATURES, n_feat)
+            fs = sizes["features"]
+            censored = np.isfinite(fs) & (fs > k_max)
+            if censored.sum() * 2 >= np.isfinite(fs).sum() > 0:
+                # most classes cannot be reached within k_max features: their sizes are only "> k_max", so the
+                # median and its spread are unknown and any class below the cap would look arbitrarily anomalous
+                stat_sizes["features"] = np.full(n_classes, np.nan)
+                details["statistic"] = (
+                    f"undefined: {int(censored.sum())} of {int(np.isfinite(fs).sum())} classes cannot be reached by "
+                    f"setting up to {k_max} features to range ends, so no class is flagged on trigger size"
+                )
         else:
             families = ["patch", "blend"]
             c, h, w = x.shape[1:]
@@ -314,7 +325,8 @@ def run_search(
     details["families"] = families
     details["min_held_back_success"] = MIN_HELD_OUT_SUCCESS
     if max_ai is None:
-        return BackdoorSection(status="failed", reason=f"no class's trigger size could be measured ({stopped or 'no samples'})",
+        why = details.get("statistic") or f"no class's trigger size could be measured ({stopped or 'no samples'})"
+        return BackdoorSection(status="failed", reason=why,
                                threat_model=threat, queries=probe.used, query_budget=budget,  # type: ignore[arg-type]
                                wall_time_s=time.perf_counter() - t0, details=details, classes=rows)
     unit = "features" if tabular else "mask L1 (pixels)"

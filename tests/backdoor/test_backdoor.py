@@ -221,3 +221,28 @@ def test_png_writer(tmp_path: Path) -> None:
     idat = data[data.index(b"IDAT") + 4 : data.index(b"IEND") - 8]
     raw = zlib.decompress(idat)
     assert len(raw) == h * (1 + w)
+
+
+def test_censored_feature_sizes_flag_nothing_and_say_why(tmp_path: Path) -> None:
+    """When most classes cannot be reached within the feature cap, their sizes are only lower bounds: the
+    median and its spread are unknown, so no class may be flagged on trigger size (graded as not run).
+    A clean MLP on the 64 digit pixels as tabular features is such a model."""
+    import onnx
+    from sklearn.datasets import load_digits
+
+    from onnxguard.backdoor.search import MAX_FEATURES
+    from tests import zoo
+
+    dg = load_digits()
+    x, y = (dg.data / 16.0).astype(np.float32), dg.target
+    params = zoo.train_mlp(x[:1200], y[:1200], hidden=(32,), epochs=150, seed=1)
+    p = tmp_path / "digits_tab.onnx"
+    onnx.save(zoo.mlp_to_onnx(params, (64,), output="logits"), p)
+    d = tmp_path / "digits_tab.npz"
+    np.savez(d, x=x[1200:], y=y[1200:])
+    prep = prepare(ScanOptions(model_path=p, data_path=d), load_policy("standard"), np.random.default_rng(0), 0)
+    bd = search_backdoors(prep, SPEC, threat="scores", seed=0)
+    sizes = [c.trigger_size for c in bd.classes if c.trigger_size is not None]
+    assert sum(s > MAX_FEATURES for s in sizes) * 2 >= len(sizes)  # most classes out of reach: censored
+    assert bd.flagged_classes == [] and bd.max_anomaly_index is None
+    assert bd.status == "failed" and "undefined" in bd.reason
