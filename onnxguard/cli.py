@@ -213,9 +213,9 @@ def _passphrase(var: Optional[str]) -> Optional[str]:
         return None
     value = os.environ.get(var)
     if value is None:
-        from .errors import KeyError_
+        from .errors import KeyFileError
 
-        raise KeyError_(f"--passphrase-env {var}: the environment variable {var} is not set")
+        raise KeyFileError(f"--passphrase-env {var}: the environment variable {var} is not set")
     return value
 
 

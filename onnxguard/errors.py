@@ -43,7 +43,7 @@ class PolicyError(BadInputError):
     """A policy file is missing or invalid."""
 
 
-class KeyError_(BadInputError):
+class KeyFileError(BadInputError):
     """A signing or verification key cannot be read."""
 
 

@@ -47,7 +47,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from pydantic import ValidationError
 
 from .digest import sha256_file
-from .errors import BadInputError, KeyError_, SigningError, VerificationError
+from .errors import BadInputError, KeyFileError, SigningError, VerificationError
 from .report import VERDICTS, Report, load_report
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -111,8 +111,8 @@ def key_type(key: PrivateKey | PublicKey) -> str:
     if isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)):
         if isinstance(key.curve, ec.SECP256R1):
             return "ecdsa-p256"
-        raise KeyError_(f"unsupported elliptic curve {key.curve.name}: onnxguard signs with ECDSA P-256 or Ed25519")
-    raise KeyError_(f"unsupported key type {type(key).__name__}: onnxguard signs with ECDSA P-256 or Ed25519")
+        raise KeyFileError(f"unsupported elliptic curve {key.curve.name}: onnxguard signs with ECDSA P-256 or Ed25519")
+    raise KeyFileError(f"unsupported key type {type(key).__name__}: onnxguard signs with ECDSA P-256 or Ed25519")
 
 
 def public_key_of(key: PrivateKey | PublicKey) -> PublicKey:
@@ -181,7 +181,7 @@ def write_keypair(
     for p in (priv, pub):
         if p.exists() or p.is_symlink():
             if not overwrite:
-                raise KeyError_(f"{p} already exists: choose another name (keygen --force overwrites)")
+                raise KeyFileError(f"{p} already exists: choose another name (keygen --force overwrites)")
     key = generate_key(kind)
     try:
         priv.parent.mkdir(parents=True, exist_ok=True)
@@ -191,7 +191,7 @@ def write_keypair(
         _create_file(priv, private_pem(key, passphrase), 0o600)
         _create_file(pub, public_pem(key), 0o644)
     except OSError as exc:
-        raise KeyError_(f"cannot write key pair {priv}: {exc.strerror or exc}") from None
+        raise KeyFileError(f"cannot write key pair {priv}: {exc.strerror or exc}") from None
     return priv, pub
 
 
@@ -200,7 +200,7 @@ def _read_key_file(path: str | Path) -> bytes:
     try:
         return p.read_bytes()
     except OSError as exc:
-        raise KeyError_(f"cannot read key {p}: {exc.strerror or exc}") from None
+        raise KeyFileError(f"cannot read key {p}: {exc.strerror or exc}") from None
 
 
 def load_private_key(path: str | Path, passphrase: str | bytes | None = None) -> PrivateKey:
@@ -210,13 +210,13 @@ def load_private_key(path: str | Path, passphrase: str | bytes | None = None) ->
     try:
         key = serialization.load_pem_private_key(data, password=pw if encrypted else None)
     except TypeError:
-        raise KeyError_(f"signing key {path} is passphrase-protected: give its passphrase (--passphrase-env VAR)") from None
+        raise KeyFileError(f"signing key {path} is passphrase-protected: give its passphrase (--passphrase-env VAR)") from None
     except (ValueError, UnsupportedAlgorithm):
         if encrypted:
-            raise KeyError_(f"cannot decrypt signing key {path}: wrong passphrase") from None
+            raise KeyFileError(f"cannot decrypt signing key {path}: wrong passphrase") from None
         if b"PUBLIC KEY" in data:
-            raise KeyError_(f"{path} is a public key: signing needs the private key (NAME.pem)") from None
-        raise KeyError_(f"{path} is not a PEM private key") from None
+            raise KeyFileError(f"{path} is a public key: signing needs the private key (NAME.pem)") from None
+        raise KeyFileError(f"{path} is not a PEM private key") from None
     key_type(key)  # refuses RSA, other curves, ...
     return key  # type: ignore[return-value]
 
@@ -224,11 +224,11 @@ def load_private_key(path: str | Path, passphrase: str | bytes | None = None) ->
 def load_public_key(path: str | Path) -> PublicKey:
     data = _read_key_file(path)
     if b"PRIVATE KEY" in data:
-        raise KeyError_(f"{path} is a private key: verify with the public key (NAME.pub.pem), and keep the private key private")
+        raise KeyFileError(f"{path} is a private key: verify with the public key (NAME.pub.pem), and keep the private key private")
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, UnsupportedAlgorithm):
-        raise KeyError_(f"{path} is not a PEM public key") from None
+        raise KeyFileError(f"{path} is not a PEM public key") from None
     key_type(key)
     return key  # type: ignore[return-value]
 
@@ -244,11 +244,11 @@ def preflight_private_key(path: str | Path, have_passphrase: bool) -> None:
         finally:
             os.close(fd)
     except OSError as exc:
-        raise KeyError_(f"cannot read signing key {p}: {exc.strerror or exc}") from None
+        raise KeyFileError(f"cannot read signing key {p}: {exc.strerror or exc}") from None
     if b"ENCRYPTED" in head and not have_passphrase:
-        raise KeyError_(f"signing key {p} is passphrase-protected: give its passphrase (--passphrase-env VAR)")
+        raise KeyFileError(f"signing key {p} is passphrase-protected: give its passphrase (--passphrase-env VAR)")
     if not head.startswith(b"-----BEGIN") or b"PUBLIC KEY" in head:
-        raise KeyError_(f"{p} is not a PEM private key")
+        raise KeyFileError(f"{p} is not a PEM private key")
 
 
 def config_dir() -> Path:
@@ -274,10 +274,10 @@ def default_key(passphrase: str | bytes | None = None, notify: Callable[[str], N
         try:
             priv.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
-            raise KeyError_(f"cannot create {priv.parent} for the default signing key: {exc.strerror or exc}") from None
+            raise KeyFileError(f"cannot create {priv.parent} for the default signing key: {exc.strerror or exc}") from None
         try:
             _, pub = write_keypair(priv, passphrase=passphrase)
-        except KeyError_:
+        except KeyFileError:
             if not priv.exists():  # not a concurrent creation: a real failure
                 raise
         else:

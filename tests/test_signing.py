@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 
 from onnxguard import signing as S
 from onnxguard.cli import main
-from onnxguard.errors import BadInputError, KeyError_, VerificationError
+from onnxguard.errors import BadInputError, KeyFileError, VerificationError
 from onnxguard.report import Interval, Quantity, Report
 from onnxguard.scan import ScanOptions, run_scan
 from tests.conftest import EXAMPLE_DATA, EXAMPLE_MODEL
@@ -402,7 +402,7 @@ def test_keypair_files_and_modes(tmp_path, kind, umask):
     assert stat.S_IMODE(priv.stat().st_mode) == 0o600
     k = S.load_private_key(priv)
     assert S.key_type(k) == kind and S.keyid(S.load_public_key(pub)) == S.keyid(k)
-    with pytest.raises(KeyError_, match="already exists"):
+    with pytest.raises(KeyFileError, match="already exists"):
         S.write_keypair(tmp_path / "k", kind=kind)
     S.write_keypair(tmp_path / "k.pem", kind=kind, overwrite=True)  # a trailing .pem is tolerated
     assert stat.S_IMODE(priv.stat().st_mode) == 0o600 and S.keyid(S.load_private_key(priv)) != S.keyid(k)
@@ -411,9 +411,9 @@ def test_keypair_files_and_modes(tmp_path, kind, umask):
 def test_passphrase_protected_key(tmp_path, report):
     priv, pub = S.write_keypair(tmp_path / "p", passphrase="correct horse")
     assert b"ENCRYPTED PRIVATE KEY" in priv.read_bytes()
-    with pytest.raises(KeyError_, match="passphrase-protected"):
+    with pytest.raises(KeyFileError, match="passphrase-protected"):
         S.load_private_key(priv)
-    with pytest.raises(KeyError_, match="wrong passphrase"):
+    with pytest.raises(KeyFileError, match="wrong passphrase"):
         S.load_private_key(priv, "battery staple")
     key = S.load_private_key(priv, "correct horse")
     S.verify_envelope(S.sign_report(report, key), [S.load_public_key(pub)])
@@ -421,20 +421,20 @@ def test_passphrase_protected_key(tmp_path, report):
 
 def test_key_loading_errors(tmp_path):
     priv, pub = S.write_keypair(tmp_path / "k")
-    with pytest.raises(KeyError_, match="private key"):
+    with pytest.raises(KeyFileError, match="private key"):
         S.load_public_key(priv)
-    with pytest.raises(KeyError_, match="public key"):
+    with pytest.raises(KeyFileError, match="public key"):
         S.load_private_key(pub)
-    with pytest.raises(KeyError_, match="cannot read"):
+    with pytest.raises(KeyFileError, match="cannot read"):
         S.load_public_key(tmp_path / "missing.pub.pem")
     (tmp_path / "junk.pem").write_text("hello")
-    with pytest.raises(KeyError_):
+    with pytest.raises(KeyFileError):
         S.load_public_key(tmp_path / "junk.pem")
     from cryptography.hazmat.primitives.asymmetric import ec
 
     p384 = tmp_path / "p384.pub.pem"
     p384.write_bytes(ec.generate_private_key(ec.SECP384R1()).public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    with pytest.raises(KeyError_, match="unsupported"):
+    with pytest.raises(KeyFileError, match="unsupported"):
         S.load_public_key(p384)
 
 
@@ -454,7 +454,7 @@ def test_default_key_created_once_with_message(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ONNXGUARD_SIGNING_KEY", str(other))
     assert S.keyid(S.default_key()) == S.keyid(S.load_private_key(other))
     monkeypatch.setenv("ONNXGUARD_SIGNING_KEY", str(tmp_path / "nope.pem"))
-    with pytest.raises(KeyError_):
+    with pytest.raises(KeyFileError):
         S.default_key()
 
 
