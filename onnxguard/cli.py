@@ -75,7 +75,8 @@ def print_summary(report: "object", out: Callable[[str], None]) -> None:
 
     assert isinstance(report, Report)
     m = report.model
-    out(f"model   {Path(m.path).name}  sha256:{m.sha256[:16]}…  {m.output_kind}, {m.n_classes or '?'} classes, input {m.sample_shape}")
+    shape = f"{m.output_kind}, {m.n_classes or '?'} classes, input {m.sample_shape}" if m.output_kind else "not loaded (see below)"
+    out(f"model   {Path(m.path).name}  sha256:{m.sha256[:16]}…  {shape}")
     if report.data:
         d = report.data
         out(f"data    {d.source} ({d.n_samples} samples{', SYNTHETIC' if d.synthetic else ''}; labels: {d.labels})")
