@@ -14,6 +14,8 @@ run of ``p * F`` consecutive features.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from ..oracle import Oracle
@@ -61,19 +63,20 @@ def _corners(rng: np.random.Generator, n: int, h: int, w: int, sh: int, sw: int)
     return rng.integers(0, h - sh + 1, size=n), rng.integers(0, w - sw + 1, size=n)
 
 
-_MASKS: dict[tuple[int, int, int, int], np.ndarray] = {}
+_MASKS: dict[tuple, np.ndarray] = {}  # tabulated placements (window masks, meta patterns)
 
 
-def _window_table(sh: int, sw: int, h: int, w: int) -> np.ndarray:
-    """All window masks of size (sh, sw) in an (h, w) grid, indexed by corner ``r * (w - sw + 1) + c``."""
-    key = (sh, sw, h, w)
+def _placements(key: tuple, pattern: np.ndarray, h: int, w: int) -> np.ndarray:
+    """``pattern`` (sh, sw) placed at every corner of an (h, w) grid, indexed by ``r * (w - sw + 1) + c``;
+    cached under ``key``, so placing it at per-sample corners is one gather."""
     tab = _MASKS.get(key)
     if tab is None:
+        sh, sw = pattern.shape
         nr, nc = h - sh + 1, w - sw + 1
-        tab = np.zeros((nr * nc, h, w), dtype=bool)
+        tab = np.zeros((nr * nc, h, w), dtype=pattern.dtype)
         for r in range(nr):
             for c in range(nc):
-                tab[r * nc + c, r : r + sh, c : c + sw] = True
+                tab[r * nc + c, r : r + sh, c : c + sw] = pattern
         if len(_MASKS) > 256:
             _MASKS.clear()
         _MASKS[key] = tab
@@ -83,7 +86,7 @@ def _window_table(sh: int, sw: int, h: int, w: int) -> np.ndarray:
 def _window_mask(h0: np.ndarray, w0: np.ndarray, sh: int, sw: int, h: int, w: int) -> np.ndarray:
     """Per-sample window masks, (n, 1, H, W) bool."""
     if (h - sh + 1) * (w - sw + 1) <= 4096:
-        return _window_table(sh, sw, h, w)[h0 * (w - sw + 1) + w0][:, None]
+        return _placements(("mask", sh, sw, h, w), np.ones((sh, sw), dtype=bool), h, w)[h0 * (w - sw + 1) + w0][:, None]
     rows = np.arange(h)[None, :]
     cols = np.arange(w)[None, :]
     r = (rows >= h0[:, None]) & (rows < h0[:, None] + sh)
@@ -102,18 +105,23 @@ def _pseudo_gaussian(a: int, b: int) -> np.ndarray:
     return d / np.sqrt((d**2).sum())
 
 
+@lru_cache(maxsize=256)
 def _meta_base(sh: int, sw: int) -> np.ndarray:
-    """Two bumps of opposite sign side by side (split along the longer side), unit norm."""
-    if sh * sw == 1:
-        return np.ones((1, 1))
+    """Two bumps of opposite sign side by side (split along the longer side), unit norm; cached, read-only."""
     d = np.zeros((sh, sw))
+    if sh * sw == 1:
+        d[:] = 1.0
+        d.flags.writeable = False
+        return d
     if sh >= sw:
         d[: sh // 2] = _pseudo_gaussian(sh // 2, sw)
         d[sh // 2 :] = -_pseudo_gaussian(sh - sh // 2, sw)
     else:
         d[:, : sw // 2] = _pseudo_gaussian(sh, sw // 2)
         d[:, sw // 2 :] = -_pseudo_gaussian(sh, sw - sw // 2)
-    return d / np.sqrt((d**2).sum())
+    d = d / np.sqrt((d**2).sum())
+    d.flags.writeable = False
+    return d
 
 
 def _meta_draw(sh: int, sw: int, rng: np.random.Generator) -> tuple[bool, float]:
@@ -130,25 +138,10 @@ def _meta_pseudo_gaussian(sh: int, sw: int, rng: np.random.Generator) -> np.ndar
     return sign * (d.T if transposed else d)
 
 
-_PLACED: dict[tuple[int, int, int, int, bool], np.ndarray] = {}
-
-
 def _place(sh: int, sw: int, transposed: bool, h0: np.ndarray, w0: np.ndarray, h: int, w: int) -> np.ndarray:
-    """The meta pattern (sh, sw) at per-sample corners: (n, 1, H, W), zero outside the window.
-    Every placement of a pattern is tabulated once, so placing is one gather."""
-    key = (sh, sw, h, w, transposed)
-    tab = _PLACED.get(key)
-    if tab is None:
-        base = _meta_base(sh, sw)
-        pat = base.T if transposed else base
-        nr, nc = h - sh + 1, w - sw + 1
-        tab = np.zeros((nr * nc, h, w))
-        for r in range(nr):
-            for c in range(nc):
-                tab[r * nc + c, r : r + sh, c : c + sw] = pat
-        if len(_PLACED) > 256:
-            _PLACED.clear()
-        _PLACED[key] = tab
+    """The meta pattern (sh, sw) at per-sample corners: (n, 1, H, W), zero outside the window."""
+    base = _meta_base(sh, sw)
+    tab = _placements(("meta", sh, sw, h, w, transposed), base.T if transposed else base, h, w)
     return tab[h0 * (w - sw + 1) + w0][:, None]
 
 
