@@ -509,8 +509,8 @@ def schema() -> None:
     typer.echo(json.dumps(json_schema(), indent=2))
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: runs the typer app and maps every error to its exit code."""
+def run_app(typer_app: typer.Typer, argv: list[str] | None, prog: str) -> int:
+    """Run a typer app and map every error to its exit code (shared with the plugins' commands)."""
     try:
         from typer._click.exceptions import ClickException, NoArgsIsHelpError
     except ImportError:  # typer releases that still use click
@@ -518,15 +518,15 @@ def main(argv: list[str] | None = None) -> int:
         from click.exceptions import NoArgsIsHelpError  # type: ignore[no-redef]
 
     try:
-        rv = app(args=argv, standalone_mode=False, prog_name="onnxguard")
+        rv = typer_app(args=argv, standalone_mode=False, prog_name=prog)
         return int(rv) if isinstance(rv, int) else EXIT_OK
     except OnnxGuardError as exc:
-        err(f"onnxguard: error: {exc}")
+        err(f"{prog}: error: {exc}")
         return exc.exit_code
     except typer.Exit as exc:
         return exc.exit_code
     except typer.Abort:
-        err("onnxguard: aborted")
+        err(f"{prog}: aborted")
         return EXIT_SCAN_FAILED
     except NoArgsIsHelpError as exc:
         exc.show()
@@ -535,16 +535,21 @@ def main(argv: list[str] | None = None) -> int:
         exc.show()
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        err("onnxguard: interrupted")
+        err(f"{prog}: interrupted")
         return 130
     except MemoryError:
-        err("onnxguard: error: out of memory during the scan")
+        err(f"{prog}: error: out of memory")
         return EXIT_SCAN_FAILED
     except Exception as exc:  # the last line of defence: never a traceback for the user
         if os.environ.get("ONNXGUARD_DEBUG"):
             raise
-        err(f"onnxguard: internal error: {type(exc).__name__}: {sanitize(str(exc))[:300]} (set ONNXGUARD_DEBUG=1 for a traceback)")
+        err(f"{prog}: internal error: {type(exc).__name__}: {sanitize(str(exc))[:300]} (set ONNXGUARD_DEBUG=1 for a traceback)")
         return EXIT_SCAN_FAILED
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: runs the typer app and maps every error to its exit code."""
+    return run_app(app, argv, "onnxguard")
 
 
 def _entry() -> None:

@@ -16,7 +16,7 @@ from typing import List, Optional
 
 import typer
 
-from onnxguard.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_REJECTED, EXIT_SCAN_FAILED, OnnxGuardError
+from onnxguard.errors import EXIT_REJECTED
 
 from .config import Settings
 
@@ -163,31 +163,9 @@ def check(
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("ONNXGUARD_MLFLOW_LOG", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    try:
-        from typer._click.exceptions import ClickException, NoArgsIsHelpError
-    except ImportError:  # typer releases that still use click
-        from click import ClickException  # type: ignore[no-redef]
-        from click.exceptions import NoArgsIsHelpError  # type: ignore[no-redef]
+    from onnxguard.cli import run_app
 
-    try:
-        rv = app(args=argv, standalone_mode=False, prog_name="onnxguard-mlflow")
-        return int(rv) if isinstance(rv, int) else EXIT_OK
-    except OnnxGuardError as exc:
-        typer.echo(f"onnxguard-mlflow: error: {exc}", err=True)
-        return exc.exit_code
-    except typer.Exit as exc:
-        return exc.exit_code
-    except NoArgsIsHelpError as exc:
-        exc.show()
-        return EXIT_BAD_INPUT
-    except ClickException as exc:
-        exc.show()
-        return EXIT_BAD_INPUT
-    except Exception as exc:  # noqa: BLE001
-        if os.environ.get("ONNXGUARD_DEBUG"):
-            raise
-        typer.echo(f"onnxguard-mlflow: error: {type(exc).__name__}: {exc}"[:500], err=True)
-        return EXIT_SCAN_FAILED
+    return run_app(app, argv, "onnxguard-mlflow")
 
 
 def _entry() -> None:
