@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from onnxguard.policy import load_policy  # noqa: E402
-from onnxguard.scan import ScanOptions, prepare  # noqa: E402
+from onnxguard.evasion import prepare  # noqa: E402
+from onnxguard.scan import ScanOptions  # noqa: E402
 from onnxguard.backdoor import search_backdoors  # noqa: E402
 
 

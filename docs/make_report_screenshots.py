@@ -22,9 +22,10 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from onnxguard.formats.envelope import load_for_render  # noqa: E402
+from onnxguard.verify import load_for_render  # noqa: E402
 from onnxguard.formats.html import render  # noqa: E402
-from onnxguard.signing import load_private_key, sign_report, write_keypair  # noqa: E402
+from onnxguard.keys import load_private_key, write_keypair  # noqa: E402
+from onnxguard.signing import sign_report  # noqa: E402
 from tests import report_fixtures as rf  # noqa: E402
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

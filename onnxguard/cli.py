@@ -229,7 +229,7 @@ def _signing_preflight(out: Optional[Path], key: Optional[Path], passphrase_env:
         return None
     if out is None:
         return None
-    from .signing import ENV_KEY, preflight_private_key
+    from .keys import ENV_KEY, preflight_private_key
 
     pw = _passphrase(passphrase_env)
     path = key or (Path(os.environ[ENV_KEY]) if os.environ.get(ENV_KEY) else None)
@@ -251,7 +251,8 @@ def _write_reports(report: "object", out: Optional[Path], json_out: Optional[Pat
         report.write(out)
         lines.append(f"report  {out}  (UNSIGNED plain report, --no-sign: not an attestation)")
     elif out is not None:
-        from .signing import PREDICATE_TYPE, default_key, default_key_path, key_type, keyid, load_private_key, sign_report
+        from .keys import default_key, default_key_path, key_type, keyid, load_private_key
+        from .signing import PREDICATE_TYPE, sign_report
 
         pw = _passphrase(sign_plan["passphrase_env"])
         path = sign_plan["key"]
@@ -273,7 +274,7 @@ def keygen(
     force: bool = typer.Option(False, "--force", help="overwrite an existing key pair"),
 ) -> None:
     """Create a signing key pair for signed reports."""
-    from .signing import KEY_TYPES, keyid, load_public_key, write_keypair
+    from .keys import KEY_TYPES, keyid, load_public_key, write_keypair
 
     if key_type_ not in KEY_TYPES:
         raise typer.BadParameter(f"--type takes one of {', '.join(KEY_TYPES)}")
@@ -299,7 +300,8 @@ def verify(
     from .errors import BadInputError
     from .policy import load_policy
     from .report import VERDICTS
-    from .signing import check_envelope, load_public_key
+    from .keys import load_public_key
+    from .verify import check_envelope
 
     if require_verdict is not None and require_verdict not in VERDICTS:
         raise typer.BadParameter(f"--require-verdict takes one of {', '.join(VERDICTS)}")
@@ -335,7 +337,7 @@ def inspect(
 ) -> None:
     """Static checks of MODEL only: external data, custom operators, opsets, allocation bombs, metadata. Never runs it."""
     from .policy import load_policy
-    from .static import static_report
+    from .assemble import static_report
 
     if fail_on not in ("fail", "warn"):
         raise typer.BadParameter("--fail-on takes 'fail' or 'warn'")
@@ -384,7 +386,8 @@ def attack(
 
     from .errors import BadInputError
     from .policy import CheckSpec, load_policy
-    from .scan import ScanOptions, prepare, run_evasion_check
+    from .evasion import prepare, run_evasion_check
+    from .options import ScanOptions
 
     try:
         eps_vals = [float(e) for e in epsilon.split(",") if e.strip()]
@@ -468,7 +471,7 @@ def report_render(
     adversarials: Optional[Path] = typer.Option(None, "--adversarials", help="folder of saved adversarial examples (<check>.npz)"),
 ) -> None:
     """Render a report as one self-contained HTML page for reviewers."""
-    from .formats.envelope import load_for_render
+    from .verify import load_for_render
     from .formats.html import render
 
     if key and no_verify:
@@ -488,7 +491,7 @@ def report_diff(
 ) -> None:
     """What changed between two reports of a model: verdict, risk levels, figures beyond their intervals."""
     from .diff import diff_reports, format_text
-    from .formats.envelope import report_from_json
+    from .verify import report_from_json
 
     if fmt not in ("text", "json"):
         raise typer.BadParameter("--format takes 'text' or 'json'")

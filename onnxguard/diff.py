@@ -292,7 +292,7 @@ def format_text(d: ReportDiff) -> str:
 
 def load_any(path: str | Path) -> Report:
     """A report from a plain report file or the payload of a signed envelope (not verified here)."""
-    from .formats.envelope import report_from_json
+    from .verify import report_from_json
 
     rep, _env = report_from_json(Path(path).read_bytes())
     return rep

@@ -2,17 +2,56 @@
 
 from __future__ import annotations
 
-from .policy import (
-    LoadedPolicy,
-    grade_not_run,
-    grade_quantity,
-    grade_rate,
-    grade_static,
-    grade_value,
-    worst_level,
-    worst_verdict,
-)
-from .report import Grade, Report, Summary
+from .policy import Grading, LoadedPolicy, Thresholds
+from .report import LEVELS, VERDICTS, Grade, Level, Quantity, Rate, Report, Summary, Verdict
+
+
+def verdict_for(level: Level, grading: Grading) -> Verdict:
+    return grading.verdicts[level]
+
+
+def grade_rate(metric: str, rate: Rate, thr: Thresholds, grading: Grading) -> Grade:
+    """Grade a proportion on its interval's worse end (upper bound when higher is worse)."""
+    graded = rate.ci.high if thr.worse == "higher" else rate.ci.low
+    level = thr.level(graded)
+    end = "upper" if thr.worse == "higher" else "lower"
+    point = f"{rate.value:.3f}" if rate.value is not None else "n/a"
+    rule = f"{metric}: {end} 95% bound {graded:.3f} (point {point}, n={rate.n}); thresholds {thr.describe()}"
+    return Grade(metric=metric, value=rate.value, graded_value=graded, level=level, verdict=verdict_for(level, grading), rule=rule)
+
+
+def grade_quantity(metric: str, q: Quantity, thr: Thresholds, grading: Grading) -> Grade:
+    """Grade a median on its interval's worse end."""
+    if q.ci is not None:
+        graded = q.ci.low if thr.worse == "lower" else q.ci.high
+    else:
+        graded = q.median if q.median is not None else float("inf")
+    level = thr.level(graded)
+    rule = f"{metric}: {'lower' if thr.worse == 'lower' else 'upper'} 95% bound {graded:.4g} of the median (n={q.n}); thresholds {thr.describe()}"
+    return Grade(metric=metric, value=q.median, graded_value=graded if graded != float("inf") else None, level=level, verdict=verdict_for(level, grading), rule=rule)
+
+
+def grade_value(metric: str, value: float, thr: Thresholds, grading: Grading) -> Grade:
+    level = thr.level(value)
+    return Grade(metric=metric, value=value, graded_value=value, level=level, verdict=verdict_for(level, grading), rule=f"{metric} = {value:.3g}; thresholds {thr.describe()}")
+
+
+def grade_not_run(metric: str, reason: str, grading: Grading) -> Grade:
+    rule = grading.not_run
+    return Grade(metric=metric, value=None, graded_value=None, level=rule.level, verdict=rule.verdict, rule=f"insufficient evidence: {reason} (policy rule grading.not_run)")
+
+
+def grade_static(severity: str, finding_id: str, grading: Grading) -> Grade:
+    level = grading.static_findings[severity]  # type: ignore[index]
+    return Grade(metric=f"static:{finding_id}", value=None, graded_value=None, level=level, verdict=verdict_for(level, grading), rule=f"static finding of severity {severity} -> {level} (grading.static_findings)")
+
+
+def worst_level(levels: list[str]) -> Level:
+    return max(levels, key=LEVELS.index) if levels else "low"  # type: ignore[return-value]
+
+
+def worst_verdict(verdicts: list[str]) -> Verdict:
+    return max(verdicts, key=VERDICTS.index) if verdicts else "pass"  # type: ignore[return-value]
 
 
 def grade_report(report: Report, policy: LoadedPolicy) -> Report:
@@ -62,10 +101,35 @@ def grade_report(report: Report, policy: LoadedPolicy) -> Report:
         report.static_grades = [grade_static(f.severity, f.id, g) for f in report.static_findings]
         all_grades += [("static", x) for x in report.static_grades]
 
-    levels = [x.level for _, x in all_grades]
-    verdicts = [x.verdict for _, x in all_grades]
-    highest = worst_level(levels)
-    verdict = worst_verdict(verdicts)
-    reasons = [f"{where}: {x.level} -> {x.verdict} ({x.rule})" for where, x in all_grades if x.verdict != "pass"]
-    report.summary = Summary(highest_risk=highest, verdict=verdict, reasons=reasons)
+    report.summary = summarise(all_grades)
+    return report
+
+
+def summarise(graded: list[tuple[str, Grade]]) -> Summary:
+    """The overall level and verdict: the worst of the grades, with a reason for each that does not pass."""
+    return Summary(
+        highest_risk=worst_level([x.level for _, x in graded]),
+        verdict=worst_verdict([x.verdict for _, x in graded]),
+        reasons=[f"{where}: {x.level} -> {x.verdict} ({x.rule})" for where, x in graded if x.verdict != "pass"],
+    )
+
+
+def grade_failed_scan(report: Report, policy: LoadedPolicy, reason: str) -> Report:
+    """Grade a report whose scan process died, in place: every check, the backdoor search and the scan
+    itself by the policy's ``grading.scan_crashed`` rule, plus the static findings."""
+    g = policy.policy.grading
+    rule = g.scan_crashed
+
+    def crash_grade(metric: str) -> Grade:
+        return Grade(metric=metric, value=None, graded_value=None, level=rule.level, verdict=rule.verdict,
+                     rule=f"{reason} (policy rule grading.scan_crashed)")
+
+    for chk in report.checks:
+        chk.grades = [crash_grade(f"{chk.id}:scan_crashed")]
+        chk.risk = rule.level
+    if report.backdoor is not None:
+        report.backdoor.grades = [crash_grade("backdoor:scan_crashed")]
+        report.backdoor.risk = rule.level
+    report.static_grades = [grade_static(f.severity, f.id, g) for f in report.static_findings] if policy.policy.static.enabled else []
+    report.summary = summarise([("scan", crash_grade("scan_crashed"))] + [("static", x) for x in report.static_grades])
     return report

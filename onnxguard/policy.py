@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import PolicyError
-from .report import LEVELS, VERDICTS, Grade, Level, Quantity, Rate, Verdict
+from .report import LEVELS, VERDICTS, Level, Verdict
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -268,54 +268,3 @@ def load_policy(name_or_path: str | None) -> LoadedPolicy:
     if not shipped.is_file():
         raise PolicyError(f"unknown policy '{ref}': shipped policies are {', '.join(shipped_policies())}, or give a .toml/.json file")
     return parse_policy(shipped.read_bytes(), f"{ref} (shipped)")
-
-
-# -- grading ---------------------------------------------------------------
-
-
-def verdict_for(level: Level, grading: Grading) -> Verdict:
-    return grading.verdicts[level]
-
-
-def grade_rate(metric: str, rate: Rate, thr: Thresholds, grading: Grading) -> Grade:
-    """Grade a proportion on its interval's worse end (upper bound when higher is worse)."""
-    graded = rate.ci.high if thr.worse == "higher" else rate.ci.low
-    level = thr.level(graded)
-    end = "upper" if thr.worse == "higher" else "lower"
-    point = f"{rate.value:.3f}" if rate.value is not None else "n/a"
-    rule = f"{metric}: {end} 95% bound {graded:.3f} (point {point}, n={rate.n}); thresholds {thr.describe()}"
-    return Grade(metric=metric, value=rate.value, graded_value=graded, level=level, verdict=verdict_for(level, grading), rule=rule)
-
-
-def grade_quantity(metric: str, q: Quantity, thr: Thresholds, grading: Grading) -> Grade:
-    """Grade a median on its interval's worse end."""
-    if q.ci is not None:
-        graded = q.ci.low if thr.worse == "lower" else q.ci.high
-    else:
-        graded = q.median if q.median is not None else float("inf")
-    level = thr.level(graded)
-    rule = f"{metric}: {'lower' if thr.worse == 'lower' else 'upper'} 95% bound {graded:.4g} of the median (n={q.n}); thresholds {thr.describe()}"
-    return Grade(metric=metric, value=q.median, graded_value=graded if graded != float("inf") else None, level=level, verdict=verdict_for(level, grading), rule=rule)
-
-
-def grade_value(metric: str, value: float, thr: Thresholds, grading: Grading) -> Grade:
-    level = thr.level(value)
-    return Grade(metric=metric, value=value, graded_value=value, level=level, verdict=verdict_for(level, grading), rule=f"{metric} = {value:.3g}; thresholds {thr.describe()}")
-
-
-def grade_not_run(metric: str, reason: str, grading: Grading) -> Grade:
-    rule = grading.not_run
-    return Grade(metric=metric, value=None, graded_value=None, level=rule.level, verdict=rule.verdict, rule=f"insufficient evidence: {reason} (policy rule grading.not_run)")
-
-
-def grade_static(severity: str, finding_id: str, grading: Grading) -> Grade:
-    level = grading.static_findings[severity]  # type: ignore[index]
-    return Grade(metric=f"static:{finding_id}", value=None, graded_value=None, level=level, verdict=verdict_for(level, grading), rule=f"static finding of severity {severity} -> {level} (grading.static_findings)")
-
-
-def worst_level(levels: list[str]) -> Level:
-    return max(levels, key=LEVELS.index) if levels else "low"  # type: ignore[return-value]
-
-
-def worst_verdict(verdicts: list[str]) -> Verdict:
-    return max(verdicts, key=VERDICTS.index) if verdicts else "pass"  # type: ignore[return-value]

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Callable
 if TYPE_CHECKING:  # pragma: no cover
     from .policy import Limits, LoadedPolicy
     from .report import Report, StaticFinding
-    from .scan import ProgressFactory, ScanOptions
+    from .options import ProgressFactory, ScanOptions
 
 MAX_MESSAGE = 256 * 1024**2  # one protocol line (the report) may not exceed this
 MAX_ORT_THREADS = 4
@@ -237,7 +237,13 @@ def run_isolated(
         what = state.crash
     else:
         what = _exit_text(proc.returncode, lim, state.stderr_tail)
-    return IsolatedResult(crash_report(opts, policy, what, sha=sha, size=size, lim=lim, static=state.static, model=state.model, wall_s=wall), crashed=what)
+    from .assemble import crash_report
+
+    limits_text = f"limits: {lim.max_memory_mb} MB memory, {lim.timeout_s:g} s wall time"
+    report = crash_report(opts, policy, what, sha=sha, size=size, limits_text=limits_text, static=state.static, model=state.model, wall_s=wall)
+    return IsolatedResult(report, crashed=what)
+
+
 
 
 class _Channel:
@@ -348,94 +354,6 @@ def _exit_text(code: int | None, lim: SandboxLimits, stderr_tail: bytes) -> str:
     return f"the scan process exited with status {code} without a result{hint}"
 
 
-def crash_report(
-    opts: "ScanOptions", policy: "LoadedPolicy", what: str, *, sha: str, size: int, lim: SandboxLimits,
-    static: list[dict[str, Any]] | None = None, model: dict[str, Any] | None = None, wall_s: float = 0.0,
-) -> "Report":
-    """The report for a scan whose process died: graded by ``grading.scan_crashed``."""
-    import datetime as _dt
-
-    from . import __version__
-    from .policy import grade_static, worst_level, worst_verdict
-    from .report import (
-        BackdoorSection, EvasionCheck, Grade, ModelInfo, NotTested, PolicyInfo, Report, StaticFinding, Summary, Timing, ToolInfo,
-    )
-
-    pol = policy.policy
-    g = pol.grading
-    rule = g.scan_crashed
-    limits_text = f"limits: {lim.max_memory_mb} MB memory, {lim.timeout_s:g} s wall time"
-    reason = f"the scan failed: {what} ({limits_text})"
-
-    def crash_grade(metric: str) -> Grade:
-        return Grade(metric=metric, value=None, graded_value=None, level=rule.level, verdict=rule.verdict,
-                     rule=f"{reason} (policy rule grading.scan_crashed)")
-
-    checks = [
-        EvasionCheck(id=c.check_id, attack=c.attack, norm=c.norm, epsilon=max(c.epsilons), epsilons=c.epsilons,
-                     threat_model=pol.threat_model.access, targeted=c.targeted, target=c.target, status="failed",
-                     reason=reason, seed=opts.seed, grades=[crash_grade(f"{c.check_id}:scan_crashed")], risk=rule.level)
-        for c in pol.checks
-    ]
-    backdoor = None
-    if pol.backdoor.enabled:
-        backdoor = BackdoorSection(status="failed", reason=reason, grades=[crash_grade("backdoor:scan_crashed")], risk=rule.level)
-    findings = []
-    for f in static or []:
-        try:
-            findings.append(StaticFinding.model_validate(f))
-        except Exception:
-            continue
-    static_grades = [grade_static(f.severity, f.id, g) for f in findings] if pol.static.enabled else []
-    info = None
-    if model:
-        try:
-            info = ModelInfo.model_validate(model)
-        except Exception:
-            info = None
-    if info is None or info.sha256 != sha:
-        info = ModelInfo(path=os.fspath(opts.model_path), sha256=sha, size_bytes=size, opset={}, ir_version=0, producer="", inputs=[], outputs=[])
-    not_tested = [NotTested(what=f"check {c.id}", reason=reason) for c in checks]
-    if backdoor is not None:
-        not_tested.append(NotTested(what="backdoor search", reason=reason))
-    if not checks and backdoor is None:
-        not_tested.append(NotTested(what="the model's behaviour", reason=reason))
-    graded = [("scan", crash_grade("scan_crashed"))] + [("static", x) for x in static_grades]
-    summary = Summary(
-        highest_risk=worst_level([x.level for _, x in graded]),
-        verdict=worst_verdict([x.verdict for _, x in graded]),
-        reasons=[f"{w}: {x.level} -> {x.verdict} ({x.rule})" for w, x in graded if x.verdict != "pass"],
-    )
-    return Report(
-        tool=ToolInfo(version=__version__),
-        created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        model=info, data=None, seed=opts.seed, environment=_environment(),
-        policy=PolicyInfo(name=pol.name, version=pol.version, sha256=policy.sha256, source=policy.source),
-        checks=checks, backdoor=backdoor, static_findings=findings, static_grades=static_grades,
-        not_tested=not_tested, summary=summary,
-        timing=Timing(wall_s=wall_s, ort_s=0.0, ort_share=None, queries_total=0),
-        notes=[f"scan failed in the sandbox: {what}. No figure in this report was measured; the verdict follows the policy's grading.scan_crashed rule."],
-    )
-
-
-def _environment() -> Any:
-    """Versions without importing onnxruntime into the parent."""
-    import platform
-    from importlib import metadata
-
-    from . import __version__
-    from .report import Environment
-
-    def v(name: str) -> str:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return "unknown"
-
-    return Environment(python=sys.version.split()[0], platform=platform.platform(), onnxguard=__version__,
-                       onnxruntime=v("onnxruntime"), onnx=v("onnx"), numpy=v("numpy"), execution_provider="CPUExecutionProvider")
-
-
 # -- child ------------------------------------------------------------------------------
 
 
@@ -494,8 +412,9 @@ def _child_main(argv: list[str]) -> int:
         try:
             from .errors import OnnxGuardError
             from .policy import LoadedPolicy, Policy
-            from .scan import ScanOptions, run_scan
-            from .static import model_info
+            from .assemble import static_model_info
+            from .options import ScanOptions
+            from .scan import run_scan
         except (ImportError, OSError) as exc:
             mb = as_bytes // 1024**2
             send({"t": "crash", "what": f"the sandbox could not start under its {mb} MB memory limit ({type(exc).__name__}: "
@@ -507,7 +426,7 @@ def _child_main(argv: list[str]) -> int:
         opts = ScanOptions(policy=policy, **{k: _decode(v) for k, v in cfg["options"].items()})
 
         def on_static(raw: Any, findings: list["StaticFinding"]) -> None:
-            info = model_info(raw, str(opts.model_path))
+            info = static_model_info(raw, str(opts.model_path))
             send({"t": "static", "findings": [f.model_dump(mode="json") for f in findings], "model": info.model_dump(mode="json")})
 
         try:

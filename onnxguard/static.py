@@ -513,18 +513,18 @@ def _structure(proto: Any, w: ModelWalk) -> list[StaticFinding]:
 # -- model description without onnxruntime --------------------------------------------
 
 
-def _type_str(tp: Any) -> str:
+def type_str(tp: Any) -> str:
     which = tp.WhichOneof("value")
     if which == "tensor_type":
         return f"tensor({_ELEM.get(tp.tensor_type.elem_type, '?')})"
     if which == "sequence_type":
-        return f"seq({_type_str(tp.sequence_type.elem_type)})"
+        return f"seq({type_str(tp.sequence_type.elem_type)})"
     if which == "map_type":
-        return f"map({_ELEM.get(tp.map_type.key_type, '?')},{_type_str(tp.map_type.value_type)})"
+        return f"map({_ELEM.get(tp.map_type.key_type, '?')},{type_str(tp.map_type.value_type)})"
     return which or "?"
 
 
-def _shape(tp: Any) -> list[int | str | None] | None:
+def tensor_shape(tp: Any) -> list[int | str | None] | None:
     if tp.WhichOneof("value") != "tensor_type" or not tp.tensor_type.HasField("shape"):
         return None
     dims: list[int | str | None] = []
@@ -532,56 +532,3 @@ def _shape(tp: Any) -> list[int | str | None] | None:
         which = d.WhichOneof("value")
         dims.append(int(d.dim_value) if which == "dim_value" else esc(d.dim_param, 40) if which == "dim_param" else None)
     return dims
-
-
-def model_info(raw: RawModel, display_path: str) -> Any:
-    """A report ``ModelInfo`` from the protobuf alone (no onnxruntime)."""
-    from .report import FileDigest, ModelInfo, TensorInfo
-
-    p = raw.proto
-    g = p.graph
-    inits = {t.name for t in g.initializer}
-    return ModelInfo(
-        path=display_path, sha256=raw.sha256, size_bytes=raw.size_bytes,
-        opset={esc(d.domain or "ai.onnx", 60): int(d.version) for d in p.opset_import},
-        ir_version=int(p.ir_version),
-        producer=sanitize(" ".join(as_str(x) for x in (p.producer_name, p.producer_version) if x), 200),
-        inputs=[TensorInfo(name=esc(i.name, 200), type=_type_str(i.type), shape=_shape(i.type)) for i in g.input if i.name not in inits][:64],
-        outputs=[TensorInfo(name=esc(o.name, 200), type=_type_str(o.type), shape=_shape(o.type)) for o in g.output][:64],
-        external_data=[FileDigest(path=esc(loc, 200), sha256=sha, size_bytes=size) for loc, sha, size in raw.external_files],
-    )
-
-
-def static_report(model_path: Path | str, policy: Any = None) -> Any:
-    """A report with the static checks only (no model execution), graded by the policy's static rules.
-
-    Unsafe external-data references become findings here instead of errors: nothing they name is read."""
-    import datetime as _dt
-    import time
-
-    from . import __version__, safeload
-    from .grading import grade_report
-    from .policy import LoadedPolicy, load_policy
-    from .report import PolicyInfo, Report, Timing, ToolInfo
-    from .sandbox import _environment
-
-    t0 = time.perf_counter()
-    lp = policy or load_policy(None)
-    pol = lp.policy
-    path = Path(model_path)
-    raw = safeload.read_model(path, max_bytes=pol.limits.max_model_mb * 1024 * 1024, strict=False)
-    findings = inspect_model(raw, path, memory_limit=pol.limits.max_memory_mb * 1024 * 1024)
-    report = Report(
-        tool=ToolInfo(version=__version__),
-        created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        model=model_info(raw, str(path)), seed=0, environment=_environment(),
-        policy=PolicyInfo(name=pol.name, version=pol.version, sha256=lp.sha256, source=lp.source),
-        static_findings=findings,
-        notes=["static checks only (onnxguard inspect): the model was not run; evasion attacks and backdoor search were not part of this report"],
-    )
-    # grade the static findings alone: no checks, no backdoor search expected
-    static_only = pol.model_copy(update={"checks": [], "backdoor": pol.backdoor.model_copy(update={"enabled": False}),
-                                         "static": pol.static.model_copy(update={"enabled": True})})
-    grade_report(report, LoadedPolicy(policy=static_only, sha256=lp.sha256, source=lp.source))
-    report.timing = Timing(wall_s=time.perf_counter() - t0, ort_s=0.0, ort_share=None, queries_total=0)
-    return report

@@ -37,7 +37,7 @@ def run_transfers(
     progress: Callable[[str, int], Callable[[int, int], None]] | None = None,
 ) -> list[tuple[TransferResult, int]]:
     """One ``TransferResult`` per check (with the replay queries spent on the scanned model)."""
-    from .scan import Prepared, run_evasion_check
+    from .evasion import Prepared, run_evasion_check
 
     assert isinstance(prep, Prepared)
     src = load_model(source_path, probe=prep.samples.x if prep.samples.x.ndim > 1 else None)

@@ -20,7 +20,8 @@ from onnxguard.data import fit_to_model, load_data, resolve_domain
 from onnxguard.model import load_model
 from onnxguard.oracle import Oracle
 from onnxguard.policy import CheckSpec, parse_policy
-from onnxguard.scan import ScanOptions, prepare, run_evasion_check, run_scan
+from onnxguard.evasion import prepare, run_evasion_check
+from onnxguard.scan import ScanOptions, run_scan
 from tests.zoo import digits_mlp, mlp_to_onnx, tabular_sklearn
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from onnxguard.cli import main
-from onnxguard.formats.html import Verification, check_sentence, render
+from onnxguard.formats.html import check_sentence, render
+from onnxguard.verify import Verification
 from onnxguard.formats.png import png_bytes
 from onnxguard.report import EvasionCheck, QueryStats, Rate, load_report
 from tests import report_fixtures as rf
@@ -465,7 +466,8 @@ def test_tabular_model_with_checks_that_could_not_run(tabular, tmp_path):
 
 def test_cli_render_verifies_signed_reports(scans, tmp_path, capsys):
     """A signed report is verified before rendering; the page names the key; any failure writes no page."""
-    from onnxguard.signing import keyid, load_private_key, sign_report, write_keypair
+    from onnxguard.keys import keyid, load_private_key, write_keypair
+    from onnxguard.signing import sign_report
 
     priv, pub = write_keypair(tmp_path / "reviewer")
     _, other_pub = write_keypair(tmp_path / "stranger")

@@ -191,7 +191,8 @@ def test_registry_admission_end_to_end(mlflow_server: str, tmp_path: Path) -> No
         assert hashlib.sha256(blob).hexdigest() == ok["onnxguard.report_sha256"]
         doc = json.loads(blob)
         if engine.HAS_SIGNING:
-            from onnxguard.signing import load_public_key, verify_envelope
+            from onnxguard.keys import load_public_key
+            from onnxguard.verify import verify_envelope
 
             assert ok["onnxguard.signed"] == "true" and "signatures" in doc
             pub = load_public_key(tmp_path / "state" / "receiver.pub.pem")

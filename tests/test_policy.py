@@ -7,7 +7,8 @@ import pytest
 from onnxguard.cli import main
 from onnxguard.errors import PolicyError
 from onnxguard.grading import grade_report
-from onnxguard.policy import Thresholds, grade_rate, load_policy, parse_policy, shipped_policies
+from onnxguard.grading import grade_rate
+from onnxguard.policy import Thresholds, load_policy, parse_policy, shipped_policies
 from onnxguard.report import LEVELS, VERDICTS, Rate
 from onnxguard.scan import ScanOptions, run_scan
 from tests.conftest import EXAMPLE_DATA, EXAMPLE_MODEL

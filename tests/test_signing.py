@@ -15,7 +15,9 @@ import pytest
 import rfc8785
 from cryptography.hazmat.primitives import serialization
 
+from onnxguard import keys as K
 from onnxguard import signing as S
+from onnxguard import verify as V
 from onnxguard.cli import main
 from onnxguard.errors import BadInputError, KeyFileError, VerificationError
 from onnxguard.report import Interval, Quantity, Report
@@ -33,7 +35,7 @@ def report() -> Report:
 
 @pytest.fixture(scope="module")
 def keys():
-    return {k: S.generate_key(k) for k in KINDS}
+    return {k: K.generate_key(k) for k in KINDS}
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +67,8 @@ def _check(exc_info) -> str:
 
 def _sign_raw(payload: bytes, key) -> dict:
     """An envelope around arbitrary payload bytes, validly signed (for schema-check tests)."""
-    sig = S._sign(key, S.pae(S.PAYLOAD_TYPE, payload))
-    return {"payload": base64.b64encode(payload).decode(), "payloadType": S.PAYLOAD_TYPE, "signatures": [{"keyid": S.keyid(key), "sig": base64.b64encode(sig).decode()}]}
+    sig = K.sign_bytes(key, S.pae(S.PAYLOAD_TYPE, payload))
+    return {"payload": base64.b64encode(payload).decode(), "payloadType": S.PAYLOAD_TYPE, "signatures": [{"keyid": K.keyid(key), "sig": base64.b64encode(sig).decode()}]}
 
 
 # -- format and round trip ---------------------------------------------------
@@ -74,20 +76,20 @@ def _sign_raw(payload: bytes, key) -> dict:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_round_trip(kind, report, keys, envelopes):
-    v = S.verify_envelope(envelopes[kind], [keys[kind].public_key()], model_path=EXAMPLE_MODEL, policy="standard")
+    v = V.verify_envelope(envelopes[kind], [keys[kind].public_key()], model_path=EXAMPLE_MODEL, policy="standard")
     assert v.report.model_dump() == report.model_dump()
-    assert v.keyid == S.keyid(keys[kind]) and v.key_type == kind
-    assert [c.name for c in v.checks] == list(S.CHECKS) and all(c.ok for c in v.checks)
+    assert v.keyid == K.keyid(keys[kind]) and v.key_type == kind
+    assert [c.name for c in v.checks] == list(V.CHECKS) and all(c.ok for c in v.checks)
     assert v.verdict == report.summary.verdict
     # also from the JSON text, as written to disk
-    assert S.verify_envelope(json.dumps(envelopes[kind]), keys[kind].public_key()).report.model.sha256 == report.model.sha256
+    assert V.verify_envelope(json.dumps(envelopes[kind]), keys[kind].public_key()).report.model.sha256 == report.model.sha256
 
 
 def test_trusted_keys_as_files(tmp_path, keys, envelopes):
     pub = tmp_path / "k.pub.pem"
-    pub.write_bytes(S.public_pem(keys["ed25519"]))
-    assert S.verify_envelope(envelopes["ed25519"], str(pub)).key_type == "ed25519"
-    assert S.verify_envelope(envelopes["ed25519"], [pub]).key_type == "ed25519"
+    pub.write_bytes(K.public_pem(keys["ed25519"]))
+    assert V.verify_envelope(envelopes["ed25519"], str(pub)).key_type == "ed25519"
+    assert V.verify_envelope(envelopes["ed25519"], [pub]).key_type == "ed25519"
 
 
 def test_statement_format(report, keys, envelopes):
@@ -122,10 +124,10 @@ def test_external_data_digest_is_checked(tmp_path, report, keys):
     r = report.model_copy(deep=True)
     r.model.external_data = [FileDigest(path="weights.bin", sha256=hashlib.sha256(b"abc").hexdigest(), size_bytes=3)]
     env = S.sign_report(r, keys["ed25519"])
-    S.verify_envelope(env, keys["ed25519"].public_key(), model_path=model)
+    V.verify_envelope(env, keys["ed25519"].public_key(), model_path=model)
     (tmp_path / "weights.bin").write_bytes(b"abd")
     with pytest.raises(VerificationError) as e:
-        S.verify_envelope(env, keys["ed25519"].public_key(), model_path=model)
+        V.verify_envelope(env, keys["ed25519"].public_key(), model_path=model)
     assert _check(e) == "model-digest" and "weights.bin" in str(e.value)
 
 
@@ -134,7 +136,7 @@ def test_unbounded_interval_survives_signing(report, keys):
     r = report.model_copy(deep=True)
     chk = r.checks[0]
     chk.min_perturbation = Quantity(median=0.5, mean=0.5, ci=Interval(low=0.1, high=float("inf"), method="order-statistics"), n=5, n_infinite=3)
-    v = S.verify_envelope(S.sign_report(r, keys["ecdsa-p256"]), keys["ecdsa-p256"].public_key())
+    v = V.verify_envelope(S.sign_report(r, keys["ecdsa-p256"]), keys["ecdsa-p256"].public_key())
     assert v.report.checks[0].min_perturbation.ci.high == float("inf")
 
 
@@ -150,7 +152,7 @@ def test_every_payload_byte_flip_fails_signature(kind, keys, envelopes):
         bad = bytearray(payload)
         bad[i] ^= 0x01
         with pytest.raises(VerificationError) as e:
-            S.verify_envelope(_with_payload(env, bytes(bad)), [pub])
+            V.verify_envelope(_with_payload(env, bytes(bad)), [pub])
         assert e.value.check == "signature", i
 
 
@@ -165,7 +167,7 @@ def test_every_base64_payload_character_changed_fails(keys, envelopes):
             continue
         swapped = text[:i] + alphabet[(alphabet.index(ch) + 1) % 64] + text[i + 1 :]
         with pytest.raises(VerificationError) as e:
-            S.verify_envelope({**env, "payload": swapped}, [pub])
+            V.verify_envelope({**env, "payload": swapped}, [pub])
         seen.add(e.value.check)
     assert seen <= {"signature", "envelope"} and "signature" in seen
 
@@ -179,11 +181,11 @@ def test_every_signature_byte_flip_fails_signature(kind, keys, envelopes):
             bad = bytearray(sig)
             bad[i] ^= mask
             with pytest.raises(VerificationError) as e:
-                S.verify_envelope(_with_sig(env, bytes(bad)), [pub])
+                V.verify_envelope(_with_sig(env, bytes(bad)), [pub])
             assert e.value.check == "signature", (i, mask)
     for bad in (b"", sig[:-1], sig + b"\0"):
         with pytest.raises(VerificationError) as e:
-            S.verify_envelope(_with_sig(env, bad), [pub])
+            V.verify_envelope(_with_sig(env, bad), [pub])
         assert e.value.check == "signature"
 
 
@@ -191,7 +193,7 @@ def test_every_model_byte_flip_fails_model_digest(tmp_path, keys, envelopes):
     env, pub = envelopes["ecdsa-p256"], keys["ecdsa-p256"].public_key()
     model = tmp_path / "digits_mlp.onnx"
     shutil.copy(EXAMPLE_MODEL, model)
-    S.verify_envelope(env, [pub], model_path=model)
+    V.verify_envelope(env, [pub], model_path=model)
     subjects = json.loads(_payload(env))["subject"]
     size = model.stat().st_size
     # every byte through the digest check that verify_envelope runs ...
@@ -203,7 +205,7 @@ def test_every_model_byte_flip_fails_model_digest(tmp_path, keys, envelopes):
             f.write(bytes([b[0] ^ 0x01]))
             f.flush()
             with pytest.raises(VerificationError) as e:
-                S._check_model(model, subjects)
+                V._check_model(model, subjects)
             assert e.value.check == "model-digest", i
             f.seek(i)
             f.write(b)
@@ -215,31 +217,31 @@ def test_every_model_byte_flip_fails_model_digest(tmp_path, keys, envelopes):
         bad[i] ^= 0xFF
         model.write_bytes(bytes(bad))
         with pytest.raises(VerificationError) as e:
-            S.verify_envelope(env, [pub], model_path=model)
+            V.verify_envelope(env, [pub], model_path=model)
         assert e.value.check == "model-digest", i
     model.write_bytes(data + b"\0")
     with pytest.raises(VerificationError) as e:
-        S.verify_envelope(env, [pub], model_path=model)
+        V.verify_envelope(env, [pub], model_path=model)
     assert e.value.check == "model-digest"
 
 
 def test_other_key_fails(keys, envelopes):
     env = envelopes["ecdsa-p256"]
-    other = S.generate_key("ecdsa-p256")
+    other = K.generate_key("ecdsa-p256")
     with pytest.raises(VerificationError) as e:
-        S.verify_envelope(env, [other.public_key()])
+        V.verify_envelope(env, [other.public_key()])
     assert _check(e) == "signature" and "not a trusted key" in str(e.value)
     # a forged keyid does not help: the signature itself must verify
-    forged = {**env, "signatures": [{**env["signatures"][0], "keyid": S.keyid(other)}]}
+    forged = {**env, "signatures": [{**env["signatures"][0], "keyid": K.keyid(other)}]}
     with pytest.raises(VerificationError) as e:
-        S.verify_envelope(forged, [other.public_key()])
+        V.verify_envelope(forged, [other.public_key()])
     assert _check(e) == "signature"
     # nor does an Ed25519 key, nor the envelope of the other kind
     with pytest.raises(VerificationError) as e:
-        S.verify_envelope(envelopes["ed25519"], [keys["ecdsa-p256"].public_key()])
+        V.verify_envelope(envelopes["ed25519"], [keys["ecdsa-p256"].public_key()])
     assert _check(e) == "signature"
     # any one of several trusted keys is enough
-    assert S.verify_envelope(env, [other.public_key(), keys["ecdsa-p256"].public_key()]).keyid == S.keyid(keys["ecdsa-p256"])
+    assert V.verify_envelope(env, [other.public_key(), keys["ecdsa-p256"].public_key()]).keyid == K.keyid(keys["ecdsa-p256"])
 
 
 # -- independent verifiers ---------------------------------------------------
@@ -269,7 +271,7 @@ def test_securesystemslib_verifies(kind, keys, envelopes):
 def test_openssl_verifies(kind, tmp_path, keys, envelopes):
     env = envelopes[kind]
     pub = tmp_path / "pub.pem"
-    pub.write_bytes(S.public_pem(keys[kind]))
+    pub.write_bytes(K.public_pem(keys[kind]))
     sig = tmp_path / "sig.bin"
     sig.write_bytes(base64.b64decode(env["signatures"][0]["sig"]))
     good = _independent_pae(env["payloadType"], _payload(env))
@@ -311,17 +313,17 @@ def test_envelope_check(report, keys, envelopes):
     ]
     for case in cases:
         with pytest.raises(VerificationError) as e:
-            S.verify_envelope(case, [pub])
+            V.verify_envelope(case, [pub])
         assert _check(e) == "envelope", case if not isinstance(case, str) else case[:40]
     with pytest.raises(VerificationError, match="plain, unsigned"):
-        S.verify_envelope(report.model_dump_json(), [pub])
+        V.verify_envelope(report.model_dump_json(), [pub])
     # DSSE allows URL-safe base64 and unpadded base64: still the same signed bytes
     urlsafe = {**env, "payload": base64.urlsafe_b64encode(_payload(env)).decode().rstrip("=")}
-    S.verify_envelope(urlsafe, [pub])
+    V.verify_envelope(urlsafe, [pub])
     # but not a second spelling of the same bytes (non-zero padding bits)
-    assert S._b64decode("QQ==", "x") == S._b64decode("QQ", "x") == b"A" and base64.b64decode("QR==") == b"A"
+    assert V._b64decode("QQ==", "x") == V._b64decode("QQ", "x") == b"A" and base64.b64decode("QR==") == b"A"
     with pytest.raises(VerificationError):
-        S._b64decode("QR==", "x")
+        V._b64decode("QR==", "x")
     p = env["payload"]
     if p.endswith("="):
         alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
@@ -329,7 +331,7 @@ def test_envelope_check(report, keys, envelopes):
         twin = last[:-1] + alphabet[alphabet.index(last[-1]) ^ 1] + p[len(last):]
         assert base64.b64decode(twin) == _payload(env)
         with pytest.raises(VerificationError) as e:
-            S.verify_envelope({**env, "payload": twin}, [pub])
+            V.verify_envelope({**env, "payload": twin}, [pub])
         assert _check(e) == "envelope"
 
 
@@ -347,12 +349,12 @@ def test_schema_check(report, keys):
     }
     for what, bad in cases.items():
         with pytest.raises(VerificationError) as e:
-            S.verify_envelope(_sign_raw(rfc8785.dumps(bad), key), [key.public_key()])
+            V.verify_envelope(_sign_raw(rfc8785.dumps(bad), key), [key.public_key()])
         assert _check(e) == "schema", what
     # a signed payload that means two things to two parsers is refused
     dup = b'{"_type":"x",' + rfc8785.dumps(st)[1:]
     with pytest.raises(VerificationError, match="duplicate key") as e:
-        S.verify_envelope(_sign_raw(dup, key), [key.public_key()])
+        V.verify_envelope(_sign_raw(dup, key), [key.public_key()])
     assert _check(e) == "schema"
 
 
@@ -360,10 +362,10 @@ def test_policy_check(tmp_path, report, keys, envelopes):
     pub = keys["ecdsa-p256"].public_key()
     env = envelopes["ecdsa-p256"]
     assert report.policy.name == "standard" and report.summary.verdict == "fail"
-    S.verify_envelope(env, [pub], policy="standard", require_verdict="fail")
+    V.verify_envelope(env, [pub], policy="standard", require_verdict="fail")
     for kwargs in ({"policy": "strict"}, {"require_verdict": "pass"}, {"require_verdict": "warn"}):
         with pytest.raises(VerificationError) as e:
-            S.verify_envelope(env, [pub], **kwargs)
+            V.verify_envelope(env, [pub], **kwargs)
         assert _check(e) == "policy", kwargs
     # same name, different content: not the policy that was required
     from onnxguard.policy import POLICY_DIR
@@ -371,20 +373,20 @@ def test_policy_check(tmp_path, report, keys, envelopes):
     edited = tmp_path / "standard.toml"
     edited.write_text((POLICY_DIR / "standard.toml").read_text() + "\n# edited\n")
     with pytest.raises(VerificationError) as e:
-        S.verify_envelope(env, [pub], policy=str(edited))
+        V.verify_envelope(env, [pub], policy=str(edited))
     assert _check(e) == "policy"
 
 
 def test_check_envelope_reports_each_check(tmp_path, keys, envelopes):
     model = tmp_path / "m.onnx"
     model.write_bytes(EXAMPLE_MODEL.read_bytes() + b"x")
-    outcomes, verified = S.check_envelope(envelopes["ecdsa-p256"], [keys["ecdsa-p256"].public_key()], model_path=model)
+    outcomes, verified = V.check_envelope(envelopes["ecdsa-p256"], [keys["ecdsa-p256"].public_key()], model_path=model)
     assert verified is None
     assert [(o.name, o.status) for o in outcomes] == [
         ("envelope", "ok"), ("signature", "ok"), ("schema", "ok"), ("model-digest", "failed"), ("policy", "not requested"),
     ]
     with pytest.raises(BadInputError):
-        S.check_envelope(envelopes["ecdsa-p256"], [keys["ecdsa-p256"].public_key()], model_path=tmp_path / "missing.onnx")
+        V.check_envelope(envelopes["ecdsa-p256"], [keys["ecdsa-p256"].public_key()], model_path=tmp_path / "missing.onnx")
 
 
 # -- keys ----------------------------------------------------------------------
@@ -395,67 +397,67 @@ def test_check_envelope_reports_each_check(tmp_path, keys, envelopes):
 def test_keypair_files_and_modes(tmp_path, kind, umask):
     old = os.umask(umask)
     try:
-        priv, pub = S.write_keypair(tmp_path / "k", kind=kind)
+        priv, pub = K.write_keypair(tmp_path / "k", kind=kind)
     finally:
         os.umask(old)
     assert (priv.name, pub.name) == ("k.pem", "k.pub.pem")
     assert stat.S_IMODE(priv.stat().st_mode) == 0o600
-    k = S.load_private_key(priv)
-    assert S.key_type(k) == kind and S.keyid(S.load_public_key(pub)) == S.keyid(k)
+    k = K.load_private_key(priv)
+    assert K.key_type(k) == kind and K.keyid(K.load_public_key(pub)) == K.keyid(k)
     with pytest.raises(KeyFileError, match="already exists"):
-        S.write_keypair(tmp_path / "k", kind=kind)
-    S.write_keypair(tmp_path / "k.pem", kind=kind, overwrite=True)  # a trailing .pem is tolerated
-    assert stat.S_IMODE(priv.stat().st_mode) == 0o600 and S.keyid(S.load_private_key(priv)) != S.keyid(k)
+        K.write_keypair(tmp_path / "k", kind=kind)
+    K.write_keypair(tmp_path / "k.pem", kind=kind, overwrite=True)  # a trailing .pem is tolerated
+    assert stat.S_IMODE(priv.stat().st_mode) == 0o600 and K.keyid(K.load_private_key(priv)) != K.keyid(k)
 
 
 def test_passphrase_protected_key(tmp_path, report):
-    priv, pub = S.write_keypair(tmp_path / "p", passphrase="correct horse")
+    priv, pub = K.write_keypair(tmp_path / "p", passphrase="correct horse")
     assert b"ENCRYPTED PRIVATE KEY" in priv.read_bytes()
     with pytest.raises(KeyFileError, match="passphrase-protected"):
-        S.load_private_key(priv)
+        K.load_private_key(priv)
     with pytest.raises(KeyFileError, match="wrong passphrase"):
-        S.load_private_key(priv, "battery staple")
-    key = S.load_private_key(priv, "correct horse")
-    S.verify_envelope(S.sign_report(report, key), [S.load_public_key(pub)])
+        K.load_private_key(priv, "battery staple")
+    key = K.load_private_key(priv, "correct horse")
+    V.verify_envelope(S.sign_report(report, key), [K.load_public_key(pub)])
 
 
 def test_key_loading_errors(tmp_path):
-    priv, pub = S.write_keypair(tmp_path / "k")
+    priv, pub = K.write_keypair(tmp_path / "k")
     with pytest.raises(KeyFileError, match="private key"):
-        S.load_public_key(priv)
+        K.load_public_key(priv)
     with pytest.raises(KeyFileError, match="public key"):
-        S.load_private_key(pub)
+        K.load_private_key(pub)
     with pytest.raises(KeyFileError, match="cannot read"):
-        S.load_public_key(tmp_path / "missing.pub.pem")
+        K.load_public_key(tmp_path / "missing.pub.pem")
     (tmp_path / "junk.pem").write_text("hello")
     with pytest.raises(KeyFileError):
-        S.load_public_key(tmp_path / "junk.pem")
+        K.load_public_key(tmp_path / "junk.pem")
     from cryptography.hazmat.primitives.asymmetric import ec
 
     p384 = tmp_path / "p384.pub.pem"
     p384.write_bytes(ec.generate_private_key(ec.SECP384R1()).public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     with pytest.raises(KeyFileError, match="unsupported"):
-        S.load_public_key(p384)
+        K.load_public_key(p384)
 
 
 def test_default_key_created_once_with_message(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
-    k1 = S.default_key()
+    k1 = K.default_key()
     msg = capsys.readouterr().err
     path = tmp_path / "cfg" / "onnxguard" / "signing-key.pem"
     assert str(path) in msg and "created" in msg
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert (path.parent / "signing-key.pub.pem").is_file()
-    k2 = S.default_key()
-    assert S.keyid(k1) == S.keyid(k2) and capsys.readouterr().err == ""
+    k2 = K.default_key()
+    assert K.keyid(k1) == K.keyid(k2) and capsys.readouterr().err == ""
     # the environment variable wins, and is never created
-    other, _ = S.write_keypair(tmp_path / "other")
+    other, _ = K.write_keypair(tmp_path / "other")
     monkeypatch.setenv("ONNXGUARD_SIGNING_KEY", str(other))
-    assert S.keyid(S.default_key()) == S.keyid(S.load_private_key(other))
+    assert K.keyid(K.default_key()) == K.keyid(K.load_private_key(other))
     monkeypatch.setenv("ONNXGUARD_SIGNING_KEY", str(tmp_path / "nope.pem"))
     with pytest.raises(KeyFileError):
-        S.default_key()
+        K.default_key()
 
 
 # -- CLI -------------------------------------------------------------------------
@@ -497,7 +499,7 @@ def test_cli_verify_failures_exit_1(cli_env, tmp_path, capsys):
     assert main(["verify", str(out), "--key", pub, "--require-verdict", "pass"]) == 1
     assert "policy        FAILED" in capsys.readouterr().out
     assert main(["verify", str(out), "--key", pub, "--policy", "strict"]) == 1
-    S.write_keypair(tmp_path / "other")
+    K.write_keypair(tmp_path / "other")
     assert main(["verify", str(out), "--key", str(tmp_path / "other.pub.pem")]) == 1
     assert "signature     FAILED" in capsys.readouterr().out
     env = json.loads(out.read_text())

@@ -25,7 +25,7 @@ from .search import run_search
 
 if TYPE_CHECKING:
     from ..policy import BackdoorSpec
-    from ..scan import Prepared
+    from ..evasion import Prepared
 
 
 def search_backdoors(

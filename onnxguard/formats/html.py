@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..report import EvasionCheck, Grade, Quantity, Rate, Report
-from .envelope import resolve
+from ..verify import Verification
 from .png import PNG_SIGNATURE, data_uri, image_layout, png_bytes, scale_to_unit, to_pixels, upscale
 from .svg import Bar, CurveDatum, bar_svg, curve_svg, esc
 
@@ -38,17 +38,17 @@ LEVEL_MARK = {"low": "○ low", "medium": "◐ medium", "high": "● high", "cri
 VERDICT_MARK = {"pass": "✓ PASS", "warn": "! WARN", "fail": "✗ FAIL"}
 
 
-@dataclass(frozen=True)
-class Verification:
-    """How the page's report was obtained. ``verified`` is True only when the
-    signature was checked against a trusted key; ``checks`` names what held."""
-
-    keyid: str
-    verified: bool = True
-    key_source: str | None = None
-    key_type: str | None = None
-    checks: tuple[str, ...] = ()
-    note: str | None = None
+def resolve(path: str | None, base_dir: Path | None) -> Path | None:
+    """A file recorded in a report: as recorded, else relative to the report's folder, else by name there."""
+    if not path:
+        return None
+    p = Path(path)
+    if p.is_file() or base_dir is None:
+        return p
+    for cand in (base_dir / p, base_dir / p.name):
+        if cand.is_file():
+            return cand
+    return p
 
 
 @dataclass

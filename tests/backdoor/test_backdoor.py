@@ -24,7 +24,8 @@ from onnxguard.backdoor import search_backdoors  # noqa: E402
 from onnxguard.backdoor.anomaly import anomaly_indices  # noqa: E402
 from onnxguard.png import write_png  # noqa: E402
 from onnxguard.policy import BackdoorSpec, load_policy, parse_policy  # noqa: E402
-from onnxguard.scan import ScanOptions, prepare, run_scan  # noqa: E402
+from onnxguard.evasion import prepare  # noqa: E402
+from onnxguard.scan import ScanOptions, run_scan  # noqa: E402
 
 FIX = HERE / "fixtures"
 MANIFEST = json.loads((FIX / "manifest.json").read_text())

@@ -20,7 +20,7 @@ from onnxguard.errors import OnnxGuardError
 from onnxguard.policy import parse_policy
 from onnxguard.report import Report
 from onnxguard.scan import ScanOptions, run_scan
-from onnxguard.static import static_report
+from onnxguard.assemble import static_report
 from tests.hostile.build_corpus import tiny_classifier
 
 POLICY = parse_policy(

@@ -43,7 +43,7 @@ def _settings(tracking_uri: Optional[str], state_dir: Path, default_policy: str,
 
     trusted = list(trust or [])
     if HAS_SIGNING:
-        from onnxguard.signing import keypair_paths, write_keypair
+        from onnxguard.keys import keypair_paths, write_keypair
 
         if key is None and sign:  # the receiver's own key, made on first start
             key, pub = keypair_paths(state_dir / "receiver")

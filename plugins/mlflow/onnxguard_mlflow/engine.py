@@ -32,9 +32,11 @@ except ImportError:  # pragma: no cover - depends on the installed onnxguard
     _scan_isolated = None
 
 try:  # issue 4
+    from onnxguard import keys as _keys
     from onnxguard import signing as _signing
+    from onnxguard import verify as _verify
 except ImportError:  # pragma: no cover - depends on the installed onnxguard
-    _signing = None
+    _keys = _signing = _verify = None  # type: ignore[assignment]
 
 HAS_SANDBOX = _scan_isolated is not None
 HAS_SIGNING = _signing is not None
@@ -103,7 +105,7 @@ class Sealer:
         if key_path is not None:
             if _signing is None:
                 raise BadInputError("a signing key was given but this onnxguard has no signing support (onnxguard.signing)")
-            self.key = _signing.load_private_key(key_path, passphrase)
+            self.key = _keys.load_private_key(key_path, passphrase)
 
     @property
     def signs(self) -> bool:
@@ -124,7 +126,7 @@ class Opener:
         if trusted_key_paths:
             if _signing is None:
                 raise BadInputError("trusted keys were given but this onnxguard has no signing support (onnxguard.signing)")
-            self.keys = [_signing.load_public_key(p) for p in trusted_key_paths]
+            self.keys = [_keys.load_public_key(p) for p in trusted_key_paths]
         self.allow_unsigned = allow_unsigned
 
     def open(self, data: bytes, model_path: Path, policy: LoadedPolicy) -> Report:
@@ -137,7 +139,7 @@ class Opener:
         if is_envelope:
             if _signing is None or not self.keys:
                 raise VerificationError("signature", "the report is signed but no trusted key is configured")
-            report = _signing.verify_envelope(doc, self.keys, model_path=model_path, policy=policy).report
+            report = _verify.verify_envelope(doc, self.keys, model_path=model_path, policy=policy).report
         else:
             if not self.allow_unsigned:
                 raise VerificationError("signature", "the report is not signed")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from onnxguard.errors import BadInputError, VerificationError
-from onnxguard.policy import worst_level, worst_verdict
+from onnxguard.grading import worst_level, worst_verdict
 from onnxguard.report import Report
 
 from . import registry as R
