@@ -362,13 +362,19 @@ def inspect(
         raise typer.Exit(EXIT_REJECTED)
 
 
+def _attack_names() -> list[str]:
+    from .attacks import ATTACKS
+
+    return list(ATTACKS)
+
+
 @app.command()
 def attack(
-    name: str = typer.Argument(..., help="attack: square, fd-pgd, fgsm, hopskipjump, sparse-rs, one-pixel"),
+    name: str = typer.Argument(..., help="attack: " + ", ".join(_attack_names())),
     model: Path = typer.Argument(..., help="the ONNX model"),
     data: Optional[Path] = typer.Option(None, "--data", help="samples: .npz (x, y), .npy or .csv"),
     norm: str = typer.Option("linf", "--norm", help="linf, l2 (l0 for L0 attacks)"),
-    epsilon: str = typer.Option(..., "--epsilon", help="fraction of the valid range (L0: number of pixels/features); a comma list gives a robustness curve"),
+    epsilon: Optional[str] = typer.Option(None, "--epsilon", help="fraction of the valid range (L0: number of pixels/features); a comma list gives a robustness curve; optional for minimisation attacks (hopskipjump), which report the smallest perturbation they find"),
     min_perturbation: bool = typer.Option(False, "--min-perturbation", help="also locate each sample's smallest breaking perturbation"),
     budget: int = typer.Option(1000, "--budget", min=1, help="model queries per sample"),
     samples: int = typer.Option(100, "--samples", min=1),
@@ -389,10 +395,22 @@ def attack(
     from .evasion import prepare, run_evasion_check
     from .options import ScanOptions
 
+    from .attacks import ATTACKS
+
+    known = ATTACKS.get(name)
+    if epsilon is None and (known is None or not known.minimisation):
+        raise BadInputError(f"--epsilon is required: {name} is a fixed-epsilon attack" if known else
+                            f"unknown attack '{name}': one of {', '.join(ATTACKS)}")
     try:
-        eps_vals = [float(e) for e in epsilon.split(",") if e.strip()]
+        eps_vals = [float(e) for e in epsilon.split(",") if e.strip()] if epsilon is not None else []
     except ValueError:
         raise BadInputError(f"--epsilon takes a number or a comma list of numbers, got '{epsilon}'") from None
+    pol = load_policy(None)
+    opts = ScanOptions(model_path=model, data_path=data, value_range=_parse_range(value_range), policy=pol, seed=seed)
+    rng = np.random.default_rng(seed)
+    prep = prepare(opts, pol, rng, samples)
+    if not eps_vals:  # a minimisation attack without an epsilon: any adversarial in the valid box counts
+        eps_vals = [1.0 if norm == "linf" else float(np.sqrt(np.prod(prep.model.sample_shape)))]
     try:
         spec = CheckSpec(
             id=f"{name}-{norm}", attack=name, norm=norm, epsilon=eps_vals[0] if len(eps_vals) == 1 else eps_vals,  # type: ignore[arg-type]
@@ -400,16 +418,13 @@ def attack(
         )
     except ValidationError as exc:
         raise BadInputError("; ".join(f"{'.'.join(map(str, e['loc'])) or name}: {e['msg']}" for e in exc.errors())) from None
-    pol = load_policy(None)
-    opts = ScanOptions(model_path=model, data_path=data, value_range=_parse_range(value_range), policy=pol, seed=seed)
-    rng = np.random.default_rng(seed)
-    prep = prepare(opts, pol, rng, samples)
     threat = "labels" if labels_only or not prep.model.has_scores else "scores"
     bars = ProgressBars(enabled=not quiet)
     chk = run_evasion_check(prep, spec, threat=threat, seed=seed, target=target, progress=bars(spec.check_id, 1000), save_dir=save_adversarials)
     if chk.status != "completed":
         raise BadInputError(f"{name} could not run: {chk.reason}")
-    typer.echo(f"attack        {chk.attack} ({norm}, epsilon {epsilon}{', target ' + str(target) if target is not None else ''})")
+    eps_text = f"epsilon {epsilon}" if epsilon is not None else "no epsilon: the smallest perturbation found is reported"
+    typer.echo(f"attack        {chk.attack} ({norm}, {eps_text}{', target ' + str(target) if target is not None else ''})")
     typer.echo(f"samples       {chk.n_samples} ({chk.n_attacked} correctly classified and attacked)")
     typer.echo(f"success rate  {_fmt_rate(chk.success_rate)}")
     if chk.queries:

@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from . import __version__
-from .attacks import ATTACKS
+from .attacks import ATTACKS, labels_only_attack
 from .curve import attack_over_epsilons
 from .data import Samples, fit_to_model, labels_for, load_data, resolve_domain, synthetic_samples
 from .errors import DataError
@@ -89,9 +89,6 @@ def pick_targets(y: np.ndarray, n_classes: int | None, spec_target: int | None, 
     return (y + off) % c
 
 
-LABELS_ONLY_SUBSTITUTE = "hopskipjump"
-
-
 def run_evasion_check(
     prep: Prepared,
     spec: CheckSpec,
@@ -119,10 +116,10 @@ def run_evasion_check(
     substituted = None
     if attack.needs_scores and threat == "labels":
         why = "the model outputs labels only" if not prep.model.has_scores else "the policy's threat model is labels-only"
-        sub = ATTACKS[LABELS_ONLY_SUBSTITUTE]
-        if spec.norm not in sub.norms:
+        sub = labels_only_attack(spec.norm)
+        if sub is None:
             return _not_run(spec, threat, f"{spec.attack} needs scores and {why}; no labels-only {spec.norm} attack is available", seed)
-        substituted = f"{spec.attack} needs scores and {why}: HopSkipJump (labels only) ran in its place"
+        substituted = f"{spec.attack} needs scores and {why}: {sub.title.split(' (')[0]} (labels only) ran in its place"
         attack = sub
     rng = np.random.default_rng([seed, _stable_hash(spec.check_id)])
     n_budget = budget or spec.budget
@@ -143,7 +140,7 @@ def run_evasion_check(
     n = len(idx)
     want_min = spec.min_perturbation if min_perturbation is None else min_perturbation
     opts: dict = {}
-    if attack.name == "hopskipjump":
+    if "starts" in attack.options:
         opts["starts"] = (prep.z, prep.pred)  # the other samples, whose labels the clean pass already knows
 
     def make_oracle(k: int) -> Oracle:

@@ -28,7 +28,6 @@ else:  # pragma: no cover
 
 POLICY_DIR = Path(__file__).parent / "policies"
 DEFAULT_POLICY = "standard"
-ATTACK_NAMES = ("square", "fd-pgd", "fgsm", "hopskipjump", "sparse-rs", "one-pixel")
 
 
 class _Strict(BaseModel):
@@ -83,7 +82,7 @@ class Thresholds(_Strict):
 
 class CheckSpec(_Strict):
     id: str | None = None
-    attack: Literal["square", "fd-pgd", "fgsm", "hopskipjump", "sparse-rs", "one-pixel"]
+    attack: str = Field(description="an attack of the registry, onnxguard.attacks.ATTACKS")
     norm: Literal["linf", "l2", "l0"]
     epsilon: float | list[float]
     samples: int = Field(default=100, ge=1, le=100_000)
@@ -92,6 +91,15 @@ class CheckSpec(_Strict):
     target: int | None = Field(default=None, ge=0)
     min_perturbation: bool = False
     success_rate: Thresholds | None = None
+
+    @field_validator("attack")
+    @classmethod
+    def _attack(cls, v: str) -> str:
+        from .attacks import ATTACKS
+
+        if v not in ATTACKS:
+            raise ValueError(f"unknown attack '{v}': one of {', '.join(ATTACKS)}")
+        return v
 
     @field_validator("epsilon")
     @classmethod
@@ -110,8 +118,8 @@ class CheckSpec(_Strict):
     def _consistent(self) -> "CheckSpec":
         from .attacks import ATTACKS
 
-        spec = ATTACKS.get(self.attack)
-        if spec is not None and self.norm not in spec.norms:
+        spec = ATTACKS[self.attack]
+        if self.norm not in spec.norms:
             raise ValueError(f"attack '{self.attack}' supports norms {list(spec.norms)}, not '{self.norm}'")
         if self.norm == "l0":
             for e in self.epsilons:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from onnxguard.attacks import ATTACKS
 from onnxguard.data import Samples, resolve_domain
-from onnxguard.errors import BudgetExhausted
+from onnxguard.errors import BadInputError, BudgetExhausted
 from onnxguard.model import load_model
 from onnxguard.oracle import Domain, Oracle
 
@@ -134,3 +136,31 @@ def test_targeted_reaches_target(image_setup, name):
     assert res.success.mean() >= 0.8
     out, _ = m.predict(dom.from_unit(res.z_adv[res.success]))
     np.testing.assert_array_equal(out.labels, target[res.success])
+
+
+def test_registry_declares_kind_access_and_norms():
+    """Every attack declares its kind, access and norms; names live only in the registry."""
+    from onnxguard.attacks import labels_only_attack
+    from onnxguard.policy import CheckSpec
+
+    for spec in ATTACKS.values():
+        assert spec.kind in ("fixed-epsilon", "minimisation") and spec.access in ("scores", "labels") and spec.norms
+        assert callable(spec.fn)
+    assert ATTACKS["hopskipjump"].minimisation and not ATTACKS["hopskipjump"].needs_scores
+    assert labels_only_attack("l2") is ATTACKS["hopskipjump"] and labels_only_attack("l0") is None
+    with pytest.raises(ValueError, match="unknown attack 'nope'"):
+        CheckSpec(attack="nope", norm="linf", epsilon=0.1, budget=10)
+
+
+def test_attack_cli_minimisation_needs_no_epsilon(tmp_path):
+    from typer.testing import CliRunner
+
+    from onnxguard.cli import app
+
+    ex = Path(__file__).resolve().parents[1] / "examples"
+    r = CliRunner().invoke(app, ["attack", "hopskipjump", str(ex / "digits_mlp.onnx"), "--data", str(ex / "digits.npz"),
+                                 "--norm", "l2", "--samples", "3", "--budget", "200", "-q"])
+    assert r.exit_code == 0, r.output
+    assert "smallest perturbation found is reported" in r.output and "min. perturb." in r.output
+    r = CliRunner().invoke(app, ["attack", "square", str(ex / "digits_mlp.onnx"), "--data", str(ex / "digits.npz"), "-q"])
+    assert isinstance(r.exception, BadInputError) and "--epsilon is required" in str(r.exception)  # exit 2 in run_app

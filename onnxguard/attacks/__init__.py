@@ -1,38 +1,85 @@
-"""Evasion attacks, one module per family. ``ATTACKS`` maps a name to its spec."""
+"""Evasion attacks, one module per family. ``ATTACKS`` maps a name to its spec.
+
+Specs name their function by dotted path and import it on first use (as modelscan registers its
+scanners), so reading the registry (policy validation, the CLI's choices, report pages) loads no
+attack code and no numpy."""
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Literal
 
-from .base import AttackResult
-from .fd_pgd import fd_pgd, fgsm
-from .hopskipjump import hopskipjump
-from .one_pixel import one_pixel
-from .sparse_rs import sparse_rs
-from .square import square_attack
+if TYPE_CHECKING:  # pragma: no cover
+    from .base import AttackResult
+
+
+Kind = Literal["fixed-epsilon", "minimisation"]
+Access = Literal["scores", "labels"]
 
 
 @dataclass(frozen=True)
 class AttackSpec:
+    """One attack family, as the scan, the policy and the report see it (Foolbox's two kinds).
+
+    * ``kind``: a ``fixed-epsilon`` attack looks for an adversarial inside the epsilon ball it is given;
+      a ``minimisation`` attack returns the smallest perturbation it found, so one run answers every
+      epsilon and it needs no epsilon at all;
+    * ``access``: what it needs from the model, ``scores`` or only ``labels``;
+    * ``spaces``: the input spaces it works on (``box``: a float tensor, normalised to [0, 1] per feature);
+    * ``options``: extra inputs the scan supplies (``starts``: other samples with their labels, as
+      starting points of a decision-based search)."""
+
     name: str
-    fn: Callable[..., AttackResult]
+    entry: str  # "module:function" inside onnxguard.attacks
     norms: tuple[str, ...]
-    needs_scores: bool
+    kind: Kind
+    access: Access
+    title: str
     description: str
-    minimisation: bool = False  # returns the smallest perturbation it found (one run answers every epsilon)
+    spaces: tuple[str, ...] = ("box",)
+    options: tuple[str, ...] = ()
+
+    @property
+    def fn(self) -> Callable[..., "AttackResult"]:
+        module, func = self.entry.split(":")
+        return getattr(importlib.import_module(f"{__name__}.{module}"), func)
+
+    @property
+    def needs_scores(self) -> bool:
+        return self.access == "scores"
+
+    @property
+    def minimisation(self) -> bool:
+        return self.kind == "minimisation"
 
 
-ATTACKS: dict[str, AttackSpec] = {
-    "square": AttackSpec("square", square_attack, ("linf", "l2"), True, "Square Attack: score-based random search (Andriushchenko et al. 2020)"),
-    "fd-pgd": AttackSpec("fd-pgd", fd_pgd, ("linf", "l2"), True, "PGD on finite-difference (NES / coordinate) gradient estimates"),
-    "fgsm": AttackSpec("fgsm", fgsm, ("linf", "l2"), True, "one-step FGSM on a finite-difference gradient estimate"),
-    "hopskipjump": AttackSpec(
-        "hopskipjump", hopskipjump, ("l2", "linf"), False,
-        "HopSkipJump: decision-based, labels only, minimises the perturbation (Chen et al. 2020)", minimisation=True,
-    ),
-    "sparse-rs": AttackSpec("sparse-rs", sparse_rs, ("l0",), True, "Sparse-RS: score-based random search over k pixels/features (Croce et al. 2022)"),
-    "one-pixel": AttackSpec("one-pixel", one_pixel, ("l0",), True, "differential evolution over k pixels/features (Su et al. 2019); for very small k"),
-}
+def _register(*specs: AttackSpec) -> dict[str, AttackSpec]:
+    return {s.name: s for s in specs}
 
-__all__ = ["ATTACKS", "AttackResult", "AttackSpec"]
+
+ATTACKS: dict[str, AttackSpec] = _register(
+    AttackSpec("square", "square:square_attack", ("linf", "l2"), "fixed-epsilon", "scores", "Square Attack (score-based random search)",
+               "Square Attack: score-based random search (Andriushchenko et al. 2020)"),
+    AttackSpec("fd-pgd", "fd_pgd:fd_pgd", ("linf", "l2"), "fixed-epsilon", "scores", "PGD on finite-difference gradient estimates",
+               "PGD on finite-difference (NES / coordinate) gradient estimates"),
+    AttackSpec("fgsm", "fd_pgd:fgsm", ("linf", "l2"), "fixed-epsilon", "scores", "FGSM on finite-difference gradient estimates",
+               "one-step FGSM on a finite-difference gradient estimate"),
+    AttackSpec("hopskipjump", "hopskipjump:hopskipjump", ("l2", "linf"), "minimisation", "labels", "HopSkipJump (decision-based, labels only)",
+               "HopSkipJump: decision-based, labels only, minimises the perturbation (Chen et al. 2020)", options=("starts",)),
+    AttackSpec("sparse-rs", "sparse_rs:sparse_rs", ("l0",), "fixed-epsilon", "scores", "Sparse-RS (few-pixel random search)",
+               "Sparse-RS: score-based random search over k pixels/features (Croce et al. 2022)"),
+    AttackSpec("one-pixel", "one_pixel:one_pixel", ("l0",), "fixed-epsilon", "scores", "One-pixel attack (differential evolution)",
+               "differential evolution over k pixels/features (Su et al. 2019); for very small k"),
+)
+
+
+def labels_only_attack(norm: str) -> AttackSpec | None:
+    """The attack that stands in for a score-based one when only labels are available, for ``norm``."""
+    for spec in ATTACKS.values():
+        if spec.access == "labels" and norm in spec.norms:
+            return spec
+    return None
+
+
+__all__ = ["ATTACKS", "AttackSpec", "labels_only_attack"]

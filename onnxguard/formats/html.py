@@ -16,6 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..attacks import ATTACKS
 from ..report import EvasionCheck, Grade, Quantity, Rate, Report
 from ..verify import Verification
 from .png import PNG_SIGNATURE, data_uri, image_layout, png_bytes, scale_to_unit, to_pixels, upscale
@@ -24,15 +25,16 @@ from .svg import Bar, CurveDatum, bar_svg, curve_svg, esc
 MAX_TRIPLETS = 4
 MAX_EMBED_BYTES = 2 * 1024 * 1024
 
-ATTACK_NAMES = {
-    "square": "Square Attack (score-based random search)",
-    "fd-pgd": "PGD on finite-difference gradient estimates",
-    "fgsm": "FGSM on finite-difference gradient estimates",
-    "hopskipjump": "HopSkipJump (decision-based, labels only)",
-    "sparse-rs": "Sparse-RS (few-pixel random search)",
-    "one-pixel": "One-pixel attack (differential evolution)",
-}
-LABEL_ONLY_ATTACKS = {"hopskipjump"}
+def attack_title(name: str) -> str:
+    spec = ATTACKS.get(name)
+    return spec.title if spec else name
+
+
+def _labels_only(name: str) -> bool:
+    spec = ATTACKS.get(name)
+    return spec is not None and spec.access == "labels"
+
+
 NORM_NAMES = {"linf": "L-infinity", "l2": "L2", "l0": "L0"}
 LEVEL_MARK = {"low": "○ low", "medium": "◐ medium", "high": "● high", "critical": "▲ critical"}
 VERDICT_MARK = {"pass": "✓ PASS", "warn": "! WARN", "fail": "✗ FAIL"}
@@ -110,7 +112,7 @@ def budget_phrase(check: EvasionCheck, eps: float, report: Report) -> str:
 
 def check_sentence(check: EvasionCheck, report: Report) -> str:
     """The plain-language statement of what one evasion check found."""
-    labels_only = check.threat_model == "labels" or check.attack in LABEL_ONLY_ATTACKS
+    labels_only = check.threat_model == "labels" or _labels_only(check.attack)
     who = "An attacker who sees only the predicted label" if labels_only else "An attacker who can query scores"
     if check.status != "completed":
         return f"This check was not run: {check.reason or 'no reason recorded'}."
@@ -276,7 +278,7 @@ def _overview(ctx: _Ctx) -> str:
     rows = []
     for c in r.checks:
         eps = f"{c.epsilon:g}" if c.epsilon is not None else "-"
-        rows.append([f'<a href="#check-{esc(c.id)}">{esc(c.id)}</a>', esc(ATTACK_NAMES.get(c.attack, c.attack)),
+        rows.append([f'<a href="#check-{esc(c.id)}">{esc(c.id)}</a>', esc(attack_title(c.attack)),
                      esc(f"{NORM_NAMES.get(c.norm, c.norm)} ≤ {eps}"),
                      esc(rate_text(c.success_rate)) if c.status == "completed" else esc(f"not run: {c.reason}"), _level(c.risk)])
     if r.backdoor is not None:
@@ -437,7 +439,7 @@ def _quantity_text(qty: Quantity, norm: str) -> str:
 
 def _check(ctx: _Ctx, c: EvasionCheck) -> str:
     head = (f'<section class="check" id="check-{esc(c.id)}" aria-labelledby="check-{esc(c.id)}-h">'
-            f'<h3 id="check-{esc(c.id)}-h">{esc(c.id)}: {esc(ATTACK_NAMES.get(c.attack, c.attack))}, '
+            f'<h3 id="check-{esc(c.id)}-h">{esc(c.id)}: {esc(attack_title(c.attack))}, '
             f"{esc(NORM_NAMES.get(c.norm, c.norm))} — risk {_level(c.risk)}</h3>")
     sentence = f'<p class="sentence">{esc(check_sentence(c, ctx.report))}</p>'
     if c.status != "completed":
