@@ -15,6 +15,7 @@ from typing import Callable, Optional
 import typer
 
 from .errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_REJECTED, EXIT_SCAN_FAILED, OnnxGuardError
+from .formats import FORMATS, get_format
 from .text import sanitize
 
 app = typer.Typer(
@@ -61,62 +62,6 @@ class ProgressBars:
         return update
 
 
-def _fmt_rate(rate: object) -> str:
-    if rate is None:
-        return "-"
-    r = rate  # type: ignore[assignment]
-    if r.n == 0:  # type: ignore[attr-defined]
-        return "n=0"
-    return f"{r.value:.1%} [{r.ci.low:.1%}, {r.ci.high:.1%}] n={r.n}"  # type: ignore[attr-defined]
-
-
-def print_summary(report: "object", out: Callable[[str], None]) -> None:
-    from .report import Report
-
-    assert isinstance(report, Report)
-    m = report.model
-    shape = f"{m.output_kind}, {m.n_classes or '?'} classes, input {m.sample_shape}" if m.output_kind else "not loaded (see below)"
-    out(f"model   {Path(m.path).name}  sha256:{m.sha256[:16]}…  {shape}")
-    if report.data:
-        d = report.data
-        out(f"data    {d.source} ({d.n_samples} samples{', SYNTHETIC' if d.synthetic else ''}; labels: {d.labels})")
-    if report.clean_accuracy:
-        out(f"clean accuracy {_fmt_rate(report.clean_accuracy)}")
-    rows = [("check", "eps", "success rate [95% CI]", "med. queries", "risk")]
-    for c in report.checks:
-        if c.status != "completed":
-            rows.append((c.id, f"{c.epsilon:g}" if c.epsilon is not None else "-", f"not run: {c.reason}", "-", c.risk or "-"))
-            continue
-        q = c.queries
-        rows.append((c.id, f"{c.epsilon:g}", _fmt_rate(c.success_rate), f"{q.median:.0f}" if q and q.median is not None else "-", c.risk or "-"))
-    if report.backdoor is not None:
-        b = report.backdoor
-        mai = f"{b.max_anomaly_index:.2f}" if b.max_anomaly_index is not None else "-"
-        flagged = ",".join(map(str, b.flagged_classes)) or "none"
-        rows.append(("backdoor", "-", f"{b.status}; max anomaly {mai}; flagged {flagged}", str(b.queries), b.risk or "-"))
-    for t in report.transfer:
-        rows.append((f"transfer:{t.attack}-{t.norm}", f"{t.epsilon:g}" if t.epsilon is not None else "-", f"transfer {_fmt_rate(t.transfer_rate)} from {Path(t.source_model).name}", "-", t.risk or "-"))
-    if report.static_findings:
-        worst = max(report.static_findings, key=lambda f: ["info", "low", "medium", "high", "critical"].index(f.severity))
-        rows.append(("static", "-", f"{len(report.static_findings)} finding(s), worst {worst.severity}", "-", "-"))
-    widths = [max(len(str(r[i])) for r in rows) for i in range(5)]
-    for r in rows:
-        out("  ".join(str(v).ljust(widths[i]) for i, v in enumerate(r)))
-    if report.notes:
-        for n in report.notes:
-            out(f"note: {n}")
-    if report.summary:
-        s = report.summary
-        pol = report.policy.name if report.policy else "-"
-        out(f"verdict {s.verdict.upper()}  (highest risk: {s.highest_risk}; policy {pol})")
-        for r in s.reasons[:12]:
-            out(f"  - {r}")
-    if report.timing:
-        t = report.timing
-        share = f", {t.ort_share:.0%} inside onnxruntime" if t.ort_share is not None else ""
-        out(f"time    {t.wall_s:.1f}s{share}; {t.queries_total} model queries")
-
-
 def _parse_range(value: Optional[str]) -> Optional[tuple[float, float]]:
     from .data import parse_range
 
@@ -128,7 +73,7 @@ def scan(
     model: Path = typer.Argument(..., help="the ONNX model to scan"),
     data: Optional[Path] = typer.Option(None, "--data", help="samples: .npz (x, y), .npy or .csv"),
     out: Optional[Path] = typer.Option(None, "--out", help="write the report here"),
-    fmt: Optional[str] = typer.Option(None, "--format", help="instead of the signed envelope: 'json' (plain report) or 'sarif'; to --out, else to stdout"),
+    fmt: Optional[str] = typer.Option(None, "--format", help="output format: " + ", ".join(FORMATS) + " (default with --out: dsse, the signed envelope); other formats are unsigned and go to --out, else to stdout"),
     policy: Optional[str] = typer.Option(None, "--policy", help="shipped policy name or a policy file (default: standard)"),
     seed: int = typer.Option(0, "--seed", help="random seed; the same seed gives the same report"),
     value_range: Optional[str] = typer.Option(None, "--range", help="valid input range 'lo,hi'"),
@@ -153,17 +98,21 @@ def scan(
 
     The model runs in a sandboxed child process (memory, CPU and wall-time limits); if it crashes or
     runs out of a limit, the report says so and the exit code is 3."""
+    from .formats.text import print_summary
     from .policy import load_policy
     from .scan import ScanOptions, run_scan
 
     if fail_on not in ("fail", "warn"):
         raise typer.BadParameter("--fail-on takes 'fail' or 'warn'")
-    if fmt not in (None, "json", "sarif"):
-        raise typer.BadParameter("--format takes 'json' or 'sarif'")
+    if fmt is not None and fmt not in FORMATS:
+        raise typer.BadParameter(f"--format takes one of {', '.join(FORMATS)}")
+    if fmt == "dsse" and out is None:
+        raise typer.BadParameter("--format dsse writes the signed envelope to --out")
+    signed_out = fmt in (None, "dsse")
     pol = load_policy(policy)
-    if fmt is not None and key is not None:
-        raise typer.BadParameter("--key signs the default output (a DSSE envelope); --format json|sarif writes unsigned output")
-    sign_plan = _signing_preflight(out if fmt is None else None, key, passphrase_env, no_sign)
+    if not signed_out and key is not None:
+        raise typer.BadParameter(f"--key signs the default output (a DSSE envelope); --format {fmt} writes unsigned output")
+    sign_plan = _signing_preflight(out if signed_out else None, key, passphrase_env, no_sign)
     opts = ScanOptions(
         model_path=model, data_path=data, value_range=_parse_range(value_range), policy=pol, seed=seed,
         budget=budget, samples=samples, save_adversarials=save_adversarials, target=target, transfer_from=transfer_from,
@@ -179,17 +128,15 @@ def scan(
         report, crashed = res.report, res.crashed
     if report.summary:
         report.summary.fail_on = fail_on  # type: ignore[assignment]
-    to_stdout = fmt is not None and out is None  # machine output on stdout: humans read stderr
+    to_stdout = not signed_out and out is None  # machine output on stdout: humans read stderr
     say: Callable[[str], None] = err if to_stdout else typer.echo
-    written = _write_reports(report, out if fmt is None else None, json_out, sign_plan)
-    if fmt is not None:
-        from .formats.base import JsonFormat
-        from .formats.sarif import SarifFormat
-
-        text = (SarifFormat() if fmt == "sarif" else JsonFormat()).render(report)
+    written = _write_reports(report, out if signed_out else None, json_out, sign_plan)
+    if not signed_out:
+        assert fmt is not None
+        text = get_format(fmt).render(report)
         if out:
             out.write_text(text, encoding="utf-8")
-            written.append(f"report  {out}  ({'SARIF 2.1.0' if fmt == 'sarif' else 'plain report'}, unsigned)")
+            written.append(f"report  {out}  ({get_format(fmt).description})")
         else:
             sys.stdout.write(text)
             sys.stdout.flush()
@@ -197,9 +144,7 @@ def scan(
     for line in written:
         say(line)
     if html:
-        from .formats.html import render
-
-        html.write_text(render(report), encoding="utf-8")
+        html.write_text(get_format("html").render(report), encoding="utf-8")
         say(f"page    {html}  (from the scan in memory, marked unsigned; `onnxguard report render --key` gives a verified page)")
     if crashed:
         err(f"onnxguard: error: scan failed: {crashed}")
@@ -391,8 +336,9 @@ def attack(
     from pydantic import ValidationError
 
     from .errors import BadInputError
-    from .policy import CheckSpec, load_policy
     from .evasion import prepare, run_evasion_check
+    from .formats.text import fmt_rate
+    from .policy import CheckSpec, load_policy
     from .options import ScanOptions
 
     from .attacks import ATTACKS
@@ -426,7 +372,7 @@ def attack(
     eps_text = f"epsilon {epsilon}" if epsilon is not None else "no epsilon: the smallest perturbation found is reported"
     typer.echo(f"attack        {chk.attack} ({norm}, {eps_text}{', target ' + str(target) if target is not None else ''})")
     typer.echo(f"samples       {chk.n_samples} ({chk.n_attacked} correctly classified and attacked)")
-    typer.echo(f"success rate  {_fmt_rate(chk.success_rate)}")
+    typer.echo(f"success rate  {fmt_rate(chk.success_rate)}")
     if chk.queries:
         typer.echo(f"queries       median {chk.queries.median:.0f}, mean {chk.queries.mean:.1f}, max {chk.queries.max} (budget {budget})" if chk.queries.median is not None else "queries       0")
     if chk.perturbation and chk.perturbation.median is not None:
@@ -437,7 +383,7 @@ def attack(
         ci = f" [{mp.ci.low:.4g}, {mp.ci.high:.4g}]" if mp.ci is not None else ""
         typer.echo(f"min. perturb. median {med}{ci} ({norm}; {mp.n_infinite} of {mp.n} not broken)")
     for pt in chk.robustness_curve:
-        typer.echo(f"  eps {pt.epsilon:<8g} robust accuracy {_fmt_rate(pt.robust_accuracy)}")
+        typer.echo(f"  eps {pt.epsilon:<8g} robust accuracy {fmt_rate(pt.robust_accuracy)}")
     share = chk.ort_time_s / chk.wall_time_s if chk.wall_time_s else 0.0
     typer.echo(f"wall time     {chk.wall_time_s:.2f}s ({share:.0%} inside onnxruntime)")
     typer.echo(f"finding       {chk.finding}")

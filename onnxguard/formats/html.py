@@ -19,6 +19,7 @@ import numpy as np
 from ..attacks import ATTACKS
 from ..report import EvasionCheck, Grade, Quantity, Rate, Report
 from ..verify import Verification
+from .base import OutputFormat, RenderContext
 from .png import PNG_SIGNATURE, data_uri, image_layout, png_bytes, scale_to_unit, to_pixels, upscale
 from .svg import Bar, CurveDatum, bar_svg, curve_svg, esc
 
@@ -726,3 +727,14 @@ def render(report: Report, *, verified: Verification | None = None,
         f'<meta name="generator" content="onnxguard {esc(report.tool.version)}">'
         f"<title>{esc(title)}</title><style>{CSS}</style></head>\n<body>{body}</body></html>\n"
     )
+
+
+class HtmlFormat(OutputFormat):
+    """The governance page: one self-contained HTML file (see :func:`render`)."""
+
+    name = "html"
+    description = "a self-contained HTML page for reviewers (marked unsigned unless verified)"
+
+    def render(self, report: Report, ctx: RenderContext | None = None) -> str:
+        c = ctx or RenderContext()
+        return render(report, verified=c.verified, adversarials=c.adversarials, base_dir=c.base_dir)

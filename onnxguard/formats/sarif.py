@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..report import Grade, Report
+from .base import OutputFormat, RenderContext
 
 SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 INFO_URI = "https://github.com/onnxguard/onnxguard"
@@ -30,10 +31,13 @@ def _result_level(verdict: str) -> tuple[str, str]:
     return "pass", "none"
 
 
-class SarifFormat:
+class SarifFormat(OutputFormat):
     """``render(report)`` returns a SARIF 2.1.0 log with one run."""
 
-    def render(self, report: Report) -> str:
+    name = "sarif"
+    description = "SARIF 2.1.0, for code-scanning tools (one result per finding that does not pass)"
+
+    def render(self, report: Report, ctx: RenderContext | None = None) -> str:
         return json.dumps(self.document(report), indent=2) + "\n"
 
     def document(self, report: Report) -> dict[str, Any]:
