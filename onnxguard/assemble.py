@@ -211,7 +211,7 @@ def static_report(model_path: Path | str, policy: LoadedPolicy | None = None) ->
     pol = lp.policy
     path = Path(model_path)
     raw = safeload.read_model(path, max_bytes=pol.limits.max_model_mb * 1024 * 1024, strict=False)
-    findings = inspect_model(raw, path, memory_limit=pol.limits.max_memory_mb * 1024 * 1024)
+    findings = inspect_model(raw, path, memory_limit=pol.limits.max_memory_mb * 1024 * 1024, checks=pol.static.checks)
     report = Report(
         tool=ToolInfo(version=__version__),
         created_at=now(),

@@ -149,8 +149,32 @@ class BackdoorSpec(_Strict):
     anomaly_threshold: float = Field(default=3.0, gt=0, description="a class is flagged when its trigger's anomaly index reaches this")
 
 
-class StaticSpec(_Strict):
+class StaticCheckSpec(_Strict):
+    """One static check's switch and options (``[static.checks.<id>]``)."""
+
     enabled: bool = True
+    options: dict[str, int | float | bool | str] = Field(default_factory=dict)
+
+
+class StaticSpec(_Strict):
+    enabled: bool = True  # grade the static findings
+    checks: dict[str, StaticCheckSpec] = Field(default_factory=dict, description="per check id of onnxguard.static.STATIC_CHECKS")
+
+    @model_validator(mode="after")
+    def _known(self) -> "StaticSpec":
+        from .static import STATIC_CHECKS
+
+        for cid, cfg in self.checks.items():
+            check = STATIC_CHECKS.get(cid)
+            if check is None:
+                raise ValueError(f"unknown static check '{cid}': one of {', '.join(STATIC_CHECKS)}")
+            if not cfg.enabled and check.can_refuse:
+                raise ValueError(f"static check '{cid}' decides whether a model may run at all and cannot be switched off")
+            unknown = set(cfg.options) - set(check.options)
+            if unknown:
+                raise ValueError(f"static check '{cid}' has no option {', '.join(sorted(unknown))}"
+                                 + (f" (options: {', '.join(check.options)})" if check.options else " (it takes no options)"))
+        return self
 
 
 class Limits(_Strict):

@@ -29,7 +29,7 @@ def inspect_file(opts: ScanOptions, policy: LoadedPolicy) -> tuple[object, list]
 
     lim = policy.policy.limits
     raw = safeload.read_model(opts.model_path, max_bytes=lim.max_model_mb * 1024 * 1024)
-    findings = inspect_model(raw, opts.model_path, memory_limit=lim.max_memory_mb * 1024 * 1024)
+    findings = inspect_model(raw, opts.model_path, memory_limit=lim.max_memory_mb * 1024 * 1024, checks=policy.policy.static.checks)
     refused = refusals(findings)
     if refused:
         raise ModelLoadError(f"{esc(opts.model_path.name, 200)} refused before running: " + "; ".join(f.detail for f in refused[:3]))

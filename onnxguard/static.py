@@ -25,7 +25,8 @@ import math
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -75,18 +76,62 @@ def _f(id: str, severity: str, title: str, detail: str, location: str | None = N
     )
 
 
-def inspect_model(raw: RawModel, model_path: Path | str | None = None, *, memory_limit: int = DEFAULT_MEMORY_LIMIT) -> list[StaticFinding]:
-    """Static findings for a model read by :func:`onnxguard.safeload.read_model`; most severe first."""
-    proto = raw.proto
-    w = walk(proto)
+@dataclass(frozen=True)
+class StaticContext:
+    """What a static check reads: the file as read by safeload, its walk, the memory limit, its options."""
+
+    raw: RawModel
+    walk: ModelWalk
+    memory_limit: int
+    options: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class StaticCheck:
+    """One entry of the static-check registry. A check that ``can_refuse`` decides whether a model may
+    run at all (a memory bomb, external data outside the folder): a policy cannot switch it off."""
+
+    id: str
+    fn: Callable[[StaticContext], list[StaticFinding]]
+    description: str
+    can_refuse: bool = False
+    options: Mapping[str, Any] = field(default_factory=dict)  # option name -> default
+
+
+def _register(*checks: StaticCheck) -> dict[str, StaticCheck]:
+    return {c.id: c for c in checks}
+
+
+STATIC_CHECKS: dict[str, StaticCheck] = _register(
+    StaticCheck("external-data", lambda c: _external(c.raw), "external data and every reference refused (traversal, links, offsets)",
+                can_refuse=True),
+    StaticCheck("domains", lambda c: _domains(c.raw.proto, c.walk), "custom or unknown operator domains; operators a domain does not define"),
+    StaticCheck("versions", lambda c: _versions(c.raw.proto, c.walk), "unusual IR versions and opsets"),
+    StaticCheck("allocations", lambda c: _allocations(c.walk, c.memory_limit), "operators that allocate from constant or input-controlled sizes; long loops",
+                can_refuse=True),
+    StaticCheck("tensors", lambda c: _tensors(c.walk, c.memory_limit), "giant initialisers, tensors whose data does not match their shape"),
+    StaticCheck("strings", lambda c: _strings(c.raw.proto, c.walk), "control characters, terminal escapes and markup in metadata, doc strings and names"),
+    StaticCheck("structure", lambda c: _structure(c.raw.proto, c.walk, int(c.options.get("max_subgraph_depth", MAX_SUBGRAPH_DEPTH))),
+                "control-flow subgraphs nested beyond a sane depth", options={"max_subgraph_depth": MAX_SUBGRAPH_DEPTH}),
+)
+
+
+def inspect_model(
+    raw: RawModel, model_path: Path | str | None = None, *, memory_limit: int = DEFAULT_MEMORY_LIMIT,
+    checks: Mapping[str, Any] | None = None,
+) -> list[StaticFinding]:
+    """Static findings for a model read by :func:`onnxguard.safeload.read_model`; most severe first.
+
+    ``checks`` is the policy's ``[static.checks]`` table: per check id, ``enabled`` and its options
+    (every registered check runs by default; checks that can refuse a model always run)."""
+    w = walk(raw.proto)
     out: list[StaticFinding] = []
-    out += _external(raw)
-    out += _domains(proto, w)
-    out += _versions(proto, w)
-    out += _allocations(w, memory_limit)
-    out += _tensors(w, memory_limit)
-    out += _strings(proto, w)
-    out += _structure(proto, w)
+    for check in STATIC_CHECKS.values():
+        cfg = (checks or {}).get(check.id)
+        if cfg is not None and not getattr(cfg, "enabled", True) and not check.can_refuse:
+            continue
+        opts = {**check.options, **(getattr(cfg, "options", None) or {})}
+        out += check.fn(StaticContext(raw, w, memory_limit, opts))
     out.sort(key=lambda f: -SEVERITIES.index(f.severity))
     return out
 
@@ -488,13 +533,13 @@ def _strings(proto: Any, w: ModelWalk) -> list[StaticFinding]:
 # -- structure ----------------------------------------------------------------------
 
 
-def _structure(proto: Any, w: ModelWalk) -> list[StaticFinding]:
+def _structure(proto: Any, w: ModelWalk, max_depth: int = MAX_SUBGRAPH_DEPTH) -> list[StaticFinding]:
     out = []
-    if w.max_depth > MAX_SUBGRAPH_DEPTH:
-        sev = "high" if w.max_depth > 4 * MAX_SUBGRAPH_DEPTH else "medium"
+    if w.max_depth > max_depth:
+        sev = "high" if w.max_depth > 4 * max_depth else "medium"
         deepest = max(w.graphs, key=lambda g: g.depth)
         out.append(_f("deep-subgraphs", sev, f"subgraphs nested {w.max_depth} levels deep",
-                      f"control-flow subgraphs nest beyond {MAX_SUBGRAPH_DEPTH} levels (deepest: {esc(deepest.where, 300)}); "
+                      f"control-flow subgraphs nest beyond {max_depth} levels (deepest: {esc(deepest.where, 300)}); "
                       "deep nesting is used to exhaust recursive parsers and optimisers", esc(deepest.where, 300)))
     if len(w.nodes) > 1_000_000:
         out.append(_f("node-count", "low", f"{len(w.nodes)} nodes", "an unusually large graph"))

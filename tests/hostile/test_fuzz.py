@@ -152,3 +152,36 @@ def test_sandboxed_mutations_give_report_or_clean_error(seed, tmp_path):
         assert str(exc)
         return
     assert isinstance(res.report, Report)
+
+
+def test_static_checks_are_a_registry_switchable_per_check(tmp_path):
+    """Each static check has its own switch and options in the policy; checks that can refuse a model cannot be switched off."""
+    from onnxguard.errors import PolicyError
+    from onnxguard.policy import parse_policy
+    from onnxguard.static import STATIC_CHECKS
+
+    base = b'[policy]\nname = "p"\nversion = "1"\n'
+    assert {"external-data", "allocations", "structure"} <= set(STATIC_CHECKS)
+    lp = parse_policy(base + b'[static.checks.strings]\nenabled = false\n[static.checks.structure]\noptions = { max_subgraph_depth = 2 }\n', "t")
+    assert not lp.policy.static.checks["strings"].enabled
+    for bad, what in [(b'[static.checks.allocations]\nenabled = false\n', "cannot be switched off"),
+                      (b'[static.checks.nope]\n', "unknown static check"),
+                      (b'[static.checks.structure]\noptions = { depth = 2 }\n', "has no option depth")]:
+        with pytest.raises(PolicyError, match=what):
+            parse_policy(base + bad, "t")
+    # the switch takes effect: a doc string with a terminal escape is a finding only while "strings" runs
+    import onnx.helper as oh
+
+    from onnxguard.safeload import read_model
+    from onnxguard.static import inspect_model
+
+    g = oh.make_graph([oh.make_node("Identity", ["x"], ["y"])], "g", [oh.make_tensor_value_info("x", 1, [1, 2])],
+                      [oh.make_tensor_value_info("y", 1, [1, 2])])
+    m = oh.make_model(g, opset_imports=[oh.make_opsetid("", 17)], doc_string="\x1b[31mred")
+    path = tmp_path / "m.onnx"
+    onnx.save(m, path)
+    raw = read_model(path, max_bytes=1 << 20)
+    assert any(f.id.startswith("control") or "escape" in f.title.lower() or f.id == "terminal-escape" for f in inspect_model(raw)), inspect_model(raw)
+    ids_on = {f.id for f in inspect_model(raw)}
+    ids_off = {f.id for f in inspect_model(raw, checks=lp.policy.static.checks)}
+    assert ids_on - ids_off and not ids_off - ids_on
