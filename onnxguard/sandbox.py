@@ -58,6 +58,7 @@ _SIGNALS = {
 class IsolatedResult:
     report: "Report"
     crashed: str | None = None  # what happened when the child died; None when it finished
+    timed_out: bool = False  # the wall-time limit killed it (retrying would only spend the time again)
 
 
 @dataclass(frozen=True)
@@ -162,8 +163,12 @@ def run_isolated(
     progress: "ProgressFactory | None" = None,
     *,
     python: str | None = None,
+    threads: int | None = None,
 ) -> IsolatedResult:
-    """Like :func:`scan_isolated`, and says whether the child died (for exit code 3)."""
+    """Like :func:`scan_isolated`, and says whether the child died (for exit code 3).
+
+    ``threads``: onnxruntime threads in the child (default: the CPUs, at most four); a fleet
+    running several scans at once gives each its share."""
     from . import safeload
     from .errors import ResourceLimitError, ScanFailed
     from .policy import load_policy
@@ -174,7 +179,7 @@ def run_isolated(
     # the parent checks the file (exists, regular, size) and hashes it; it never parses it
     sha, size = safeload.digest_model(Path(opts.model_path), max_bytes=lim.max_model_mb * 1024 * 1024)
 
-    threads = max(1, min(os.cpu_count() or 1, MAX_ORT_THREADS))
+    threads = max(1, min(threads or os.cpu_count() or 1, MAX_ORT_THREADS))
     cpu = lim.cpu_time_s if lim.cpu_time_s is not None else lim.timeout_s * (threads + 1)
     argv = [python or sys.executable, "-m", "onnxguard.sandbox", str(lim.max_memory_mb * 1024 * 1024), str(max(1, int(cpu + 0.999)))]
     rfd, wfd = os.pipe()
@@ -237,7 +242,8 @@ def run_isolated(
         what = state.crash
     else:
         what = _exit_text(proc.returncode, lim, state.stderr_tail)
-    return IsolatedResult(crash_report(opts, policy, what, sha=sha, size=size, lim=lim, static=state.static, model=state.model, wall_s=wall), crashed=what)
+    report = crash_report(opts, policy, what, sha=sha, size=size, lim=lim, static=state.static, model=state.model, wall_s=wall)
+    return IsolatedResult(report, crashed=what, timed_out=timed_out)
 
 
 class _Channel:
