@@ -150,6 +150,9 @@ def scan(
     max_memory: Optional[int] = typer.Option(None, "--max-memory", min=64, help="sandbox memory limit in MB (default: the policy's limits.max_memory_mb)"),
     timeout: Optional[float] = typer.Option(None, "--timeout", min=0.1, help="sandbox wall-time limit in seconds (default: the policy's limits.timeout_s)"),
     no_sandbox: bool = typer.Option(False, "--no-sandbox", help="run the model in this process, without resource limits (trusted models only)"),
+    executor: Optional[str] = typer.Option(None, "--executor", help="split the policy's checks over workers: local or ray (the report equals the unsplit one)"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="with --executor: workers to split over (default: the CPUs)"),
+    address: Optional[str] = typer.Option(None, "--address", help="with --executor ray: the cluster's address (default: start a local Ray)"),
 ) -> None:
     """Scan MODEL with the policy's checks and write a graded report (signed, with --out).
 
@@ -172,7 +175,19 @@ def scan(
         backdoor_out=backdoor_out,
     )
     crashed = None
-    if no_sandbox:
+    if executor is None and (workers is not None or address is not None):
+        raise typer.BadParameter("--workers and --address go with --executor local|ray")
+    if executor is not None:
+        from .fleet import get_executor
+        from .fleet.split import scan_split
+        from .sandbox import limits_for
+
+        if no_sandbox:
+            raise typer.BadParameter("--executor runs every shard in the sandbox; it cannot be combined with --no-sandbox")
+        with get_executor(executor, address, workers) as ex:
+            res = scan_split(opts, limits_for(pol, max_memory, timeout), ex, workers=workers)
+        report, crashed = res.report, res.crashed
+    elif no_sandbox:
         report = run_scan(opts, progress=ProgressBars(enabled=not quiet))
     else:
         from .sandbox import limits_for, run_isolated
