@@ -198,7 +198,8 @@ def _land(p: _Planned, out: ScanOutcome, layout: Layout, private_key: Any, publi
     _write_page(layout, p.entry.slug, vr.report, vr.keyid, vr.key_type, tuple(o.name for o in vr.checks if o.ok))
     _fill_row(row, vr.report, layout, p.entry.slug, hashlib.sha256(data).hexdigest())
     if out.kind == "report" and not is_crash_report(vr.report):
-        row.status, row.message = "scanned", (f"after {out.attempts} tries" if out.attempts > 1 else None)
+        tries = f"after {out.attempts} tries" if out.attempts > 1 else None
+        row.status, row.message = "scanned", "; ".join(m for m in (row.message, tries) if m) or None
     else:
         row.status, row.message = "crashed", out.message
 
