@@ -534,6 +534,7 @@ def fleet_scan(
     passphrase_env: Optional[str] = typer.Option(None, "--passphrase-env", help="environment variable holding the signing key's passphrase"),
     max_memory: Optional[int] = typer.Option(None, "--max-memory", min=64, help="sandbox memory limit per scan in MB (default: the policy's)"),
     timeout: Optional[float] = typer.Option(None, "--timeout", min=0.1, help="sandbox wall-time limit per scan in seconds (default: the policy's)"),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow registry for models:/ targets (default: $MLFLOW_TRACKING_URI)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no line per model"),
 ) -> None:
     """Scan many models; one signed report per model and a summary page. A rerun reuses every
@@ -553,7 +554,7 @@ def fleet_scan(
     assert plan is not None
     pw = _passphrase(passphrase_env)
     private = load_private_key(plan["key"], pw) if plan["key"] is not None else default_key(pw, notify=err)
-    entries = resolve(paths, Path(out) / ".cache")
+    entries = resolve(paths, Path(out) / ".cache", tracking_uri)
     if not entries:
         from .errors import BadInputError
 

@@ -144,14 +144,14 @@ def from_manifest(path: Path) -> list[FleetEntry]:
     return out
 
 
-def resolve(targets: list[str], cache_dir: Path) -> list[FleetEntry]:
+def resolve(targets: list[str], cache_dir: Path, tracking_uri: str | None = None) -> list[FleetEntry]:
     """Every model named by the command line's PATH arguments, in order, without duplicates."""
     entries: list[FleetEntry] = []
     for t in targets:
         if t.startswith("models:/"):
             from .mlflow_source import from_registry
 
-            entries += from_registry(t, cache_dir)
+            entries += from_registry(t, cache_dir, tracking_uri)
             continue
         p = Path(t)
         if p.is_dir():
