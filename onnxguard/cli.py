@@ -550,6 +550,10 @@ def fleet_scan(
     from .signing import default_key, load_private_key
 
     load_policy(policy)  # a broken default policy is a usage error before anything runs
+    if data is not None and not data.is_file():
+        from .errors import DataError
+
+        raise DataError(f"data file not found: {data}")
     plan = _signing_preflight(out, key, passphrase_env, False)
     assert plan is not None
     pw = _passphrase(passphrase_env)

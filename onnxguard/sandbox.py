@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:  # pragma: no cover
+    import threading
+
     from .policy import Limits, LoadedPolicy
     from .report import Report, StaticFinding
     from .scan import ProgressFactory, ScanOptions
@@ -164,11 +166,13 @@ def run_isolated(
     *,
     python: str | None = None,
     threads: int | None = None,
+    cancel: "threading.Event | None" = None,
 ) -> IsolatedResult:
     """Like :func:`scan_isolated`, and says whether the child died (for exit code 3).
 
     ``threads``: onnxruntime threads in the child (default: the CPUs, at most four); a fleet
-    running several scans at once gives each its share."""
+    running several scans at once gives each its share. ``cancel``: when set, the child is killed
+    (within a second) and the result is a crash report saying so."""
     from . import safeload
     from .errors import ResourceLimitError, ScanFailed
     from .policy import load_policy
@@ -205,7 +209,7 @@ def run_isolated(
             proc.stdin.close()
         except (BrokenPipeError, OSError):
             pass  # the child died at once; its exit status says why
-        timed_out = _pump(proc, rfd, state, deadline=time.monotonic() + lim.timeout_s)
+        timed_out = _pump(proc, rfd, state, deadline=time.monotonic() + lim.timeout_s, cancel=cancel)
     except BaseException:
         _kill(proc)
         raise
@@ -285,7 +289,7 @@ class _Channel:
             self.crash = str(msg.get("what"))
 
 
-def _pump(proc: subprocess.Popen, rfd: int, state: _Channel, deadline: float) -> bool:
+def _pump(proc: subprocess.Popen, rfd: int, state: _Channel, deadline: float, cancel: "threading.Event | None" = None) -> bool:
     """Read the child's messages and stderr until it exits; True when the deadline killed it."""
     import selectors
 
@@ -300,6 +304,10 @@ def _pump(proc: subprocess.Popen, rfd: int, state: _Channel, deadline: float) ->
         if left <= 0:
             _kill(proc)
             return True
+        if cancel is not None and cancel.is_set():
+            _kill(proc)
+            state.crash = "the scan was cancelled (its caller stopped)"
+            return False
         for key, _ in sel.select(timeout=min(left, 1.0)):
             data = os.read(key.fd, 1 << 16)
             if not data:

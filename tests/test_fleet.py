@@ -276,3 +276,23 @@ def test_executor_scan_is_a_drop_in_for_scan_isolated(fleet):
         junk.write_bytes(b"not a model")
         with pytest.raises(ModelLoadError):
             ex.scan(ScanOptions(model_path=junk, policy=pol))
+
+
+def test_closing_the_executor_on_an_error_kills_the_running_scans(fleet, tmp_path):
+    from onnxguard.fleet import ScanJob, Resources
+
+    d, models, priv, pub = fleet
+    pol = tmp_path / "slowish.toml"
+    pol.write_text(SLOWISH_POLICY.replace("budget = 1500", "budget = 200000"))  # minutes, unless cancelled
+    lp = load_policy(str(pol))
+    ex = get_executor("local", workers=1)
+    futs = [ex.submit(ScanJob(f"j{i}", ScanOptions(model_path=models[0], policy=lp), limits_for(lp), Resources())) for i in range(2)]
+    from tests.fleet_helpers import sandbox_children
+
+    deadline = time.monotonic() + 60
+    while not sandbox_children(os.getpid()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    ex.close(wait=False)
+    out = futs[0].result(timeout=30)
+    assert out.kind == "cancelled" and futs[1].cancelled()
+    assert not sandbox_children(os.getpid())

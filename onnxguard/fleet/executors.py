@@ -110,16 +110,21 @@ class LocalExecutor(Executor):
     name = "local"
 
     def __init__(self, workers: int | None = None) -> None:
+        import threading
+
         self.workers = max(1, workers or os.cpu_count() or 1)
         self._pool = cf.ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="onnxguard-fleet")
+        self._cancel = threading.Event()
 
     def default_cpus(self) -> int:
         return max(1, (os.cpu_count() or 1) // self.workers)
 
     def submit(self, job: ScanJob) -> "cf.Future[ScanOutcome]":
-        return self._pool.submit(execute, job)
+        return self._pool.submit(execute, job, self._cancel)
 
     def close(self, wait: bool = True) -> None:
+        if not wait:  # an error or an interrupt in the driver: kill the running scans (within a second)
+            self._cancel.set()
         self._pool.shutdown(wait=wait, cancel_futures=True)
 
 

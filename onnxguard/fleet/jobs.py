@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:  # pragma: no cover
+    import threading
+
     from ..report import Report
     from ..sandbox import SandboxLimits
     from ..scan import ScanOptions
 
-OutcomeKind = Literal["report", "crashed", "timed_out", "bad_input", "error", "worker_lost"]
+OutcomeKind = Literal["report", "crashed", "timed_out", "bad_input", "error", "worker_lost", "cancelled"]
 RETRYABLE: frozenset[str] = frozenset({"crashed", "worker_lost"})  # a FAIL verdict is a result, never retried
 
 
@@ -69,8 +71,10 @@ class ScanOutcome:
         return load_report(self.report_json) if self.report_json is not None else None
 
 
-def execute(job: ScanJob) -> ScanOutcome:
-    """Run one job in the sandbox on this worker; every failure becomes an outcome, never an exception."""
+def execute(job: ScanJob, cancel: "threading.Event | None" = None) -> ScanOutcome:
+    """Run one job in the sandbox on this worker; every failure becomes an outcome, never an exception.
+
+    ``cancel`` (local executor): when set, the sandbox child is killed and the outcome is ``cancelled``."""
     t0 = time.monotonic()
     worker = f"{socket.gethostname()}:{os.getpid()}"
     try:
@@ -78,7 +82,11 @@ def execute(job: ScanJob) -> ScanOutcome:
         from ..sandbox import run_isolated
 
         try:
-            res = run_isolated(job.opts, job.limits, threads=job.resources.cpus)
+            if cancel is not None and cancel.is_set():
+                return ScanOutcome(job.key, "cancelled", message="cancelled before it started", worker=worker)
+            res = run_isolated(job.opts, job.limits, threads=job.resources.cpus, cancel=cancel)
+            if cancel is not None and cancel.is_set():
+                return ScanOutcome(job.key, "cancelled", message=res.crashed or "cancelled", worker=worker, wall_s=time.monotonic() - t0)
         except BadInputError as exc:
             return ScanOutcome(job.key, "bad_input", message=str(exc), error_type=type(exc).__name__, worker=worker, wall_s=time.monotonic() - t0)
         except OnnxGuardError as exc:

@@ -100,6 +100,12 @@ class Layout:
     def create(self) -> "Layout":
         for d in (self.root, self.reports, self.pages):
             ensure_dir(d)
+            for stale in d.glob(".*.tmp"):  # left by a writer killed between write and rename
+                try:
+                    if stale.is_file() and not stale.is_symlink():
+                        stale.unlink()
+                except OSError:
+                    pass
         return self
 
 
