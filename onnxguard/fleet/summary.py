@@ -84,7 +84,7 @@ th { background: #f4f4f4; }
 .v-pass { color: #17602a; } .v-warn { color: #7a4d00; } .v-fail { color: #a00d0d; } .v-none { color: #555; }
 .lvl { font-weight: 700; white-space: nowrap; }
 .lvl-low { color: #17602a; } .lvl-medium { color: #5b5000; } .lvl-high { color: #8a3b00; } .lvl-critical { color: #a00d0d; }
-.msg { color: #555; font-size: .88rem; }
+.msg { color: #555; font-size: .88rem; } td.nw { white-space: nowrap; }
 footer { margin-top: 2rem; color: #555; font-size: .85rem; border-top: 1px solid #bbb; padding-top: .5rem; }
 """
 
@@ -110,7 +110,7 @@ def render_html(s: FleetSummary) -> str:
         sha = f"<code>{esc(r.model_sha256[:12])}…</code>" if r.model_sha256 else "—"
         rows.append(
             f"<tr><td>{name}{msg}</td><td>{verdict}</td><td>{risk}</td><td>{esc(_STATUS_TEXT.get(r.status, r.status))}"
-            f"{' · ' + str(r.attempts) + ' tries' if r.attempts > 1 else ''}</td><td>{esc(r.policy or '—')}</td><td>{sha}</td><td>{signed}</td></tr>"
+            f"{' · ' + str(r.attempts) + ' tries' if r.attempts > 1 else ''}</td><td>{esc(r.policy or '—')}</td><td class=\"nw\">{sha}</td><td class=\"nw\">{signed}</td></tr>"
         )
     code = s.exit_code()
     body = (
