@@ -28,6 +28,8 @@ policy_app = typer.Typer(add_completion=False, no_args_is_help=True, help="List,
 app.add_typer(policy_app, name="policy")
 report_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Render a report as a page, compare two reports.")
 app.add_typer(report_app, name="report")
+fleet_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Scan many models on a local process pool or Ray.")
+app.add_typer(fleet_app, name="fleet")
 
 
 def err(msg: str) -> None:
@@ -93,6 +95,9 @@ def scan(
     max_memory: Optional[int] = typer.Option(None, "--max-memory", min=64, help="sandbox memory limit in MB (default: the policy's limits.max_memory_mb)"),
     timeout: Optional[float] = typer.Option(None, "--timeout", min=0.1, help="sandbox wall-time limit in seconds (default: the policy's limits.timeout_s)"),
     no_sandbox: bool = typer.Option(False, "--no-sandbox", help="run the model in this process, without resource limits (trusted models only)"),
+    executor: Optional[str] = typer.Option(None, "--executor", help="split the policy's checks over workers: local or ray (the report equals the unsplit one)"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="with --executor: workers to split over (default: the CPUs)"),
+    address: Optional[str] = typer.Option(None, "--address", help="with --executor ray: the cluster's address (default: start a local Ray)"),
 ) -> None:
     """Scan MODEL with the policy's checks and write a graded report (signed, with --out).
 
@@ -119,7 +124,19 @@ def scan(
         backdoor_out=backdoor_out,
     )
     crashed = None
-    if no_sandbox:
+    if executor is None and (workers is not None or address is not None):
+        raise typer.BadParameter("--workers and --address go with --executor local|ray")
+    if executor is not None:
+        from .fleet import get_executor
+        from .fleet.split import scan_split
+        from .sandbox import limits_for
+
+        if no_sandbox:
+            raise typer.BadParameter("--executor runs every shard in the sandbox; it cannot be combined with --no-sandbox")
+        with get_executor(executor, address, workers) as ex:
+            res = scan_split(opts, limits_for(pol, max_memory, timeout), ex, workers=workers)
+        report, crashed = res.report, res.crashed
+    elif no_sandbox:
         report = run_scan(opts, progress=ProgressBars(enabled=not quiet))
     else:
         from .sandbox import limits_for, run_isolated
@@ -463,6 +480,70 @@ def report_diff(
         typer.echo("note: signed envelopes were compared by their payloads; their signatures were not verified (use `onnxguard verify`)")
     if fail_on_regression and d.regressions:
         raise typer.Exit(EXIT_REJECTED)
+
+
+@fleet_app.command("scan")
+def fleet_scan(
+    paths: list[str] = typer.Argument(..., help="folders of models, manifests (.toml/.json/.csv), .onnx files, or models:/NAME[/VERSION]"),
+    out: Path = typer.Option(..., "--out", help="folder for the signed reports, their pages and the summary (index.html, summary.json)"),
+    executor: str = typer.Option("local", "--executor", help="local (a pool of sandboxed processes) or ray"),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (auto, ray://HOST:10001); default: start a local Ray"),
+    policy: Optional[str] = typer.Option(None, "--policy", help="policy for models whose manifest row names none (default: standard)"),
+    data: Optional[Path] = typer.Option(None, "--data", help="samples for models whose manifest row names none"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="scans at once (local) / CPUs of a local Ray (default: the CPUs)"),
+    retries: int = typer.Option(2, "--retries", min=0, help="tries again when a worker or its sandbox dies (not on a FAIL verdict)"),
+    cpus_per_task: Optional[int] = typer.Option(None, "--cpus-per-task", min=1, help="CPUs (and onnxruntime threads) per scan"),
+    seed: int = typer.Option(0, "--seed", help="random seed for models whose manifest row names none"),
+    key: Optional[Path] = typer.Option(None, "--key", help="private key that signs every report (default: $ONNXGUARD_SIGNING_KEY, else your per-user key)"),
+    passphrase_env: Optional[str] = typer.Option(None, "--passphrase-env", help="environment variable holding the signing key's passphrase"),
+    max_memory: Optional[int] = typer.Option(None, "--max-memory", min=64, help="sandbox memory limit per scan in MB (default: the policy's)"),
+    timeout: Optional[float] = typer.Option(None, "--timeout", min=0.1, help="sandbox wall-time limit per scan in seconds (default: the policy's)"),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow registry for models:/ targets (default: $MLFLOW_TRACKING_URI)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no line per model"),
+) -> None:
+    """Scan many models; one signed report per model and a summary page. A rerun reuses every
+    report that still verifies for the same model, policy, tool version and options.
+
+    Exit code: 3 if a scan failed, else 2 if a model was refused as bad input, else 1 if a verdict
+    is FAIL, else 0."""
+    from .fleet import get_executor
+    from .fleet.driver import FleetSettings, run_fleet
+    from .fleet.manifest import resolve
+    from .fleet.store import Layout
+    from .policy import load_policy
+    from .keys import default_key, load_private_key
+
+    load_policy(policy)  # a broken default policy is a usage error before anything runs
+    if data is not None and not data.is_file():
+        from .errors import DataError
+
+        raise DataError(f"data file not found: {data}")
+    plan = _signing_preflight(out, key, passphrase_env, False)
+    assert plan is not None
+    pw = _passphrase(passphrase_env)
+    private = load_private_key(plan["key"], pw) if plan["key"] is not None else default_key(pw, notify=err)
+    entries = resolve(paths, Path(out) / ".cache", tracking_uri)
+    if not entries:
+        from .errors import BadInputError
+
+        raise BadInputError("no model to scan")
+    settings = FleetSettings(policy=policy, data=data, seed=seed, retries=retries, cpus_per_task=cpus_per_task,
+                             max_memory_mb=max_memory, timeout_s=timeout)
+    with get_executor(executor, address, workers) as ex:
+        res = run_fleet(entries, out, ex, private, settings, log=None if quiet else (lambda m: err(m)))
+    del private
+    s = res.summary
+    c = s.counts()
+    typer.echo(sanitize(
+        f"fleet   {len(s.rows)} model(s): {len(res.scanned)} scanned, {len(res.reused)} reused; "
+        f"verdicts {c.get('verdict:pass', 0)} pass, {c.get('verdict:warn', 0)} warn, {c.get('verdict:fail', 0)} fail; "
+        f"{sum(c.get(k, 0) for k in ('crashed', 'error', 'refused'))} without a verdict; {s.wall_s or 0:.1f}s"
+    ))
+    lay = Layout(Path(out))
+    typer.echo(sanitize(f"summary {lay.summary_html}  ({lay.summary_json}; signed reports in {lay.reports})"))
+    code = s.exit_code()
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()

@@ -26,3 +26,5 @@ class ScanOptions:
     transfer_from: Path | None = None  # replay adversarials found on this model on the scanned one
     backdoor_out: Path | None = None  # folder for reversed triggers (.npy, and .png for images)
     extra_notes: list[str] = field(default_factory=list)
+    # run only these policy checks (ids; "backdoor" selects the backdoor search); None: all. A shard of a split scan
+    only_checks: list[str] | None = None

@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:  # pragma: no cover
+    import threading
+
     from .policy import Limits, LoadedPolicy
     from .report import Report, StaticFinding
     from .options import ProgressFactory, ScanOptions
@@ -58,6 +60,7 @@ _SIGNALS = {
 class IsolatedResult:
     report: "Report"
     crashed: str | None = None  # what happened when the child died; None when it finished
+    timed_out: bool = False  # the wall-time limit killed it (retrying would only spend the time again)
 
 
 @dataclass(frozen=True)
@@ -162,8 +165,14 @@ def run_isolated(
     progress: "ProgressFactory | None" = None,
     *,
     python: str | None = None,
+    threads: int | None = None,
+    cancel: "threading.Event | None" = None,
 ) -> IsolatedResult:
-    """Like :func:`scan_isolated`, and says whether the child died (for exit code 3)."""
+    """Like :func:`scan_isolated`, and says whether the child died (for exit code 3).
+
+    ``threads``: onnxruntime threads in the child (default: the CPUs, at most four); a fleet
+    running several scans at once gives each its share. ``cancel``: when set, the child is killed
+    (within a second) and the result is a crash report saying so."""
     from . import safeload
     from .errors import ResourceLimitError, ScanFailed
     from .policy import load_policy
@@ -174,7 +183,7 @@ def run_isolated(
     # the parent checks the file (exists, regular, size) and hashes it; it never parses it
     sha, size = safeload.digest_model(Path(opts.model_path), max_bytes=lim.max_model_mb * 1024 * 1024)
 
-    threads = max(1, min(os.cpu_count() or 1, MAX_ORT_THREADS))
+    threads = max(1, min(threads or os.cpu_count() or 1, MAX_ORT_THREADS))
     cpu = lim.cpu_time_s if lim.cpu_time_s is not None else lim.timeout_s * (threads + 1)
     argv = [python or sys.executable, "-m", "onnxguard.sandbox", str(lim.max_memory_mb * 1024 * 1024), str(max(1, int(cpu + 0.999)))]
     rfd, wfd = os.pipe()
@@ -200,7 +209,7 @@ def run_isolated(
             proc.stdin.close()
         except (BrokenPipeError, OSError):
             pass  # the child died at once; its exit status says why
-        timed_out = _pump(proc, rfd, state, deadline=time.monotonic() + lim.timeout_s)
+        timed_out = _pump(proc, rfd, state, deadline=time.monotonic() + lim.timeout_s, cancel=cancel)
     except BaseException:
         _kill(proc)
         raise
@@ -241,7 +250,7 @@ def run_isolated(
 
     limits_text = f"limits: {lim.max_memory_mb} MB memory, {lim.timeout_s:g} s wall time"
     report = crash_report(opts, policy, what, sha=sha, size=size, limits_text=limits_text, static=state.static, model=state.model, wall_s=wall)
-    return IsolatedResult(report, crashed=what)
+    return IsolatedResult(report, crashed=what, timed_out=timed_out)
 
 
 
@@ -285,7 +294,7 @@ class _Channel:
             self.crash = str(msg.get("what"))
 
 
-def _pump(proc: subprocess.Popen, rfd: int, state: _Channel, deadline: float) -> bool:
+def _pump(proc: subprocess.Popen, rfd: int, state: _Channel, deadline: float, cancel: "threading.Event | None" = None) -> bool:
     """Read the child's messages and stderr until it exits; True when the deadline killed it."""
     import selectors
 
@@ -300,6 +309,10 @@ def _pump(proc: subprocess.Popen, rfd: int, state: _Channel, deadline: float) ->
         if left <= 0:
             _kill(proc)
             return True
+        if cancel is not None and cancel.is_set():
+            _kill(proc)
+            state.crash = "the scan was cancelled (its caller stopped)"
+            return False
         for key, _ in sel.select(timeout=min(left, 1.0)):
             data = os.read(key.fd, 1 << 16)
             if not data:

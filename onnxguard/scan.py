@@ -64,7 +64,10 @@ def run_scan(
         notes.append("the model outputs labels only: score-based attacks do not apply")
 
     checks: list[EvasionCheck] = []
+    only = set(opts.only_checks) if opts.only_checks is not None else None
     for spec in pol.checks:
+        if only is not None and spec.check_id not in only:
+            continue
         cb = progress(spec.check_id, len(spec.epsilons) * 1000) if progress else None
         chk = run_evasion_check(
             prep, spec, threat=threat, seed=opts.seed, budget=opts.budget, samples=opts.samples,
@@ -80,7 +83,7 @@ def run_scan(
 
         transfers = run_transfers(prep, opts.transfer_from, pol.checks, seed=opts.seed, budget=opts.budget, samples=opts.samples, target=opts.target, progress=progress)
     backdoor = None
-    if pol.backdoor.enabled:
+    if pol.backdoor.enabled and (only is None or "backdoor" in only):
         from .backdoor import search_backdoors
 
         cb = progress("backdoor", pol.backdoor.budget) if progress else None
