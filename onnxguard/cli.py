@@ -10,12 +10,16 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import typer
 
 from .errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_REJECTED, EXIT_SCAN_FAILED, OnnxGuardError
+from .outputs import write_atomic
 from .text import sanitize
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .outputs import Protected
 
 app = typer.Typer(
     add_completion=False,
@@ -105,9 +109,18 @@ def print_summary(report: "object", out: Callable[[str], None]) -> None:
     if report.notes:
         for n in report.notes:
             out(f"note: {n}")
+    devs = report.policy.deviations if report.policy else []
+    if devs:
+        out(f"DEVIATES from policy '{report.policy.name}' in {len(devs)} setting(s) (command-line overrides): "  # type: ignore[union-attr]
+            "this report does not verify as that policy")
+        for d in devs[:12]:
+            out(f"  ! {d.key}: {json.dumps(d.policy_value)} -> {json.dumps(d.effective_value)}")
+        if len(devs) > 12:
+            out(f"  ! ... and {len(devs) - 12} more")
     if report.summary:
         s = report.summary
         pol = report.policy.name if report.policy else "-"
+        pol += f", with {len(devs)} deviation(s)" if devs else ""
         out(f"verdict {s.verdict.upper()}  (highest risk: {s.highest_risk}; policy {pol})")
         for r in s.reasons[:12]:
             out(f"  - {r}")
@@ -148,26 +161,39 @@ def scan(
     max_memory: Optional[int] = typer.Option(None, "--max-memory", min=64, help="sandbox memory limit in MB (default: the policy's limits.max_memory_mb)"),
     timeout: Optional[float] = typer.Option(None, "--timeout", min=0.1, help="sandbox wall-time limit in seconds (default: the policy's limits.timeout_s)"),
     no_sandbox: bool = typer.Option(False, "--no-sandbox", help="run the model in this process, without resource limits (trusted models only)"),
+    inference_timeout: Optional[float] = typer.Option(None, "--inference-timeout", min=0.1, help="wall-time limit of one model run in seconds (default: the policy's limits.inference_timeout_s)"),
+    follow_symlinks: bool = typer.Option(False, "--follow-symlinks", help="scan MODEL even when it is a symbolic link (e.g. a Hugging Face cache snapshot); the report names the resolved file, and external data must sit in its folder"),
 ) -> None:
     """Scan MODEL with the policy's checks and write a graded report (signed, with --out).
 
     The model runs in a sandboxed child process (memory, CPU and wall-time limits); if it crashes or
     runs out of a limit, the report says so and the exit code is 3."""
-    from .policy import load_policy
+    from .policy import apply_overrides, load_policy
     from .scan import ScanOptions, run_scan
 
     if fail_on not in ("fail", "warn"):
         raise typer.BadParameter("--fail-on takes 'fail' or 'warn'")
     if fmt not in (None, "json", "sarif"):
         raise typer.BadParameter("--format takes 'json' or 'sarif'")
-    pol = load_policy(policy)
+    # every override is applied once, here, to the loaded policy; the report records each as a deviation
+    pol = apply_overrides(
+        load_policy(policy), budget=budget, samples=samples, target=target, value_range=_parse_range(value_range),
+        max_memory_mb=max_memory, timeout_s=timeout, inference_timeout_s=inference_timeout,
+    )
     if fmt is not None and key is not None:
         raise typer.BadParameter("--key signs the default output (a DSSE envelope); --format json|sarif writes unsigned output")
     sign_plan = _signing_preflight(out if fmt is None else None, key, passphrase_env, no_sign)
+    plan = _output_plan(
+        model, data, follow_symlinks,
+        files={"--out": out, "--json": json_out, "--html": html}, folders={"--save-adversarials": save_adversarials, "--backdoor-out": backdoor_out},
+    )
+    if transfer_from is not None:
+        from .safeload import resolve_model_path
+
+        resolve_model_path(transfer_from)  # a symlinked or device surrogate is refused here, before the scan
     opts = ScanOptions(
-        model_path=model, data_path=data, value_range=_parse_range(value_range), policy=pol, seed=seed,
-        budget=budget, samples=samples, save_adversarials=save_adversarials, target=target, transfer_from=transfer_from,
-        backdoor_out=backdoor_out,
+        model_path=model, data_path=data, policy=pol, seed=seed, save_adversarials=save_adversarials,
+        transfer_from=transfer_from, backdoor_out=backdoor_out, follow_symlinks=follow_symlinks,
     )
     crashed = None
     if no_sandbox:
@@ -175,20 +201,21 @@ def scan(
     else:
         from .sandbox import limits_for, run_isolated
 
-        res = run_isolated(opts, limits_for(pol, max_memory, timeout), progress=ProgressBars(enabled=not quiet))
+        res = run_isolated(opts, limits_for(pol), progress=ProgressBars(enabled=not quiet))
         report, crashed = res.report, res.crashed
     if report.summary:
         report.summary.fail_on = fail_on  # type: ignore[assignment]
     to_stdout = fmt is not None and out is None  # machine output on stdout: humans read stderr
-    say: Callable[[str], None] = err if to_stdout else typer.echo
-    written = _write_reports(report, out if fmt is None else None, json_out, sign_plan)
+    say: Callable[[str], None] = _safe(err if to_stdout else typer.echo)
+    plan = plan | _external_data_of(report)
+    written = _write_reports(report, out if fmt is None else None, json_out, sign_plan, plan)
     if fmt is not None:
         from .formats.base import JsonFormat
         from .formats.sarif import SarifFormat
 
         text = (SarifFormat() if fmt == "sarif" else JsonFormat()).render(report)
         if out:
-            out.write_text(text, encoding="utf-8")
+            write_atomic(out, text, flag="--out", protected=plan)
             written.append(f"report  {out}  ({'SARIF 2.1.0' if fmt == 'sarif' else 'plain report'}, unsigned)")
         else:
             sys.stdout.write(text)
@@ -199,7 +226,7 @@ def scan(
     if html:
         from .formats.html import render
 
-        html.write_text(render(report), encoding="utf-8")
+        write_atomic(html, render(report), flag="--html", protected=plan)
         say(f"page    {html}  (from the scan in memory, marked unsigned; `onnxguard report render --key` gives a verified page)")
     if crashed:
         err(f"onnxguard: error: scan failed: {crashed}")
@@ -238,17 +265,51 @@ def _signing_preflight(out: Optional[Path], key: Optional[Path], passphrase_env:
     return {"key": path, "passphrase_env": passphrase_env}
 
 
-def _write_reports(report: "object", out: Optional[Path], json_out: Optional[Path], sign_plan: Optional[dict]) -> list[str]:
-    """Write --out (a signed DSSE envelope unless --no-sign) and --json (the plain report)."""
+def _safe(say: Callable[[str], None]) -> Callable[[str], None]:
+    """Every line that may hold an untrusted string (a file name, a policy name, a check id) is sanitised here."""
+    return lambda line: say(sanitize(line))
+
+
+def _output_plan(model: Path, data: Optional[Path], follow_symlinks: bool, *, files: dict[str, Optional[Path]],
+                 folders: dict[str, Optional[Path]] | None = None, inputs: tuple[Optional[Path], ...] = ()) -> "Protected":
+    """Before anything runs: every output location can be written, and none is an input (exit 2 at once)."""
+    from .outputs import Protected, check_distinct, check_file, check_folder
+
+    protected = Protected.of([model, data, *inputs])
+    check_distinct({**files, **(folders or {})})
+    for flag, p in files.items():
+        if p is not None:
+            check_file(p, flag, protected)
+    for flag, p in (folders or {}).items():
+        if p is not None:
+            check_folder(p, flag, protected)
+    return protected
+
+
+def _external_data_of(report: "object") -> "Protected":
+    """The scanned model's external-data files (known once it was read), protected like the model."""
+    from .outputs import Protected
     from .report import Report
 
     assert isinstance(report, Report)
+    folder = Path(os.path.realpath(report.model.path)).parent
+    return Protected.of([folder / f.path for f in report.model.external_data])
+
+
+def _write_reports(report: "object", out: Optional[Path], json_out: Optional[Path], sign_plan: Optional[dict],
+                   protected: "Protected | None" = None) -> list[str]:
+    """Write --out (a signed DSSE envelope unless --no-sign) and --json (the plain report), atomically."""
+    from .outputs import Protected
+    from .report import Report
+
+    assert isinstance(report, Report)
+    prot = protected or Protected()
     lines = []
     if json_out is not None:  # first: a signing failure must not lose the scan
-        report.write(json_out)
+        write_atomic(json_out, report.to_json() + "\n", flag="--json", protected=prot)
         lines.append(f"plain   {json_out}  (plain report, unsigned)")
     if out is not None and sign_plan is None:
-        report.write(out)
+        write_atomic(out, report.to_json() + "\n", flag="--out", protected=prot)
         lines.append(f"report  {out}  (UNSIGNED plain report, --no-sign: not an attestation)")
     elif out is not None:
         from .signing import PREDICATE_TYPE, default_key, default_key_path, key_type, keyid, load_private_key, sign_report
@@ -257,7 +318,7 @@ def _write_reports(report: "object", out: Optional[Path], json_out: Optional[Pat
         path = sign_plan["key"]
         private = load_private_key(path, pw) if path is not None else default_key(pw, notify=err)
         envelope = sign_report(report, private)
-        out.write_text(json.dumps(envelope, indent=2) + "\n", encoding="utf-8")
+        write_atomic(out, json.dumps(envelope, indent=2) + "\n", flag="--out", protected=prot)
         kid, kt = keyid(private), key_type(private)
         del private
         lines.append(f"report  {out}  (signed DSSE envelope, predicate {PREDICATE_TYPE})")

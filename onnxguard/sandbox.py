@@ -126,7 +126,8 @@ def _options_json(opts: "ScanOptions", policy: "LoadedPolicy", lim: SandboxLimit
     fields = {f.name: _encode(getattr(opts, f.name)) for f in dataclasses.fields(opts) if f.name != "policy"}
     return json.dumps({
         "options": fields,
-        "policy": {"doc": policy.policy.model_dump(mode="json"), "sha256": policy.sha256, "source": policy.source},
+        "policy": {"doc": policy.policy.model_dump(mode="json"), "sha256": policy.sha256, "source": policy.source,
+                   "deviations": [d.model_dump(mode="json") for d in policy.deviations]},
         "max_model_mb": lim.max_model_mb,
     }).encode()
 
@@ -172,7 +173,8 @@ def run_isolated(
     policy = opts.policy or load_policy(None)
     lim = _to_limits(limits, policy)
     # the parent checks the file (exists, regular, size) and hashes it; it never parses it
-    sha, size = safeload.digest_model(Path(opts.model_path), max_bytes=lim.max_model_mb * 1024 * 1024)
+    follow = bool(getattr(opts, "follow_symlinks", False))
+    sha, size = safeload.digest_model(Path(opts.model_path), max_bytes=lim.max_model_mb * 1024 * 1024, follow_symlinks=follow)
 
     threads = max(1, min(os.cpu_count() or 1, MAX_ORT_THREADS))
     cpu = lim.cpu_time_s if lim.cpu_time_s is not None else lim.timeout_s * (threads + 1)
@@ -394,7 +396,10 @@ def crash_report(
         except Exception:
             info = None
     if info is None or info.sha256 != sha:
-        info = ModelInfo(path=os.fspath(opts.model_path), sha256=sha, size_bytes=size, opset={}, ir_version=0, producer="", inputs=[], outputs=[])
+        shown = os.fspath(opts.model_path)
+        if getattr(opts, "follow_symlinks", False):
+            shown = os.path.realpath(shown)
+        info = ModelInfo(path=shown, sha256=sha, size_bytes=size, opset={}, ir_version=0, producer="", inputs=[], outputs=[])
     not_tested = [NotTested(what=f"check {c.id}", reason=reason) for c in checks]
     if backdoor is not None:
         not_tested.append(NotTested(what="backdoor search", reason=reason))
@@ -410,7 +415,7 @@ def crash_report(
         tool=ToolInfo(version=__version__),
         created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         model=info, data=None, seed=opts.seed, environment=_environment(),
-        policy=PolicyInfo(name=pol.name, version=pol.version, sha256=policy.sha256, source=policy.source),
+        policy=policy.info(),
         checks=checks, backdoor=backdoor, static_findings=findings, static_grades=static_grades,
         not_tested=not_tested, summary=summary,
         timing=Timing(wall_s=wall_s, ort_s=0.0, ort_share=None, queries_total=0),
@@ -494,6 +499,7 @@ def _child_main(argv: list[str]) -> int:
         try:
             from .errors import OnnxGuardError
             from .policy import LoadedPolicy, Policy
+            from .report import Deviation
             from .scan import ScanOptions, run_scan
             from .static import model_info
         except (ImportError, OSError) as exc:
@@ -503,11 +509,14 @@ def _child_main(argv: list[str]) -> int:
             return 0
 
         pol = cfg["policy"]
-        policy = LoadedPolicy(policy=Policy.model_validate(pol["doc"]), sha256=pol["sha256"], source=pol["source"])
+        policy = LoadedPolicy(policy=Policy.model_validate(pol["doc"]), sha256=pol["sha256"], source=pol["source"],
+                              deviations=tuple(Deviation.model_validate(d) for d in pol.get("deviations", [])))
         opts = ScanOptions(policy=policy, **{k: _decode(v) for k, v in cfg["options"].items()})
 
         def on_static(raw: Any, findings: list["StaticFinding"]) -> None:
-            info = model_info(raw, str(opts.model_path))
+            from .scan import _shown_path
+
+            info = model_info(raw, _shown_path(raw, opts.model_path))
             send({"t": "static", "findings": [f.model_dump(mode="json") for f in findings], "model": info.model_dump(mode="json")})
 
         try:

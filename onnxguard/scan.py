@@ -8,6 +8,7 @@ same thing in a resource-limited child process.
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import platform
 import sys
 import time
@@ -21,10 +22,12 @@ from . import __version__
 from .attacks import ATTACKS
 from .curve import attack_over_epsilons
 from .data import Samples, fit_to_model, labels_for, load_data, resolve_domain, synthetic_samples
-from .errors import DataError
+from .errors import DataError, InferenceTimeout
+from .outputs import Protected, as_output_dir
+from .text import sanitize
 from .model import LoadedModel, load_model
 from .oracle import Domain, Oracle
-from .policy import CheckSpec, LoadedPolicy, load_policy
+from .policy import CheckSpec, LoadedPolicy, apply_overrides, load_policy
 from .report import (
     DataInfo,
     Environment,
@@ -54,11 +57,13 @@ class ScanOptions:
     value_range: tuple[float, float] | None = None
     policy: LoadedPolicy | None = None
     seed: int = 0
-    budget: int | None = None  # overrides every check's per-sample budget
-    samples: int | None = None  # overrides every check's sample count
+    # library convenience: overrides that run_scan applies to the policy (policy.apply_overrides), recorded as deviations
+    budget: int | None = None  # every check's per-sample budget
+    samples: int | None = None  # every check's sample count
     save_adversarials: Path | None = None
     target: int | None = None
     transfer_from: Path | None = None  # replay adversarials found on this model on the scanned one
+    follow_symlinks: bool = False  # open a model path that is a symlink (its target's folder confines external data)
     backdoor_out: Path | None = None  # folder for reversed triggers (.npy, and .png for images)
     extra_notes: list[str] = field(default_factory=list)
 
@@ -101,13 +106,14 @@ def prepare(opts: ScanOptions, policy: LoadedPolicy, rng: np.random.Generator, n
         probe=samples.x if samples is not None and samples.x.ndim > 1 else None,
         max_bytes=policy.policy.limits.max_model_mb * 1024 * 1024,
         raw=raw,
+        inference_timeout_s=policy.policy.limits.inference_timeout_s,
     )
     value_range = opts.value_range or policy.policy.threat_model.range
     if samples is not None:
         samples = fit_to_model(samples, model)
     domain, dsrc = resolve_domain(model, samples, value_range)
     if opts.value_range is None and value_range is not None:
-        dsrc = "policy"
+        dsrc = "given" if any(d.key == "threat_model.range" for d in policy.deviations) else "policy"
     if samples is None:
         if not policy.policy.threat_model.allow_synthetic:
             raise DataError(
@@ -150,9 +156,6 @@ def run_evasion_check(
     *,
     threat: str,
     seed: int,
-    budget: int | None = None,
-    samples: int | None = None,
-    target: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     save_dir: Path | None = None,
     min_perturbation: bool | None = None,
@@ -177,11 +180,11 @@ def run_evasion_check(
         substituted = f"{spec.attack} needs scores and {why}: HopSkipJump (labels only) ran in its place"
         attack = sub
     rng = np.random.default_rng([seed, _stable_hash(spec.check_id)])
-    n_budget = budget or spec.budget
-    sel = _pick(len(prep.z), samples or spec.samples, rng)
+    n_budget = spec.budget
+    sel = _pick(len(prep.z), spec.samples, rng)
     y = prep.y[sel]
     correct = prep.pred[sel] == y
-    tgt_class = target if target is not None else spec.target
+    tgt_class = spec.target
     targeted = spec.targeted or tgt_class is not None
     targets_all = pick_targets(y, prep.model.n_classes, tgt_class, rng) if targeted else None
     attackable = correct & (targets_all != y if targets_all is not None else True)
@@ -231,13 +234,11 @@ def run_evasion_check(
         finding += f" (targeted{' at class ' + str(tgt_class) if tgt_class is not None else ', a random other class per sample'})"
     saved = None
     if save_dir is not None and n:
-        save_dir.mkdir(parents=True, exist_ok=True)
-        path = save_dir / f"{spec.check_id}.npz"
-        np.savez_compressed(
-            path, x=prep.domain.from_unit(z), x_adv=prep.domain.from_unit(run.z_adv), y=ya, success=succ,
-            min_perturbation=run.found, **({"target": ta} if ta is not None else {}),
-        )
-        saved = str(path)
+        out = as_output_dir(save_dir, "--save-adversarials", protected_inputs(prep))
+        assert out is not None
+        arrays = dict(x=prep.domain.from_unit(z), x_adv=prep.domain.from_unit(run.z_adv), y=ya, success=succ,
+                      min_perturbation=run.found, **({"target": ta} if ta is not None else {}))
+        saved = str(out.write(f"{spec.check_id}.npz", lambda f: np.savez_compressed(f, **arrays)))
     return EvasionCheck(
         id=spec.check_id, attack=attack.name, norm=spec.norm, epsilon=eps_max, epsilons=eps_list,
         threat_model=threat,  # type: ignore[arg-type]
@@ -249,6 +250,15 @@ def run_evasion_check(
         robustness_curve=curve if len(eps_list) > 1 else [], seed=seed,
         wall_time_s=run.wall_time, ort_time_s=run.ort_time, adversarials=saved,
     )
+
+
+def protected_inputs(prep: Prepared) -> Protected:
+    """The scan's inputs, which no output may replace: the model (and a followed link's target), its external data, the samples."""
+    model = Path(prep.model.path)
+    folder = Path(os.path.realpath(model)).parent
+    paths: list[Path | str | None] = [model, prep.samples.source if not prep.samples.synthetic else None]
+    paths += [folder / loc for loc, _, _ in prep.model.external_files]
+    return Protected.of(paths)
 
 
 def _stable_hash(text: str) -> int:
@@ -281,17 +291,29 @@ def _range_value(a: np.ndarray) -> float | list[float]:
 
 def inspect_file(opts: ScanOptions, policy: LoadedPolicy) -> tuple[object, list]:
     """Read the model safely and run the static checks; refuse models that must not run (exit 2)."""
+
+    return inspect_path(opts.model_path, policy, follow_symlinks=opts.follow_symlinks)
+
+
+def inspect_path(path: Path, policy: LoadedPolicy, *, follow_symlinks: bool = False, what: str = "") -> tuple[object, list]:
+    """``inspect_file`` for any model the scan runs (the scanned one, a --transfer-from surrogate)."""
     from . import safeload
     from .errors import ModelLoadError
     from .static import esc, inspect_model, refusals
 
     lim = policy.policy.limits
-    raw = safeload.read_model(opts.model_path, max_bytes=lim.max_model_mb * 1024 * 1024)
-    findings = inspect_model(raw, opts.model_path, memory_limit=lim.max_memory_mb * 1024 * 1024)
+    raw = safeload.read_model(Path(path), max_bytes=lim.max_model_mb * 1024 * 1024, follow_symlinks=follow_symlinks)
+    findings = inspect_model(raw, path, memory_limit=lim.max_memory_mb * 1024 * 1024)
     refused = refusals(findings)
     if refused:
-        raise ModelLoadError(f"{esc(opts.model_path.name, 200)} refused before running: " + "; ".join(f.detail for f in refused[:3]))
+        raise ModelLoadError(f"{what}{esc(Path(path).name, 200)} refused before running: " + "; ".join(f.detail for f in refused[:3]))
     return raw, findings
+
+
+def _shown_path(raw: object, given: Path) -> str:
+    """The path a report names: the file actually read (a followed symlink's target)."""
+    link, path = getattr(raw, "link", None), getattr(raw, "path", None)
+    return str(path) if link is not None and path is not None else str(given)
 
 
 def run_scan(
@@ -301,10 +323,11 @@ def run_scan(
 
     Static checks run first; ``on_static(raw_model, findings)`` hears of them before the model runs."""
     t0 = time.perf_counter()
-    policy = opts.policy or load_policy(None)
+    policy = apply_overrides(opts.policy or load_policy(None), budget=opts.budget, samples=opts.samples, target=opts.target,
+                             value_range=opts.value_range)
     pol = policy.policy
     rng = np.random.default_rng(opts.seed)
-    n_needed = max([opts.samples or c.samples for c in pol.checks] + [pol.backdoor.samples_per_class * 10 if pol.backdoor.enabled else 0])
+    n_needed = max([c.samples for c in pol.checks] + [pol.backdoor.samples_per_class * 10 if pol.backdoor.enabled else 0])
     raw, static_findings = inspect_file(opts, policy)
     if on_static is not None:
         on_static(raw, static_findings)
@@ -313,6 +336,9 @@ def run_scan(
     threat = "labels" if (pol.threat_model.access == "labels" or not model.has_scores) else "scores"
 
     notes = list(opts.extra_notes)
+    if getattr(raw, "link", None) is not None:
+        notes.append(f"the model path {sanitize(str(raw.link), 300)} is a symbolic link; with --follow-symlinks its target "  # type: ignore[attr-defined]
+                     f"{sanitize(str(raw.path), 300)} was scanned, and external data was confined to the target's folder")  # type: ignore[attr-defined]
     not_tested: list[NotTested] = []
     if prep.samples.synthetic:
         notes.append("evidence is synthetic: no --data was given, so inputs were drawn uniformly from the valid range and the model's own predictions are the reference labels")
@@ -324,10 +350,13 @@ def run_scan(
     checks: list[EvasionCheck] = []
     for spec in pol.checks:
         cb = progress(spec.check_id, len(spec.epsilons) * 1000) if progress else None
-        chk = run_evasion_check(
-            prep, spec, threat=threat, seed=opts.seed, budget=opts.budget, samples=opts.samples,
-            target=opts.target, progress=cb, save_dir=opts.save_adversarials,
-        )
+        try:
+            chk = run_evasion_check(
+                prep, spec, threat=threat, seed=opts.seed, progress=cb, save_dir=opts.save_adversarials,
+            )
+        except InferenceTimeout as exc:  # the watchdog stopped one model run: this check has no figures
+            chk = _not_run(spec, threat, str(exc), opts.seed)
+            notes.append(f"check {spec.check_id}: {exc}")
         checks.append(chk)
         if chk.status != "completed":
             not_tested.append(NotTested(what=f"check {chk.id}", reason=chk.reason or "not run"))
@@ -336,20 +365,27 @@ def run_scan(
     if opts.transfer_from is not None:
         from .transfer import run_transfers
 
-        transfers = run_transfers(prep, opts.transfer_from, pol.checks, seed=opts.seed, budget=opts.budget, samples=opts.samples, target=opts.target, progress=progress)
+        transfers = run_transfers(prep, opts.transfer_from, pol.checks, seed=opts.seed, policy=policy, progress=progress)
     backdoor = None
     if pol.backdoor.enabled:
         from .backdoor import search_backdoors
 
         cb = progress("backdoor", pol.backdoor.budget) if progress else None
-        backdoor = search_backdoors(prep, pol.backdoor, threat=threat, seed=opts.seed, progress=cb, out_dir=opts.backdoor_out)
+        out_dir = as_output_dir(opts.backdoor_out, "--backdoor-out", protected_inputs(prep))
+        try:
+            backdoor = search_backdoors(prep, pol.backdoor, threat=threat, seed=opts.seed, progress=cb, out_dir=out_dir)  # type: ignore[arg-type]
+        except InferenceTimeout as exc:
+            from .report import BackdoorSection
+
+            backdoor = BackdoorSection(status="not_run", reason=str(exc))
+            notes.append(f"backdoor search: {exc}")
         if backdoor.status != "completed":
             not_tested.append(NotTested(what="backdoor search", reason=backdoor.reason or backdoor.status))
 
     report = Report(
         tool=ToolInfo(version=__version__),
         created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        model=model_info(model, str(opts.model_path)),
+        model=model_info(model, _shown_path(raw, opts.model_path)),
         data=DataInfo(
             source=prep.samples.source if not prep.samples.synthetic else "synthetic",
             sha256=prep.samples.sha256,
@@ -360,7 +396,7 @@ def run_scan(
         ),
         seed=opts.seed,
         environment=environment(),
-        policy=PolicyInfo(name=pol.name, version=pol.version, sha256=policy.sha256, source=policy.source),
+        policy=policy.info(),
         clean_accuracy=Rate.of(int((prep.pred == prep.y).sum()), len(prep.y)) if prep.labels_given else None,
         checks=checks,
         transfer=[t for t, _ in transfers],
