@@ -46,6 +46,7 @@ class ProgressBars:
 
     def __call__(self, name: str, total: int) -> Callable[[int, int], None]:
         state = {"last": -1}
+        name = sanitize(name, 60)  # a check id comes from the policy file
 
         def update(done: int, tot: int) -> None:
             if not self.enabled:
@@ -191,6 +192,7 @@ def scan(
         from .safeload import resolve_model_path
 
         resolve_model_path(transfer_from)  # a symlinked or device surrogate is refused here, before the scan
+    _check_data(data)
     opts = ScanOptions(
         model_path=model, data_path=data, policy=pol, seed=seed, save_adversarials=save_adversarials,
         transfer_from=transfer_from, backdoor_out=backdoor_out, follow_symlinks=follow_symlinks,
@@ -286,6 +288,14 @@ def _output_plan(model: Path, data: Optional[Path], follow_symlinks: bool, *, fi
     return protected
 
 
+def _check_data(data: Optional[Path]) -> None:
+    """Data bombs are refused from their headers here, before the sandbox starts (exit 2, naming the file)."""
+    if data is not None and data.is_file():
+        from .data import check_data_file
+
+        check_data_file(data)
+
+
 def _external_data_of(report: "object") -> "Protected":
     """The scanned model's external-data files (known once it was read), protected like the model."""
     from .outputs import Protected
@@ -340,8 +350,8 @@ def keygen(
         raise typer.BadParameter(f"--type takes one of {', '.join(KEY_TYPES)}")
     pw = _passphrase(passphrase_env)
     priv, pub = write_keypair(out, passphrase=pw, kind=key_type_, overwrite=force)
-    typer.echo(f"private key {priv}  ({key_type_}, mode 0600{', passphrase-protected' if pw else ''}): keep it secret")
-    typer.echo(f"public key  {pub}  (give it to whoever verifies your reports)")
+    typer.echo(sanitize(f"private key {priv}  ({key_type_}, mode 0600{', passphrase-protected' if pw else ''}): keep it secret"))
+    typer.echo(sanitize(f"public key  {pub}  (give it to whoever verifies your reports)"))
     typer.echo(f"keyid       {keyid(load_public_key(pub))}")
 
 
@@ -393,6 +403,7 @@ def inspect(
     out: Optional[Path] = typer.Option(None, "--out", help="write the report here"),
     policy: Optional[str] = typer.Option(None, "--policy", help="policy whose static grading applies (default: standard)"),
     fail_on: str = typer.Option("fail", "--fail-on", help="verdict that makes the exit code 1: 'fail' or 'warn'"),
+    follow_symlinks: bool = typer.Option(False, "--follow-symlinks", help="inspect MODEL even when it is a symbolic link"),
 ) -> None:
     """Static checks of MODEL only: external data, custom operators, opsets, allocation bombs, metadata. Never runs it."""
     from .policy import load_policy
@@ -400,11 +411,12 @@ def inspect(
 
     if fail_on not in ("fail", "warn"):
         raise typer.BadParameter("--fail-on takes 'fail' or 'warn'")
-    report = static_report(model, load_policy(policy))
+    protected = _output_plan(model, None, follow_symlinks, files={"--out": out})
+    report = static_report(model, load_policy(policy), follow_symlinks=follow_symlinks)
     if report.summary:
         report.summary.fail_on = fail_on  # type: ignore[assignment]
     if out:
-        report.write(out)
+        write_atomic(out, report.to_json() + "\n", flag="--out", protected=protected | _external_data_of(report))
     m = report.model
     typer.echo(sanitize(f"model   {Path(m.path).name}  sha256:{m.sha256[:16]}…  {m.size_bytes} bytes, IR {m.ir_version}, opsets {m.opset}"))
     if not report.static_findings:
@@ -416,7 +428,7 @@ def inspect(
     verdict = s.verdict if s else "pass"
     typer.echo(f"verdict {verdict.upper()}  (static checks only; the model was not run)")
     if out:
-        typer.echo(f"report  {out}")
+        typer.echo(sanitize(f"report  {out}"))
     if verdict == "fail" or (fail_on == "warn" and verdict == "warn"):
         raise typer.Exit(EXIT_REJECTED)
 
@@ -438,54 +450,69 @@ def attack(
     out: Optional[Path] = typer.Option(None, "--out", help="write the check's result as JSON"),
     save_adversarials: Optional[Path] = typer.Option(None, "--save-adversarials"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
+    policy: Optional[str] = typer.Option(None, "--policy", help="policy whose limits and static refusals apply (default: standard)"),
+    max_memory: Optional[int] = typer.Option(None, "--max-memory", min=64, help="sandbox memory limit in MB (default: the policy's limits.max_memory_mb)"),
+    timeout: Optional[float] = typer.Option(None, "--timeout", min=0.1, help="sandbox wall-time limit in seconds (default: the policy's limits.timeout_s)"),
+    inference_timeout: Optional[float] = typer.Option(None, "--inference-timeout", min=0.1, help="wall-time limit of one model run in seconds (default: the policy's limits.inference_timeout_s)"),
+    no_sandbox: bool = typer.Option(False, "--no-sandbox", help="run the model in this process, without resource limits (trusted models only)"),
+    follow_symlinks: bool = typer.Option(False, "--follow-symlinks", help="attack MODEL even when it is a symbolic link"),
 ) -> None:
-    """Run one attack ad hoc and print its success rate, queries and time."""
-    import numpy as np
+    """Run one attack ad hoc and print its success rate, queries and time.
+
+    The model gets the same protection as in `scan`: a safe read, the static refusals (memory bombs,
+    huge Loops, unsafe external data) and a sandboxed child process with the policy's limits."""
     from pydantic import ValidationError
 
     from .errors import BadInputError
-    from .policy import CheckSpec, load_policy
-    from .scan import ScanOptions, prepare, run_evasion_check
+    from .policy import CheckSpec, apply_overrides, load_policy
+    from .scan import ScanOptions, run_attack
 
     try:
         eps_vals = [float(e) for e in epsilon.split(",") if e.strip()]
     except ValueError:
-        raise BadInputError(f"--epsilon takes a number or a comma list of numbers, got '{epsilon}'") from None
+        raise BadInputError(f"--epsilon takes a number or a comma list of numbers, got '{sanitize(epsilon)}'") from None
     try:
         spec = CheckSpec(
             id=f"{name}-{norm}", attack=name, norm=norm, epsilon=eps_vals[0] if len(eps_vals) == 1 else eps_vals,  # type: ignore[arg-type]
-            samples=samples, budget=budget, min_perturbation=min_perturbation,
+            samples=samples, budget=budget, min_perturbation=min_perturbation, target=target,
         )
     except ValidationError as exc:
         raise BadInputError("; ".join(f"{'.'.join(map(str, e['loc'])) or name}: {e['msg']}" for e in exc.errors())) from None
-    pol = load_policy(None)
-    opts = ScanOptions(model_path=model, data_path=data, value_range=_parse_range(value_range), policy=pol, seed=seed)
-    rng = np.random.default_rng(seed)
-    prep = prepare(opts, pol, rng, samples)
-    threat = "labels" if labels_only or not prep.model.has_scores else "scores"
+    pol = apply_overrides(load_policy(policy), value_range=_parse_range(value_range), max_memory_mb=max_memory,
+                          timeout_s=timeout, inference_timeout_s=inference_timeout)
+    _output_plan(model, data, follow_symlinks, files={"--out": out}, folders={"--save-adversarials": save_adversarials})
+    _check_data(data)
+    opts = ScanOptions(model_path=model, data_path=data, policy=pol, seed=seed, save_adversarials=save_adversarials,
+                       follow_symlinks=follow_symlinks)
     bars = ProgressBars(enabled=not quiet)
-    chk = run_evasion_check(prep, spec, threat=threat, seed=seed, target=target, progress=bars(spec.check_id, 1000), save_dir=save_adversarials)
+    say = _safe(typer.echo)
+    if no_sandbox:
+        chk = run_attack(opts, spec, labels_only=labels_only, progress=bars)
+    else:
+        from .sandbox import limits_for, run_attack_isolated
+
+        chk = run_attack_isolated(opts, spec, labels_only=labels_only, limits=limits_for(pol), progress=bars)
     if chk.status != "completed":
         raise BadInputError(f"{name} could not run: {chk.reason}")
-    typer.echo(f"attack        {chk.attack} ({norm}, epsilon {epsilon}{', target ' + str(target) if target is not None else ''})")
-    typer.echo(f"samples       {chk.n_samples} ({chk.n_attacked} correctly classified and attacked)")
-    typer.echo(f"success rate  {_fmt_rate(chk.success_rate)}")
+    say(f"attack        {chk.attack} ({norm}, epsilon {epsilon}{', target ' + str(target) if target is not None else ''})")
+    say(f"samples       {chk.n_samples} ({chk.n_attacked} correctly classified and attacked)")
+    say(f"success rate  {_fmt_rate(chk.success_rate)}")
     if chk.queries:
-        typer.echo(f"queries       median {chk.queries.median:.0f}, mean {chk.queries.mean:.1f}, max {chk.queries.max} (budget {budget})" if chk.queries.median is not None else "queries       0")
+        say(f"queries       median {chk.queries.median:.0f}, mean {chk.queries.mean:.1f}, max {chk.queries.max} (budget {budget})" if chk.queries.median is not None else "queries       0")
     if chk.perturbation and chk.perturbation.median is not None:
-        typer.echo(f"perturbation  median {chk.perturbation.median:.4g} ({norm})")
+        say(f"perturbation  median {chk.perturbation.median:.4g} ({norm})")
     mp = chk.min_perturbation
     if mp is not None and mp.n:
         med = f"{mp.median:.4g}" if mp.median is not None else "inf"
         ci = f" [{mp.ci.low:.4g}, {mp.ci.high:.4g}]" if mp.ci is not None else ""
-        typer.echo(f"min. perturb. median {med}{ci} ({norm}; {mp.n_infinite} of {mp.n} not broken)")
+        say(f"min. perturb. median {med}{ci} ({norm}; {mp.n_infinite} of {mp.n} not broken)")
     for pt in chk.robustness_curve:
-        typer.echo(f"  eps {pt.epsilon:<8g} robust accuracy {_fmt_rate(pt.robust_accuracy)}")
+        say(f"  eps {pt.epsilon:<8g} robust accuracy {_fmt_rate(pt.robust_accuracy)}")
     share = chk.ort_time_s / chk.wall_time_s if chk.wall_time_s else 0.0
-    typer.echo(f"wall time     {chk.wall_time_s:.2f}s ({share:.0%} inside onnxruntime)")
-    typer.echo(f"finding       {chk.finding}")
+    say(f"wall time     {chk.wall_time_s:.2f}s ({share:.0%} inside onnxruntime)")
+    say(f"finding       {chk.finding}")
     if out:
-        out.write_text(chk.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        write_atomic(out, chk.model_dump_json(indent=2) + "\n", flag="--out", protected=_output_plan(model, data, follow_symlinks, files={}))
 
 
 @policy_app.command("list")
@@ -495,7 +522,7 @@ def policy_list() -> None:
 
     for name in shipped_policies():
         p = load_policy(name).policy
-        typer.echo(f"{name:<10} v{p.version:<5} {p.policy.description}")
+        typer.echo(sanitize(f"{name:<10} v{p.version:<5} {p.policy.description}"))
 
 
 @policy_app.command("show")
@@ -516,7 +543,7 @@ def policy_validate(file: Path = typer.Argument(..., help="policy file (.toml or
 
     lp = load_policy(str(file))
     p = lp.policy
-    typer.echo(f"{file}: valid policy '{p.name}' v{p.version}, {len(p.checks)} checks, sha256 {lp.sha256}")
+    typer.echo(sanitize(f"{file}: valid policy '{p.name}' v{p.version}, {len(p.checks)} checks, sha256 {lp.sha256}"))
 
 
 @report_app.command("render")
@@ -534,10 +561,13 @@ def report_render(
 
     if key and no_verify:
         raise typer.BadParameter("--key and --no-verify contradict each other")
+    protected = _output_plan(report_file, None, False, files={"--out": out}, inputs=(model,))
     report, verification = load_for_render(report_file, key or None, allow_unverified=no_verify, model_path=model)
-    out.write_text(render(report, verified=verification, adversarials=adversarials, base_dir=report_file.parent), encoding="utf-8")
+    # files the report names are embedded only from inside the report's own folder, never through a link
+    page = render(report, verified=verification, adversarials=adversarials, base_dir=report_file.parent if str(report_file.parent) else Path("."))
+    write_atomic(out, page, flag="--out", protected=protected)
     state = "unsigned" if verification is None else ("signature verified, key " + verification.keyid if verification.verified else "signature NOT verified")
-    typer.echo(f"page    {out} ({sanitize(state)})")
+    typer.echo(sanitize(f"page    {out} ({state})"))
 
 
 @report_app.command("diff")

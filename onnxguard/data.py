@@ -78,6 +78,8 @@ def check_data_file(path: str | os.PathLike[str]) -> None:
     p = Path(path)
     suffix = p.suffix.lower()
     try:
+        if p.stat().st_size == 0:
+            raise DataError(f"data file {p} is empty")
         if suffix == ".npz":
             check_npz(p, p.name)
         elif suffix == ".npy":

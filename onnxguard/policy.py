@@ -397,7 +397,11 @@ def parse_policy(data: bytes, source: str) -> LoadedPolicy:
     text = data.decode("utf-8", errors="replace")
     depth, where = _nesting_depth(text)
     if depth > MAX_POLICY_DEPTH:
-        raise PolicyError(f"invalid policy {source}: arrays or tables nested {depth} deep at line {where}, over the limit of {MAX_POLICY_DEPTH}")
+        line = text.splitlines()[where - 1] if where - 1 < len(text.splitlines()) else ""
+        key = line.split("=", 1)[0].strip() if "=" in line else ""
+        named = f" (key '{sanitize(key, 60)}')" if key and len(key) <= 200 and "[" not in key else ""
+        raise PolicyError(f"invalid policy {source}: arrays or tables nested {depth} deep at line {where}{named}, "
+                          f"over the limit of {MAX_POLICY_DEPTH}; refused before parsing")
     try:
         raw: Any = json.loads(text) if text.lstrip().startswith("{") else tomllib.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:

@@ -310,6 +310,18 @@ def inspect_path(path: Path, policy: LoadedPolicy, *, follow_symlinks: bool = Fa
     return raw, findings
 
 
+def run_attack(
+    opts: ScanOptions, spec: CheckSpec, *, labels_only: bool = False, progress: ProgressFactory | None = None
+) -> EvasionCheck:
+    """One check run ad hoc (``onnxguard attack``): the same safe read, static refusals and watchdog as a scan."""
+    policy = opts.policy or load_policy(None)
+    raw, _ = inspect_file(opts, policy)
+    prep = prepare(opts, policy, np.random.default_rng(opts.seed), spec.samples, raw=raw)
+    threat = "labels" if labels_only or not prep.model.has_scores else "scores"
+    cb = progress(spec.check_id, 1000) if progress else None
+    return run_evasion_check(prep, spec, threat=threat, seed=opts.seed, progress=cb, save_dir=opts.save_adversarials)
+
+
 def _shown_path(raw: object, given: Path) -> str:
     """The path a report names: the file actually read (a followed symlink's target)."""
     link, path = getattr(raw, "link", None), getattr(raw, "path", None)

@@ -337,7 +337,7 @@ def _allocations(w: ModelWalk, memory_limit: int) -> list[StaticFinding]:
                 nested = f" inside {len(outer)} enclosing Loop(s), {total:.3g} iterations per run in all" if outer else ""
                 if total >= REFUSE_LOOP:
                     out.append(_f("long-loop", "critical", f"Loop with a constant trip count of {trips:.3g}{nested}",
-                                  f"node {label} in {ref.where} iterates {total:.3g} times per model run, over the "
+                                  f"node {label} in {ref.where} iterates {total:.3g} times per model run{nested and ' (its own ' + format(trips, '.3g') + ' trips times its ' + str(len(outer)) + ' enclosing Loop(s))'}, over the "
                                   f"{REFUSE_LOOP:.0e} onnxguard runs: the model would run for hours or days. It is refused before it runs.",
                                   f"{ref.where}/{label}"))
                 elif total >= LONG_LOOP:
