@@ -254,6 +254,7 @@ code, .mono { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-siz
 .banner { border: 2px solid var(--ink); padding: .6rem .9rem; margin: 1rem 0; }
 .banner strong { letter-spacing: .03em; }
 .banner.unsigned { border-style: dashed; background: var(--soft); }
+.banner.deviations { border-color: #a00d0d; border-width: 3px; }
 .verdictbox { display: flex; gap: 1.5rem; align-items: center; border: 3px solid var(--ink); padding: 1rem 1.2rem; margin: 1rem 0; }
 .verdict { font-weight: 800; font-size: 1.05em; padding: .05rem .45rem; border: 2px solid currentColor; white-space: nowrap; }
 .verdictbox .verdict { font-size: 2rem; }
@@ -318,6 +319,23 @@ def _provenance(verified: Verification | None) -> str:
     )
 
 
+def _deviations(pol: Any) -> str:
+    """A banner above the verdict when the scan did not run the named policy as written."""
+    if pol is None or not pol.deviations:
+        return ""
+    import json as _json
+
+    rows = [[_code(d.key), _code(_json.dumps(d.policy_value)), _code(_json.dumps(d.effective_value))] for d in pol.deviations]
+    return (
+        '<div class="banner deviations" role="alert"><strong>⚠ DEVIATES FROM THE POLICY.</strong> This scan did not run '
+        f"{_code(pol.name)} as written: {len(pol.deviations)} setting(s) were overridden on the command line. The verdict "
+        "below is <em>not</em> a verdict under that policy, and the report does not verify as it "
+        "(<code>onnxguard verify --policy</code> fails)."
+        + _table(["setting", "the policy says", "the scan used"], rows, caption="Deviations from the named policy")
+        + "</div>"
+    )
+
+
 def _summary(ctx: _Ctx) -> str:
     r = ctx.report
     s = r.summary
@@ -325,12 +343,15 @@ def _summary(ctx: _Ctx) -> str:
     pol_html = (
         f"{_code(pol.name)} version {esc(pol.version)} ({esc(pol.source)}), sha256 {_code(pol.sha256)}" if pol else "no policy recorded"
     )
+    if pol is not None and pol.effective_sha256:
+        pol_html += f"; effective policy sha256 {_code(pol.effective_sha256)}"
     if s is None:
         return f'<section id="summary"><div class="verdictbox"><p>This report was not graded by a policy.</p></div><p>Policy: {pol_html}</p></section>'
     rule = "a <em>fail</em> verdict rejects the model" if s.fail_on == "fail" else "a <em>warn</em> or <em>fail</em> verdict rejects the model"
     reasons = "".join(f"<li>{esc(x)}</li>" for x in s.reasons) or "<li>every graded figure is within the policy's thresholds</li>"
     return (
         '<section id="summary" aria-labelledby="summary-h"><h2 id="summary-h">Verdict</h2>'
+        f"{_deviations(pol)}"
         f'<div class="verdictbox"><div>{_verdict(s.verdict)}</div><div><p><strong>Verdict:</strong> {esc(s.verdict)}; '
         f"<strong>highest risk level:</strong> {_level(s.highest_risk)}</p>"
         f"<p><strong>Policy:</strong> {pol_html}; {rule}.</p></div></div>"
