@@ -187,6 +187,7 @@ def scan(
     plan = _output_plan(
         model, data, follow_symlinks,
         files={"--out": out, "--json": json_out, "--html": html}, folders={"--save-adversarials": save_adversarials, "--backdoor-out": backdoor_out},
+        inputs=(transfer_from,), names={"--save-adversarials": [f"{c.check_id}.npz" for c in pol.policy.checks]},
     )
     if transfer_from is not None:
         from .safeload import resolve_model_path
@@ -273,9 +274,10 @@ def _safe(say: Callable[[str], None]) -> Callable[[str], None]:
 
 
 def _output_plan(model: Path, data: Optional[Path], follow_symlinks: bool, *, files: dict[str, Optional[Path]],
-                 folders: dict[str, Optional[Path]] | None = None, inputs: tuple[Optional[Path], ...] = ()) -> "Protected":
+                 folders: dict[str, Optional[Path]] | None = None, inputs: tuple[Optional[Path], ...] = (),
+                 names: dict[str, list[str]] | None = None) -> "Protected":
     """Before anything runs: every output location can be written, and none is an input (exit 2 at once)."""
-    from .outputs import Protected, check_distinct, check_file, check_folder
+    from .outputs import Protected, check_distinct, check_file, check_folder, safe_name
 
     protected = Protected.of([model, data, *inputs])
     check_distinct({**files, **(folders or {})})
@@ -285,6 +287,9 @@ def _output_plan(model: Path, data: Optional[Path], follow_symlinks: bool, *, fi
     for flag, p in (folders or {}).items():
         if p is not None:
             check_folder(p, flag, protected)
+            for name in (names or {}).get(flag, []):  # the files it will hold, where their names are known now
+                if p.is_dir():
+                    check_file(p / safe_name(name), flag, protected)
     return protected
 
 
@@ -480,7 +485,8 @@ def attack(
         raise BadInputError("; ".join(f"{'.'.join(map(str, e['loc'])) or name}: {e['msg']}" for e in exc.errors())) from None
     pol = apply_overrides(load_policy(policy), value_range=_parse_range(value_range), max_memory_mb=max_memory,
                           timeout_s=timeout, inference_timeout_s=inference_timeout)
-    _output_plan(model, data, follow_symlinks, files={"--out": out}, folders={"--save-adversarials": save_adversarials})
+    _output_plan(model, data, follow_symlinks, files={"--out": out}, folders={"--save-adversarials": save_adversarials},
+                 names={"--save-adversarials": [f"{spec.check_id}.npz"]})
     _check_data(data)
     opts = ScanOptions(model_path=model, data_path=data, policy=pol, seed=seed, save_adversarials=save_adversarials,
                        follow_symlinks=follow_symlinks)
