@@ -31,7 +31,6 @@ from .report import (
     FileDigest,
     ModelInfo,
     NotTested,
-    PolicyInfo,
     RangeInfo,
     Rate,
     Report,
@@ -64,11 +63,6 @@ def environment(execution_provider: str = "CPUExecutionProvider") -> Environment
 
     return Environment(python=sys.version.split()[0], platform=platform.platform(), onnxguard=__version__,
                        onnxruntime=v("onnxruntime"), onnx=v("onnx"), numpy=v("numpy"), execution_provider=execution_provider)
-
-
-def policy_info(policy: LoadedPolicy) -> PolicyInfo:
-    pol = policy.policy
-    return PolicyInfo(name=pol.name, version=pol.version, sha256=policy.sha256, source=policy.source)
 
 
 def model_info(model: "LoadedModel", display_path: str | None = None) -> ModelInfo:
@@ -118,13 +112,13 @@ def _range_value(a: Any) -> float | list[float]:
 def scan_report(
     opts: "ScanOptions", policy: LoadedPolicy, prep: "Prepared", *, checks: list[EvasionCheck],
     transfers: list[tuple[TransferResult, int]], backdoor: BackdoorSection | None, static_findings: list[StaticFinding],
-    not_tested: list[NotTested], notes: list[str], started: float,
+    not_tested: list[NotTested], notes: list[str], started: float, model_path: str | None = None,
 ) -> Report:
     """The graded report of a scan that ran: figures of every check, timing over the whole scan."""
     report = Report(
         tool=ToolInfo(version=__version__),
         created_at=now(),
-        model=model_info(prep.model, str(opts.model_path)),
+        model=model_info(prep.model, model_path or str(opts.model_path)),
         data=DataInfo(
             source=prep.samples.source if not prep.samples.synthetic else "synthetic",
             sha256=prep.samples.sha256,
@@ -135,7 +129,7 @@ def scan_report(
         ),
         seed=opts.seed,
         environment=environment(),
-        policy=policy_info(policy),
+        policy=policy.info(),
         clean_accuracy=Rate.of(int((prep.pred == prep.y).sum()), len(prep.y)) if prep.labels_given else None,
         checks=checks,
         transfer=[t for t, _ in transfers],
@@ -180,7 +174,10 @@ def crash_report(
         except Exception:
             info = None
     if info is None or info.sha256 != sha:
-        info = ModelInfo(path=os.fspath(opts.model_path), sha256=sha, size_bytes=size, opset={}, ir_version=0, producer="", inputs=[], outputs=[])
+        shown = os.fspath(opts.model_path)
+        if getattr(opts, "follow_symlinks", False):
+            shown = os.path.realpath(shown)
+        info = ModelInfo(path=shown, sha256=sha, size_bytes=size, opset={}, ir_version=0, producer="", inputs=[], outputs=[])
     not_tested = [NotTested(what=f"check {c.id}", reason=reason) for c in checks]
     if backdoor is not None:
         not_tested.append(NotTested(what="backdoor search", reason=reason))
@@ -190,7 +187,7 @@ def crash_report(
         tool=ToolInfo(version=__version__),
         created_at=now(),
         model=info, data=None, seed=opts.seed, environment=environment(),
-        policy=policy_info(policy),
+        policy=policy.info(),
         checks=checks, backdoor=backdoor, static_findings=findings,
         not_tested=not_tested,
         timing=Timing(wall_s=wall_s, ort_s=0.0, ort_share=None, queries_total=0),
@@ -199,7 +196,7 @@ def crash_report(
     return grade_failed_scan(report, policy, reason)
 
 
-def static_report(model_path: Path | str, policy: LoadedPolicy | None = None) -> Report:
+def static_report(model_path: Path | str, policy: LoadedPolicy | None = None, *, follow_symlinks: bool = False) -> Report:
     """A report with the static checks only (no model execution), graded by the policy's static rules.
 
     Unsafe external-data references become findings here instead of errors: nothing they name is read."""
@@ -210,19 +207,21 @@ def static_report(model_path: Path | str, policy: LoadedPolicy | None = None) ->
     lp = policy or load_policy(None)
     pol = lp.policy
     path = Path(model_path)
-    raw = safeload.read_model(path, max_bytes=pol.limits.max_model_mb * 1024 * 1024, strict=False)
+    raw = safeload.read_model(path, max_bytes=pol.limits.max_model_mb * 1024 * 1024, strict=False, follow_symlinks=follow_symlinks)
+    if raw.link is not None:
+        path = raw.path or path
     findings = inspect_model(raw, path, memory_limit=pol.limits.max_memory_mb * 1024 * 1024, checks=pol.static.checks)
     report = Report(
         tool=ToolInfo(version=__version__),
         created_at=now(),
         model=static_model_info(raw, str(path)), seed=0, environment=environment(),
-        policy=policy_info(lp),
+        policy=lp.info(),
         static_findings=findings,
         notes=["static checks only (onnxguard inspect): the model was not run; evasion attacks and backdoor search were not part of this report"],
     )
     # grade the static findings alone: no checks, no backdoor search expected
     static_only = pol.model_copy(update={"checks": [], "backdoor": pol.backdoor.model_copy(update={"enabled": False}),
                                          "static": pol.static.model_copy(update={"enabled": True})})
-    grade_report(report, LoadedPolicy(policy=static_only, sha256=lp.sha256, source=lp.source))
+    grade_report(report, LoadedPolicy(policy=static_only, sha256=lp.sha256, source=lp.source, deviations=lp.deviations))
     report.timing = Timing(wall_s=time.perf_counter() - t0, ort_s=0.0, ort_share=None, queries_total=0)
     return report

@@ -10,13 +10,17 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import typer
 
 from .errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_REJECTED, EXIT_SCAN_FAILED, OnnxGuardError
 from .formats import FORMATS, get_format
+from .outputs import write_atomic
 from .text import sanitize
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .outputs import Protected
 
 app = typer.Typer(
     add_completion=False,
@@ -45,6 +49,7 @@ class ProgressBars:
 
     def __call__(self, name: str, total: int) -> Callable[[int, int], None]:
         state = {"last": -1}
+        name = sanitize(name, 60)  # a check id comes from the policy file
 
         def update(done: int, tot: int) -> None:
             if not self.enabled:
@@ -98,13 +103,15 @@ def scan(
     executor: Optional[str] = typer.Option(None, "--executor", help="split the policy's checks over workers: local or ray (the report equals the unsplit one)"),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="with --executor: workers to split over (default: the CPUs)"),
     address: Optional[str] = typer.Option(None, "--address", help="with --executor ray: the cluster's address (default: start a local Ray)"),
+    inference_timeout: Optional[float] = typer.Option(None, "--inference-timeout", min=0.1, help="wall-time limit of one model run in seconds (default: the policy's limits.inference_timeout_s)"),
+    follow_symlinks: bool = typer.Option(False, "--follow-symlinks", help="scan MODEL even when it is a symbolic link (e.g. a Hugging Face cache snapshot); the report names the resolved file, and external data must sit in its folder"),
 ) -> None:
     """Scan MODEL with the policy's checks and write a graded report (signed, with --out).
 
     The model runs in a sandboxed child process (memory, CPU and wall-time limits); if it crashes or
     runs out of a limit, the report says so and the exit code is 3."""
     from .formats.text import print_summary
-    from .policy import load_policy
+    from .policy import apply_overrides, load_policy
     from .scan import ScanOptions, run_scan
 
     if fail_on not in ("fail", "warn"):
@@ -114,14 +121,27 @@ def scan(
     if fmt == "dsse" and out is None:
         raise typer.BadParameter("--format dsse writes the signed envelope to --out")
     signed_out = fmt in (None, "dsse")
-    pol = load_policy(policy)
+    # every override is applied once, here, to the loaded policy; the report records each as a deviation
+    pol = apply_overrides(
+        load_policy(policy), budget=budget, samples=samples, target=target, value_range=_parse_range(value_range),
+        max_memory_mb=max_memory, timeout_s=timeout, inference_timeout_s=inference_timeout,
+    )
     if not signed_out and key is not None:
         raise typer.BadParameter(f"--key signs the default output (a DSSE envelope); --format {fmt} writes unsigned output")
     sign_plan = _signing_preflight(out if signed_out else None, key, passphrase_env, no_sign)
+    plan = _output_plan(
+        model, data, follow_symlinks,
+        files={"--out": out, "--json": json_out, "--html": html}, folders={"--save-adversarials": save_adversarials, "--backdoor-out": backdoor_out},
+        inputs=(transfer_from,), names={"--save-adversarials": [f"{c.check_id}.npz" for c in pol.policy.checks]},
+    )
+    if transfer_from is not None:
+        from .safeload import resolve_model_path
+
+        resolve_model_path(transfer_from)  # a symlinked or device surrogate is refused here, before the scan
+    _check_data(data)
     opts = ScanOptions(
-        model_path=model, data_path=data, value_range=_parse_range(value_range), policy=pol, seed=seed,
-        budget=budget, samples=samples, save_adversarials=save_adversarials, target=target, transfer_from=transfer_from,
-        backdoor_out=backdoor_out,
+        model_path=model, data_path=data, policy=pol, seed=seed, save_adversarials=save_adversarials,
+        transfer_from=transfer_from, backdoor_out=backdoor_out, follow_symlinks=follow_symlinks,
     )
     crashed = None
     if executor is None and (workers is not None or address is not None):
@@ -134,25 +154,26 @@ def scan(
         if no_sandbox:
             raise typer.BadParameter("--executor runs every shard in the sandbox; it cannot be combined with --no-sandbox")
         with get_executor(executor, address, workers) as ex:
-            res = scan_split(opts, limits_for(pol, max_memory, timeout), ex, workers=workers)
+            res = scan_split(opts, limits_for(pol), ex, workers=workers)
         report, crashed = res.report, res.crashed
     elif no_sandbox:
         report = run_scan(opts, progress=ProgressBars(enabled=not quiet))
     else:
         from .sandbox import limits_for, run_isolated
 
-        res = run_isolated(opts, limits_for(pol, max_memory, timeout), progress=ProgressBars(enabled=not quiet))
+        res = run_isolated(opts, limits_for(pol), progress=ProgressBars(enabled=not quiet))
         report, crashed = res.report, res.crashed
     if report.summary:
         report.summary.fail_on = fail_on  # type: ignore[assignment]
     to_stdout = not signed_out and out is None  # machine output on stdout: humans read stderr
-    say: Callable[[str], None] = err if to_stdout else typer.echo
-    written = _write_reports(report, out if signed_out else None, json_out, sign_plan)
+    say: Callable[[str], None] = _safe(err if to_stdout else typer.echo)
+    plan = plan | _external_data_of(report)
+    written = _write_reports(report, out if signed_out else None, json_out, sign_plan, plan)
     if not signed_out:
         assert fmt is not None
         text = get_format(fmt).render(report)
         if out:
-            out.write_text(text, encoding="utf-8")
+            write_atomic(out, text, flag="--out", protected=plan)
             written.append(f"report  {out}  ({get_format(fmt).description})")
         else:
             sys.stdout.write(text)
@@ -161,7 +182,7 @@ def scan(
     for line in written:
         say(line)
     if html:
-        html.write_text(get_format("html").render(report), encoding="utf-8")
+        write_atomic(html, get_format("html").render(report), flag="--html", protected=plan)
         say(f"page    {html}  (from the scan in memory, marked unsigned; `onnxguard report render --key` gives a verified page)")
     if crashed:
         err(f"onnxguard: error: scan failed: {crashed}")
@@ -200,17 +221,63 @@ def _signing_preflight(out: Optional[Path], key: Optional[Path], passphrase_env:
     return {"key": path, "passphrase_env": passphrase_env}
 
 
-def _write_reports(report: "object", out: Optional[Path], json_out: Optional[Path], sign_plan: Optional[dict]) -> list[str]:
-    """Write --out (a signed DSSE envelope unless --no-sign) and --json (the plain report)."""
+def _safe(say: Callable[[str], None]) -> Callable[[str], None]:
+    """Every line that may hold an untrusted string (a file name, a policy name, a check id) is sanitised here."""
+    return lambda line: say(sanitize(line))
+
+
+def _output_plan(model: Path, data: Optional[Path], follow_symlinks: bool, *, files: dict[str, Optional[Path]],
+                 folders: dict[str, Optional[Path]] | None = None, inputs: tuple[Optional[Path], ...] = (),
+                 names: dict[str, list[str]] | None = None) -> "Protected":
+    """Before anything runs: every output location can be written, and none is an input (exit 2 at once)."""
+    from .outputs import Protected, check_distinct, check_file, check_folder, safe_name
+
+    protected = Protected.of([model, data, *inputs])
+    check_distinct({**files, **(folders or {})})
+    for flag, p in files.items():
+        if p is not None:
+            check_file(p, flag, protected)
+    for flag, p in (folders or {}).items():
+        if p is not None:
+            check_folder(p, flag, protected)
+            for name in (names or {}).get(flag, []):  # the files it will hold, where their names are known now
+                if p.is_dir():
+                    check_file(p / safe_name(name), flag, protected)
+    return protected
+
+
+def _check_data(data: Optional[Path]) -> None:
+    """Data bombs are refused from their headers here, before the sandbox starts (exit 2, naming the file)."""
+    if data is not None and data.is_file():
+        from .data import check_data_file
+
+        check_data_file(data)
+
+
+def _external_data_of(report: "object") -> "Protected":
+    """The scanned model's external-data files (known once it was read), protected like the model."""
+    from .outputs import Protected
     from .report import Report
 
     assert isinstance(report, Report)
+    folder = Path(os.path.realpath(report.model.path)).parent
+    return Protected.of([folder / f.path for f in report.model.external_data])
+
+
+def _write_reports(report: "object", out: Optional[Path], json_out: Optional[Path], sign_plan: Optional[dict],
+                   protected: "Protected | None" = None) -> list[str]:
+    """Write --out (a signed DSSE envelope unless --no-sign) and --json (the plain report), atomically."""
+    from .outputs import Protected
+    from .report import Report
+
+    assert isinstance(report, Report)
+    prot = protected or Protected()
     lines = []
     if json_out is not None:  # first: a signing failure must not lose the scan
-        report.write(json_out)
+        write_atomic(json_out, report.to_json() + "\n", flag="--json", protected=prot)
         lines.append(f"plain   {json_out}  (plain report, unsigned)")
     if out is not None and sign_plan is None:
-        report.write(out)
+        write_atomic(out, report.to_json() + "\n", flag="--out", protected=prot)
         lines.append(f"report  {out}  (UNSIGNED plain report, --no-sign: not an attestation)")
     elif out is not None:
         from .keys import default_key, default_key_path, key_type, keyid, load_private_key
@@ -220,7 +287,7 @@ def _write_reports(report: "object", out: Optional[Path], json_out: Optional[Pat
         path = sign_plan["key"]
         private = load_private_key(path, pw) if path is not None else default_key(pw, notify=err)
         envelope = sign_report(report, private)
-        out.write_text(json.dumps(envelope, indent=2) + "\n", encoding="utf-8")
+        write_atomic(out, json.dumps(envelope, indent=2) + "\n", flag="--out", protected=prot)
         kid, kt = keyid(private), key_type(private)
         del private
         lines.append(f"report  {out}  (signed DSSE envelope, predicate {PREDICATE_TYPE})")
@@ -242,8 +309,8 @@ def keygen(
         raise typer.BadParameter(f"--type takes one of {', '.join(KEY_TYPES)}")
     pw = _passphrase(passphrase_env)
     priv, pub = write_keypair(out, passphrase=pw, kind=key_type_, overwrite=force)
-    typer.echo(f"private key {priv}  ({key_type_}, mode 0600{', passphrase-protected' if pw else ''}): keep it secret")
-    typer.echo(f"public key  {pub}  (give it to whoever verifies your reports)")
+    typer.echo(sanitize(f"private key {priv}  ({key_type_}, mode 0600{', passphrase-protected' if pw else ''}): keep it secret"))
+    typer.echo(sanitize(f"public key  {pub}  (give it to whoever verifies your reports)"))
     typer.echo(f"keyid       {keyid(load_public_key(pub))}")
 
 
@@ -296,6 +363,7 @@ def inspect(
     out: Optional[Path] = typer.Option(None, "--out", help="write the report here"),
     policy: Optional[str] = typer.Option(None, "--policy", help="policy whose static grading applies (default: standard)"),
     fail_on: str = typer.Option("fail", "--fail-on", help="verdict that makes the exit code 1: 'fail' or 'warn'"),
+    follow_symlinks: bool = typer.Option(False, "--follow-symlinks", help="inspect MODEL even when it is a symbolic link"),
 ) -> None:
     """Static checks of MODEL only: external data, custom operators, opsets, allocation bombs, metadata. Never runs it."""
     from .policy import load_policy
@@ -303,11 +371,12 @@ def inspect(
 
     if fail_on not in ("fail", "warn"):
         raise typer.BadParameter("--fail-on takes 'fail' or 'warn'")
-    report = static_report(model, load_policy(policy))
+    protected = _output_plan(model, None, follow_symlinks, files={"--out": out})
+    report = static_report(model, load_policy(policy), follow_symlinks=follow_symlinks)
     if report.summary:
         report.summary.fail_on = fail_on  # type: ignore[assignment]
     if out:
-        report.write(out)
+        write_atomic(out, report.to_json() + "\n", flag="--out", protected=protected | _external_data_of(report))
     m = report.model
     typer.echo(sanitize(f"model   {Path(m.path).name}  sha256:{m.sha256[:16]}…  {m.size_bytes} bytes, IR {m.ir_version}, opsets {m.opset}"))
     if not report.static_findings:
@@ -319,7 +388,7 @@ def inspect(
     verdict = s.verdict if s else "pass"
     typer.echo(f"verdict {verdict.upper()}  (static checks only; the model was not run)")
     if out:
-        typer.echo(f"report  {out}")
+        typer.echo(sanitize(f"report  {out}"))
     if verdict == "fail" or (fail_on == "warn" and verdict == "warn"):
         raise typer.Exit(EXIT_REJECTED)
 
@@ -347,65 +416,79 @@ def attack(
     out: Optional[Path] = typer.Option(None, "--out", help="write the check's result as JSON"),
     save_adversarials: Optional[Path] = typer.Option(None, "--save-adversarials"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
+    policy: Optional[str] = typer.Option(None, "--policy", help="policy whose limits and static refusals apply (default: standard)"),
+    max_memory: Optional[int] = typer.Option(None, "--max-memory", min=64, help="sandbox memory limit in MB (default: the policy's limits.max_memory_mb)"),
+    timeout: Optional[float] = typer.Option(None, "--timeout", min=0.1, help="sandbox wall-time limit in seconds (default: the policy's limits.timeout_s)"),
+    inference_timeout: Optional[float] = typer.Option(None, "--inference-timeout", min=0.1, help="wall-time limit of one model run in seconds (default: the policy's limits.inference_timeout_s)"),
+    no_sandbox: bool = typer.Option(False, "--no-sandbox", help="run the model in this process, without resource limits (trusted models only)"),
+    follow_symlinks: bool = typer.Option(False, "--follow-symlinks", help="attack MODEL even when it is a symbolic link"),
 ) -> None:
-    """Run one attack ad hoc and print its success rate, queries and time."""
-    import numpy as np
+    """Run one attack ad hoc and print its success rate, queries and time.
+
+    The model gets the same protection as in `scan`: a safe read, the static refusals (memory bombs,
+    huge Loops, unsafe external data) and a sandboxed child process with the policy's limits."""
     from pydantic import ValidationError
 
-    from .errors import BadInputError
-    from .evasion import prepare, run_evasion_check
-    from .formats.text import fmt_rate
-    from .policy import CheckSpec, load_policy
-    from .options import ScanOptions
-
     from .attacks import ATTACKS
+    from .errors import BadInputError
+    from .formats.text import fmt_rate
+    from .policy import CheckSpec, apply_overrides, load_policy
+    from .scan import ScanOptions, run_attack
 
     known = ATTACKS.get(name)
     if epsilon is None and (known is None or not known.minimisation):
-        raise BadInputError(f"--epsilon is required: {name} is a fixed-epsilon attack" if known else
-                            f"unknown attack '{name}': one of {', '.join(ATTACKS)}")
+        raise BadInputError(f"--epsilon is required: {sanitize(name)} is a fixed-epsilon attack" if known else
+                            f"unknown attack '{sanitize(name)}': one of {', '.join(ATTACKS)}")
     try:
-        eps_vals = [float(e) for e in epsilon.split(",") if e.strip()] if epsilon is not None else []
+        # a minimisation attack without an epsilon: any adversarial inside the valid box counts (L-inf 1 is the
+        # whole range; an L2 radius of 1e6 holds every box up to 10^12 features), and the smallest one found is reported
+        eps_vals = [float(e) for e in epsilon.split(",") if e.strip()] if epsilon is not None else [1.0 if norm == "linf" else 1e6]
     except ValueError:
-        raise BadInputError(f"--epsilon takes a number or a comma list of numbers, got '{epsilon}'") from None
-    pol = load_policy(None)
-    opts = ScanOptions(model_path=model, data_path=data, value_range=_parse_range(value_range), policy=pol, seed=seed)
-    rng = np.random.default_rng(seed)
-    prep = prepare(opts, pol, rng, samples)
-    if not eps_vals:  # a minimisation attack without an epsilon: any adversarial in the valid box counts
-        eps_vals = [1.0 if norm == "linf" else float(np.sqrt(np.prod(prep.model.sample_shape)))]
+        raise BadInputError(f"--epsilon takes a number or a comma list of numbers, got '{sanitize(epsilon)}'") from None
     try:
         spec = CheckSpec(
             id=f"{name}-{norm}", attack=name, norm=norm, epsilon=eps_vals[0] if len(eps_vals) == 1 else eps_vals,  # type: ignore[arg-type]
-            samples=samples, budget=budget, min_perturbation=min_perturbation,
+            samples=samples, budget=budget, min_perturbation=min_perturbation, target=target,
         )
     except ValidationError as exc:
         raise BadInputError("; ".join(f"{'.'.join(map(str, e['loc'])) or name}: {e['msg']}" for e in exc.errors())) from None
-    threat = "labels" if labels_only or not prep.model.has_scores else "scores"
+    pol = apply_overrides(load_policy(policy), value_range=_parse_range(value_range), max_memory_mb=max_memory,
+                          timeout_s=timeout, inference_timeout_s=inference_timeout)
+    _output_plan(model, data, follow_symlinks, files={"--out": out}, folders={"--save-adversarials": save_adversarials},
+                 names={"--save-adversarials": [f"{spec.check_id}.npz"]})
+    _check_data(data)
+    opts = ScanOptions(model_path=model, data_path=data, policy=pol, seed=seed, save_adversarials=save_adversarials,
+                       follow_symlinks=follow_symlinks)
     bars = ProgressBars(enabled=not quiet)
-    chk = run_evasion_check(prep, spec, threat=threat, seed=seed, target=target, progress=bars(spec.check_id, 1000), save_dir=save_adversarials)
+    say = _safe(typer.echo)
+    if no_sandbox:
+        chk = run_attack(opts, spec, labels_only=labels_only, progress=bars)
+    else:
+        from .sandbox import limits_for, run_attack_isolated
+
+        chk = run_attack_isolated(opts, spec, labels_only=labels_only, limits=limits_for(pol), progress=bars)
     if chk.status != "completed":
         raise BadInputError(f"{name} could not run: {chk.reason}")
     eps_text = f"epsilon {epsilon}" if epsilon is not None else "no epsilon: the smallest perturbation found is reported"
-    typer.echo(f"attack        {chk.attack} ({norm}, {eps_text}{', target ' + str(target) if target is not None else ''})")
-    typer.echo(f"samples       {chk.n_samples} ({chk.n_attacked} correctly classified and attacked)")
-    typer.echo(f"success rate  {fmt_rate(chk.success_rate)}")
+    say(f"attack        {chk.attack} ({norm}, {eps_text}{', target ' + str(target) if target is not None else ''})")
+    say(f"samples       {chk.n_samples} ({chk.n_attacked} correctly classified and attacked)")
+    say(f"success rate  {fmt_rate(chk.success_rate)}")
     if chk.queries:
-        typer.echo(f"queries       median {chk.queries.median:.0f}, mean {chk.queries.mean:.1f}, max {chk.queries.max} (budget {budget})" if chk.queries.median is not None else "queries       0")
+        say(f"queries       median {chk.queries.median:.0f}, mean {chk.queries.mean:.1f}, max {chk.queries.max} (budget {budget})" if chk.queries.median is not None else "queries       0")
     if chk.perturbation and chk.perturbation.median is not None:
-        typer.echo(f"perturbation  median {chk.perturbation.median:.4g} ({norm})")
+        say(f"perturbation  median {chk.perturbation.median:.4g} ({norm})")
     mp = chk.min_perturbation
     if mp is not None and mp.n:
         med = f"{mp.median:.4g}" if mp.median is not None else "inf"
         ci = f" [{mp.ci.low:.4g}, {mp.ci.high:.4g}]" if mp.ci is not None else ""
-        typer.echo(f"min. perturb. median {med}{ci} ({norm}; {mp.n_infinite} of {mp.n} not broken)")
+        say(f"min. perturb. median {med}{ci} ({norm}; {mp.n_infinite} of {mp.n} not broken)")
     for pt in chk.robustness_curve:
-        typer.echo(f"  eps {pt.epsilon:<8g} robust accuracy {fmt_rate(pt.robust_accuracy)}")
+        say(f"  eps {pt.epsilon:<8g} robust accuracy {fmt_rate(pt.robust_accuracy)}")
     share = chk.ort_time_s / chk.wall_time_s if chk.wall_time_s else 0.0
-    typer.echo(f"wall time     {chk.wall_time_s:.2f}s ({share:.0%} inside onnxruntime)")
-    typer.echo(f"finding       {chk.finding}")
+    say(f"wall time     {chk.wall_time_s:.2f}s ({share:.0%} inside onnxruntime)")
+    say(f"finding       {chk.finding}")
     if out:
-        out.write_text(chk.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        write_atomic(out, chk.model_dump_json(indent=2) + "\n", flag="--out", protected=_output_plan(model, data, follow_symlinks, files={}))
 
 
 @policy_app.command("list")
@@ -415,7 +498,7 @@ def policy_list() -> None:
 
     for name in shipped_policies():
         p = load_policy(name).policy
-        typer.echo(f"{name:<10} v{p.version:<5} {p.policy.description}")
+        typer.echo(sanitize(f"{name:<10} v{p.version:<5} {p.policy.description}"))
 
 
 @policy_app.command("show")
@@ -436,7 +519,7 @@ def policy_validate(file: Path = typer.Argument(..., help="policy file (.toml or
 
     lp = load_policy(str(file))
     p = lp.policy
-    typer.echo(f"{file}: valid policy '{p.name}' v{p.version}, {len(p.checks)} checks, sha256 {lp.sha256}")
+    typer.echo(sanitize(f"{file}: valid policy '{p.name}' v{p.version}, {len(p.checks)} checks, sha256 {lp.sha256}"))
 
 
 @report_app.command("render")
@@ -454,10 +537,13 @@ def report_render(
 
     if key and no_verify:
         raise typer.BadParameter("--key and --no-verify contradict each other")
+    protected = _output_plan(report_file, None, False, files={"--out": out}, inputs=(model,))
     report, verification = load_for_render(report_file, key or None, allow_unverified=no_verify, model_path=model)
-    out.write_text(render(report, verified=verification, adversarials=adversarials, base_dir=report_file.parent), encoding="utf-8")
+    # files the report names are embedded only from inside the report's own folder, never through a link
+    page = render(report, verified=verification, adversarials=adversarials, base_dir=report_file.parent if str(report_file.parent) else Path("."))
+    write_atomic(out, page, flag="--out", protected=protected)
     state = "unsigned" if verification is None else ("signature verified, key " + verification.keyid if verification.verified else "signature NOT verified")
-    typer.echo(f"page    {out} ({sanitize(state)})")
+    typer.echo(sanitize(f"page    {out} ({state})"))
 
 
 @report_app.command("diff")
@@ -480,6 +566,14 @@ def report_diff(
         typer.echo("note: signed envelopes were compared by their payloads; their signatures were not verified (use `onnxguard verify`)")
     if fail_on_regression and d.regressions:
         raise typer.Exit(EXIT_REJECTED)
+
+
+@app.command()
+def schema() -> None:
+    """Print the report's JSON Schema."""
+    from .report import json_schema
+
+    typer.echo(json.dumps(json_schema(), indent=2))
 
 
 @fleet_app.command("scan")
@@ -544,14 +638,6 @@ def fleet_scan(
     code = s.exit_code()
     if code:
         raise typer.Exit(code)
-
-
-@app.command()
-def schema() -> None:
-    """Print the report's JSON Schema."""
-    from .report import json_schema
-
-    typer.echo(json.dumps(json_schema(), indent=2))
 
 
 def run_app(typer_app: typer.Typer, argv: list[str] | None, prog: str) -> int:

@@ -8,21 +8,20 @@ scanner makes synthetic inputs inside the valid range and says so.
 
 from __future__ import annotations
 
-import csv
-import zipfile
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .datacheck import MAX_ARRAY_VALUES, MAX_DATA_BYTES, check_npy, check_npz, csv_rows
 from .digest import sha256_file
 from .errors import DataError
 from .model import LoadedModel
 from .oracle import Domain
 
 LABEL_COLUMNS = ("label", "y", "target", "class")
-MAX_DATA_BYTES = 1 * 1024**3
 
 
 @dataclass
@@ -50,6 +49,7 @@ def load_data(path: str | os.PathLike[str]) -> Samples:
         raise DataError(f"data file {p} is {size} bytes, over the {MAX_DATA_BYTES}-byte limit")
     suffix = p.suffix.lower()
     try:
+        check_data_file(p)  # headers only: a data bomb is refused before anything is allocated
         if suffix == ".npz":
             x, y = _load_npz(p)
         elif suffix == ".npy":
@@ -60,6 +60,8 @@ def load_data(path: str | os.PathLike[str]) -> Samples:
             raise DataError(f"unsupported data format '{suffix or p.name}': use .npz (arrays x, y), .npy or .csv")
     except DataError:
         raise
+    except MemoryError:
+        raise DataError(f"{p.name}: the data does not fit in memory") from None
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"cannot read {p.name} as {suffix[1:]}: {str(exc)[:200]}") from None
     x = _check_x(np.asarray(x), p.name)
@@ -68,6 +70,22 @@ def load_data(path: str | os.PathLike[str]) -> Samples:
         if y.shape[0] != x.shape[0]:
             raise DataError(f"{p.name}: {x.shape[0]} samples but {y.shape[0]} labels")
     return Samples(x=x, y=y, source=str(p), sha256=sha256_file(p), synthetic=False)
+
+
+def check_data_file(path: str | os.PathLike[str]) -> None:
+    """Cheap checks of a data file from its headers (no array is read): size caps, declared shapes,
+    zip member sizes. Raises :class:`DataError` naming the file."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    try:
+        if p.stat().st_size == 0:
+            raise DataError(f"data file {p} is empty")
+        if suffix == ".npz":
+            check_npz(p, p.name)
+        elif suffix == ".npy":
+            check_npy(p, p.name)
+    except OSError as exc:
+        raise DataError(f"cannot read data file {p.name}: {exc.strerror or exc}") from None
 
 
 def _load_npz(p: Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -79,8 +97,16 @@ def _load_npz(p: Path) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def _load_csv(p: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    cells = 0
+    rows = []
     with open(p, newline="", encoding="utf-8", errors="replace") as f:
-        rows = [r for r in csv.reader(f) if r]
+        for r in csv_rows(f, p.name):
+            if not r:
+                continue
+            cells += len(r)
+            if cells > MAX_ARRAY_VALUES:
+                raise DataError(f"{p.name}: more than {MAX_ARRAY_VALUES:,} values; refused")
+            rows.append(r)
     if not rows:
         raise DataError(f"{p.name} holds no rows")
     header = None

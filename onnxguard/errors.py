@@ -39,6 +39,10 @@ class DataError(BadInputError):
     """Sample data is missing, malformed, or does not fit the model."""
 
 
+class OutputError(BadInputError):
+    """An output location cannot be written safely (missing folder, a symlink, the scanned model itself)."""
+
+
 class PolicyError(BadInputError):
     """A policy file is missing or invalid."""
 
@@ -60,6 +64,10 @@ class ScanFailed(OnnxGuardError):
 
 class ResourceLimitError(ScanFailed):
     """The model exhausted a resource limit (memory, CPU or wall time) while loading or running."""
+
+
+class InferenceTimeout(ResourceLimitError):
+    """One onnxruntime run took longer than the policy's ``limits.inference_timeout_s`` and was stopped."""
 
 
 class VerificationError(OnnxGuardError):

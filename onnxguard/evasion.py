@@ -8,6 +8,7 @@ clean pass; ``run_evasion_check`` runs one ``[[checks]]`` entry (see
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -21,6 +22,7 @@ from .data import Samples, fit_to_model, labels_for, load_data, resolve_domain, 
 from .errors import DataError
 from .model import LoadedModel, load_model
 from .options import ScanOptions
+from .outputs import Protected, as_output_dir
 from .oracle import Domain, Oracle
 from .policy import CheckSpec, LoadedPolicy
 from .report import CurvePoint, EvasionCheck, QueryStats, Quantity, Rate
@@ -49,13 +51,14 @@ def prepare(opts: ScanOptions, policy: LoadedPolicy, rng: np.random.Generator, n
         probe=samples.x if samples is not None and samples.x.ndim > 1 else None,
         max_bytes=policy.policy.limits.max_model_mb * 1024 * 1024,
         raw=raw,
+        inference_timeout_s=policy.policy.limits.inference_timeout_s,
     )
     value_range = opts.value_range or policy.policy.threat_model.range
     if samples is not None:
         samples = fit_to_model(samples, model)
     domain, dsrc = resolve_domain(model, samples, value_range)
     if opts.value_range is None and value_range is not None:
-        dsrc = "policy"
+        dsrc = "given" if any(d.key == "threat_model.range" for d in policy.deviations) else "policy"
     if samples is None:
         if not policy.policy.threat_model.allow_synthetic:
             raise DataError(
@@ -95,9 +98,6 @@ def run_evasion_check(
     *,
     threat: str,
     seed: int,
-    budget: int | None = None,
-    samples: int | None = None,
-    target: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     save_dir: Path | None = None,
     min_perturbation: bool | None = None,
@@ -122,11 +122,11 @@ def run_evasion_check(
         substituted = f"{spec.attack} needs scores and {why}: {sub.title.split(' (')[0]} (labels only) ran in its place"
         attack = sub
     rng = np.random.default_rng([seed, _stable_hash(spec.check_id)])
-    n_budget = budget or spec.budget
-    sel = _pick(len(prep.z), samples or spec.samples, rng)
+    n_budget = spec.budget
+    sel = _pick(len(prep.z), spec.samples, rng)
     y = prep.y[sel]
     correct = prep.pred[sel] == y
-    tgt_class = target if target is not None else spec.target
+    tgt_class = spec.target
     targeted = spec.targeted or tgt_class is not None
     targets_all = pick_targets(y, prep.model.n_classes, tgt_class, rng) if targeted else None
     attackable = correct & (targets_all != y if targets_all is not None else True)
@@ -176,13 +176,11 @@ def run_evasion_check(
         finding += f" (targeted{' at class ' + str(tgt_class) if tgt_class is not None else ', a random other class per sample'})"
     saved = None
     if save_dir is not None and n:
-        save_dir.mkdir(parents=True, exist_ok=True)
-        path = save_dir / f"{spec.check_id}.npz"
-        np.savez_compressed(
-            path, x=prep.domain.from_unit(z), x_adv=prep.domain.from_unit(run.z_adv), y=ya, success=succ,
-            min_perturbation=run.found, **({"target": ta} if ta is not None else {}),
-        )
-        saved = str(path)
+        out = as_output_dir(save_dir, "--save-adversarials", protected_inputs(prep))
+        assert out is not None
+        arrays = dict(x=prep.domain.from_unit(z), x_adv=prep.domain.from_unit(run.z_adv), y=ya, success=succ,
+                      min_perturbation=run.found, **({"target": ta} if ta is not None else {}))
+        saved = str(out.write(f"{spec.check_id}.npz", lambda f: np.savez_compressed(f, **arrays)))
     return EvasionCheck(
         id=spec.check_id, attack=attack.name, norm=spec.norm, epsilon=eps_max, epsilons=eps_list,
         threat_model=threat,  # type: ignore[arg-type]
@@ -196,5 +194,35 @@ def run_evasion_check(
     )
 
 
+def protected_inputs(prep: Prepared) -> Protected:
+    """The scan's inputs, which no output may replace: the model (and a followed link's target), its external data, the samples."""
+    model = Path(prep.model.path)
+    folder = Path(os.path.realpath(model)).parent
+    paths: list[Path | str | None] = [model, prep.samples.source if not prep.samples.synthetic else None]
+    paths += [folder / loc for loc, _, _ in prep.model.external_files]
+    return Protected.of(paths)
+
+
 def _stable_hash(text: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
+
+
+def inspect_file(opts: ScanOptions, policy: LoadedPolicy) -> tuple[object, list]:
+    """Read the model safely and run the static checks; refuse models that must not run (exit 2)."""
+
+    return inspect_path(opts.model_path, policy, follow_symlinks=opts.follow_symlinks)
+
+
+def inspect_path(path: Path, policy: LoadedPolicy, *, follow_symlinks: bool = False, what: str = "") -> tuple[object, list]:
+    """``inspect_file`` for any model the scan runs (the scanned one, a --transfer-from surrogate)."""
+    from . import safeload
+    from .errors import ModelLoadError
+    from .static import esc, inspect_model, refusals
+
+    lim = policy.policy.limits
+    raw = safeload.read_model(Path(path), max_bytes=lim.max_model_mb * 1024 * 1024, follow_symlinks=follow_symlinks)
+    findings = inspect_model(raw, path, memory_limit=lim.max_memory_mb * 1024 * 1024, checks=policy.policy.static.checks)
+    refused = refusals(findings)
+    if refused:
+        raise ModelLoadError(f"{what}{esc(Path(path).name, 200)} refused before running: " + "; ".join(f.detail for f in refused[:3]))
+    return raw, findings

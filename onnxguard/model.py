@@ -38,6 +38,52 @@ _FLOAT_TYPES = {
 _LABEL_TYPES = {"tensor(int64)", "tensor(int32)", "tensor(string)", "tensor(int8)", "tensor(uint8)"}
 
 
+class Watchdog:
+    """One thread per model that stops an onnxruntime run after ``timeout_s`` (arm before, disarm after)."""
+
+    def __init__(self, timeout_s: float) -> None:
+        import threading
+
+        self.timeout_s = float(timeout_s)
+        self.fired = False
+        self._cond = threading.Condition()
+        self._armed: tuple[Any, float] | None = None
+        self._thread = threading.Thread(target=self._loop, name="onnxguard-inference-watchdog", daemon=True)
+        self._thread.start()
+
+    def arm(self) -> Any:
+        import onnxruntime as ort
+
+        ro = ort.RunOptions()
+        ro.log_severity_level = 4  # the terminate message is ours to give
+        with self._cond:
+            self.fired = False
+            self._armed = (ro, time.monotonic() + self.timeout_s)
+            self._cond.notify()
+        return ro
+
+    def disarm(self) -> None:
+        with self._cond:
+            self._armed = None
+            self._cond.notify()
+
+    def _loop(self) -> None:
+        with self._cond:
+            while True:
+                if self._armed is None:
+                    self._cond.wait()
+                    continue
+                ro, deadline = self._armed
+                left = deadline - time.monotonic()
+                if left > 0:
+                    self._cond.wait(timeout=left)
+                    continue
+                if self._armed is not None and self._armed[0] is ro:
+                    self.fired = True
+                    ro.terminate = True
+                    self._armed = None
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     name: str
@@ -74,6 +120,8 @@ class LoadedModel:
     n_classes: int | None
     class_labels: list[Any] | None
     session: Any = field(repr=False)
+    inference_timeout_s: float | None = None  # per-run watchdog (policy limits.inference_timeout_s)
+    _watchdog: "Watchdog | None" = field(default=None, repr=False)
     external_files: list[tuple[str, str, int]] = field(default_factory=list)  # (relative path, sha256, size)
     _score_name: str | None = field(default=None, repr=False)
     _label_name: str | None = field(default=None, repr=False)
@@ -94,14 +142,32 @@ class LoadedModel:
         return len(self.sample_shape) >= 2
 
     def run_raw(self, x: np.ndarray) -> tuple[list[Any], float]:
-        """One ``session.run`` on a batch already shaped for the model. Returns outputs and seconds spent."""
+        """One ``session.run`` on a batch already shaped for the model. Returns outputs and seconds spent.
+
+        With ``inference_timeout_s`` set, a watchdog stops a run that takes longer (onnxruntime's
+        terminate flag, honoured between nodes and between Loop iterations) and raises
+        :class:`onnxguard.errors.InferenceTimeout`."""
         feed = {self.input_name: np.ascontiguousarray(x, dtype=self.input_dtype)}
         names = [n for n in (self._label_name, self._score_name) if n]
         t0 = time.perf_counter()
+        dog = self._watchdog
+        if dog is None and self.inference_timeout_s:
+            dog = self._watchdog = Watchdog(self.inference_timeout_s)
+        ro = dog.arm() if dog is not None else None
         try:
-            out = self.session.run(names, feed)
+            out = self.session.run(names, feed, ro) if ro is not None else self.session.run(names, feed)
         except Exception as exc:  # onnxruntime raises its own untyped errors
+            if dog is not None and dog.fired:
+                from .errors import InferenceTimeout
+
+                raise InferenceTimeout(
+                    f"one model run (a batch of shape {tuple(x.shape)}) took longer than the policy's "
+                    f"limits.inference_timeout_s = {dog.timeout_s:g} s and was stopped by the watchdog"
+                ) from None
             raise ort_error(exc, f"the model failed while running on a batch of shape {tuple(x.shape)}") from exc
+        finally:
+            if dog is not None:
+                dog.disarm()
         return out, time.perf_counter() - t0
 
     def predict(self, x: np.ndarray, max_batch: int = 256) -> tuple[ModelOutputs, float]:
@@ -314,6 +380,7 @@ def load_model(
     max_bytes: int = DEFAULT_MAX_MODEL_BYTES,
     intra_op_threads: int = 0,
     raw: Any = None,
+    inference_timeout_s: float | None = None,
 ) -> LoadedModel:
     """Load ``path`` safely and work out how to query it.
 
@@ -409,6 +476,7 @@ def load_model(
         n_classes=None,
         class_labels=None,
         session=sess,
+        inference_timeout_s=inference_timeout_s,
         external_files=loaded.external_files,
         _score_name=score_name,
         _label_name=label_name,

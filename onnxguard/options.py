@@ -19,11 +19,13 @@ class ScanOptions:
     value_range: tuple[float, float] | None = None
     policy: "LoadedPolicy | None" = None
     seed: int = 0
-    budget: int | None = None  # overrides every check's per-sample budget
-    samples: int | None = None  # overrides every check's sample count
+    # library convenience: overrides that run_scan applies to the policy (policy.apply_overrides), recorded as deviations
+    budget: int | None = None  # every check's per-sample budget
+    samples: int | None = None  # every check's sample count
     save_adversarials: Path | None = None
     target: int | None = None
     transfer_from: Path | None = None  # replay adversarials found on this model on the scanned one
+    follow_symlinks: bool = False  # open a model path that is a symlink (its target's folder confines external data)
     backdoor_out: Path | None = None  # folder for reversed triggers (.npy, and .png for images)
     extra_notes: list[str] = field(default_factory=list)
     # run only these policy checks (ids; "backdoor" selects the backdoor search); None: all. A shard of a split scan

@@ -30,12 +30,17 @@ def png_bytes(img: np.ndarray) -> bytes:
     return PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(raw, 9)) + _chunk(b"IEND", b"")
 
 
-def write_png(path: Path, img: np.ndarray, scale: int = 1) -> None:
-    """``img`` in [0, 1], shape (H, W) greyscale or (H, W, 3) RGB; ``scale`` enlarges by pixel repetition."""
+def image_png(img: np.ndarray, scale: int = 1) -> bytes:
+    """``img`` in [0, 1], shape (H, W) greyscale or (H, W, 3) RGB, as PNG bytes; ``scale`` enlarges by pixel repetition."""
     a = np.clip(np.asarray(img, dtype=np.float64), 0.0, 1.0)
     if scale > 1:
         a = np.repeat(np.repeat(a, scale, axis=0), scale, axis=1)
-    Path(path).write_bytes(png_bytes(np.round(a * 255).astype(np.uint8)))
+    return png_bytes(np.round(a * 255).astype(np.uint8))
+
+
+def write_png(path: Path, img: np.ndarray, scale: int = 1) -> None:
+    """``image_png`` to a file."""
+    Path(path).write_bytes(image_png(img, scale))
 
 
 def to_display(chw: np.ndarray) -> np.ndarray:

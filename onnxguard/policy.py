@@ -19,7 +19,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import PolicyError
-from .report import LEVELS, VERDICTS, Level, Verdict
+from .report import LEVELS, VERDICTS, Deviation, Level, PolicyInfo, Verdict
+from .text import sanitize
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -28,10 +29,15 @@ else:  # pragma: no cover
 
 POLICY_DIR = Path(__file__).parent / "policies"
 DEFAULT_POLICY = "standard"
+_WEEK_S = 7 * 24 * 3600.0
+DEFAULT_INFERENCE_TIMEOUT_S = 30.0
+MAX_POLICY_BYTES = 1024 * 1024
+MAX_POLICY_DEPTH = 32  # arrays and inline tables nested deeper than this are refused before parsing
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # no NaN or infinity anywhere in a policy: every bound must be a real number
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Meta(_Strict):
@@ -142,11 +148,11 @@ class CheckSpec(_Strict):
 
 class BackdoorSpec(_Strict):
     enabled: bool = True
-    budget: int = Field(default=200_000, ge=1, description="model queries for the whole search")
-    time_limit_s: float = Field(default=180.0, gt=0)
-    samples_per_class: int = Field(default=20, ge=2)
-    full_search_classes: int = Field(default=10, ge=1, description="classes that get the full search after the pre-screen")
-    anomaly_threshold: float = Field(default=3.0, gt=0, description="a class is flagged when its trigger's anomaly index reaches this")
+    budget: int = Field(default=200_000, ge=1, le=1_000_000_000, description="model queries for the whole search")
+    time_limit_s: float = Field(default=180.0, gt=0, le=_WEEK_S)
+    samples_per_class: int = Field(default=20, ge=2, le=100_000)
+    full_search_classes: int = Field(default=10, ge=1, le=100_000, description="classes that get the full search after the pre-screen")
+    anomaly_threshold: float = Field(default=3.0, gt=0, le=1e6, description="a class is flagged when its trigger's anomaly index reaches this")
 
 
 class StaticCheckSpec(_Strict):
@@ -178,10 +184,14 @@ class StaticSpec(_Strict):
 
 
 class Limits(_Strict):
-    max_memory_mb: int = Field(default=4096, ge=64)
-    timeout_s: float = Field(default=1800.0, gt=0)
-    cpu_time_s: float | None = Field(default=None, gt=0)
-    max_model_mb: int = Field(default=2048, ge=1)
+    max_memory_mb: int = Field(default=4096, ge=64, le=16 * 1024 * 1024)
+    timeout_s: float = Field(default=1800.0, gt=0, le=_WEEK_S, description="wall time of the whole scan (the sandbox kills it after)")
+    cpu_time_s: float | None = Field(default=None, gt=0, le=_WEEK_S)
+    max_model_mb: int = Field(default=2048, ge=1, le=1024 * 1024)
+    inference_timeout_s: float = Field(
+        default=DEFAULT_INFERENCE_TIMEOUT_S, gt=0, le=_WEEK_S,
+        description="wall time of one onnxruntime run (one batch); a run that takes longer is stopped and the check is not run",
+    )
 
 
 class LevelRule(_Strict):
@@ -244,11 +254,114 @@ class Policy(_Strict):
         return self.policy.version
 
 
+def canonical_policy_json(policy: Policy) -> bytes:
+    """The policy as canonical JSON (sorted keys, no spaces, UTF-8): what ``effective_sha256`` digests."""
+    return json.dumps(policy.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def policy_digest(policy: Policy) -> str:
+    return hashlib.sha256(canonical_policy_json(policy)).hexdigest()
+
+
 class LoadedPolicy(BaseModel):
+    """A policy as loaded (``sha256``: of its file), possibly with command-line overrides applied.
+
+    ``policy`` is always the *effective* policy, the one every check reads; ``deviations`` lists
+    where it differs from the named one (empty when no override changed anything)."""
+
     model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
     policy: Policy
     sha256: str
     source: str
+    deviations: tuple[Deviation, ...] = ()
+
+    @property
+    def effective_sha256(self) -> str:
+        return policy_digest(self.policy)
+
+    def info(self) -> PolicyInfo:
+        """What the report records about the policy."""
+        p = self.policy
+        return PolicyInfo(name=p.name, version=p.version, sha256=self.sha256, source=self.source,
+                          deviations=list(self.deviations), effective_sha256=self.effective_sha256)
+
+
+def _dev_key(path: tuple[str, ...]) -> str:
+    return ".".join(path).replace(".[", "[")
+
+
+def apply_overrides(
+    loaded: LoadedPolicy,
+    *,
+    budget: int | None = None,
+    samples: int | None = None,
+    target: int | None = None,
+    epsilon: float | list[float] | None = None,
+    value_range: tuple[float, float] | None = None,
+    max_memory_mb: int | None = None,
+    timeout_s: float | None = None,
+    cpu_time_s: float | None = None,
+    inference_timeout_s: float | None = None,
+) -> LoadedPolicy:
+    """The effective policy: ``loaded`` with every command-line override applied, once, in one place.
+
+    Each setting that ends up different from the named policy becomes a :class:`Deviation`
+    (overrides equal to the policy's value are not deviations). Applying overrides to an
+    already-overridden policy keeps each deviation's original ``policy_value``. The result is
+    validated like a policy file: an impossible override raises :class:`PolicyError`."""
+    pol = loaded.policy
+    changes: dict[tuple[str, ...], Any] = {}
+
+    checks = []
+    for c in pol.checks:
+        upd: dict[str, Any] = {}
+        if budget is not None:
+            upd["budget"] = int(budget)
+        if samples is not None:
+            upd["samples"] = int(samples)
+        if target is not None:
+            upd["target"] = int(target)
+        if epsilon is not None:
+            upd["epsilon"] = epsilon
+        for k, v in upd.items():
+            if getattr(c, k) != v:
+                changes[("checks", f"[{c.check_id}]", k)] = (getattr(c, k), v)
+        checks.append(c.model_dump() | upd)
+    limits = pol.limits.model_dump()
+    for k, v in (("max_memory_mb", max_memory_mb), ("timeout_s", timeout_s), ("cpu_time_s", cpu_time_s),
+                 ("inference_timeout_s", inference_timeout_s)):
+        if v is not None:
+            v = float(v) if k.endswith("_s") else int(v)
+        if v is not None and limits[k] != v:
+            changes[("limits", k)] = (limits[k], v)
+            limits[k] = v
+    threat = pol.threat_model.model_dump()
+    if value_range is not None:
+        vr = (float(value_range[0]), float(value_range[1]))
+        if threat["range"] is None or tuple(threat["range"]) != vr:
+            changes[("threat_model", "range")] = (list(threat["range"]) if threat["range"] is not None else None, list(vr))
+            threat["range"] = vr
+    if not changes:
+        return loaded
+    doc = pol.model_dump()
+    doc.update(checks=checks, limits=limits, threat_model=threat)
+    try:
+        eff = Policy.model_validate(doc)
+    except ValidationError as exc:
+        raise PolicyError(_format_errors(f"{loaded.source} with the command-line overrides", exc)) from None
+
+    def plain(v: Any) -> Any:
+        return list(v) if isinstance(v, tuple) else v
+
+    merged = {d.key: d for d in loaded.deviations}
+    for path, (before, after) in changes.items():
+        key = _dev_key(path)
+        orig = merged[key].policy_value if key in merged else plain(before)
+        if orig == plain(after):
+            merged.pop(key, None)
+        else:
+            merged[key] = Deviation(key=key, policy_value=orig, effective_value=plain(after))
+    return LoadedPolicy(policy=eff, sha256=loaded.sha256, source=loaded.source, deviations=tuple(merged.values()))
 
 
 def _format_errors(source: str, err: ValidationError) -> str:
@@ -266,17 +379,73 @@ def _format_errors(source: str, err: ValidationError) -> str:
     return f"invalid policy {source}:\n" + "\n".join(lines)
 
 
+def _nesting_depth(text: str) -> tuple[int, int]:
+    """Deepest nesting of ``[``/``{`` outside strings and comments (TOML or JSON), and its line.
+
+    A cheap linear scan run before the parser, so a file nested 10^5 deep never reaches a
+    recursive parser. Table headers (``[a.b]``, ``[[checks]]``) count as 1 or 2, which is harmless."""
+    depth = best = 0
+    line = best_line = 1
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "\n":
+            line += 1
+        elif ch == "#":
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+            continue
+        elif ch in "\"'":
+            triple = text.startswith(ch * 3, i)
+            end = ch * 3 if triple else ch
+            j = i + len(end)
+            while j < n:
+                if ch == '"' and text[j] == "\\":
+                    j += 2
+                    continue
+                if text.startswith(end, j):
+                    break
+                if text[j] == "\n":
+                    if not triple:
+                        break
+                    line += 1
+                j += 1
+            i = j + len(end)
+            continue
+        elif ch in "[{":
+            depth += 1
+            if depth > best:
+                best, best_line = depth, line
+        elif ch in "]}":
+            depth = max(depth - 1, 0)
+        i += 1
+    return best, best_line
+
+
 def parse_policy(data: bytes, source: str) -> LoadedPolicy:
     """Validate policy bytes (TOML, or JSON when they start with '{')."""
+    if len(data) > MAX_POLICY_BYTES:
+        raise PolicyError(f"invalid policy {source}: {len(data)} bytes, over the {MAX_POLICY_BYTES}-byte limit for a policy file")
     text = data.decode("utf-8", errors="replace")
+    depth, where = _nesting_depth(text)
+    if depth > MAX_POLICY_DEPTH:
+        line = text.splitlines()[where - 1] if where - 1 < len(text.splitlines()) else ""
+        key = line.split("=", 1)[0].strip() if "=" in line else ""
+        named = f" (key '{sanitize(key, 60)}')" if key and len(key) <= 200 and "[" not in key else ""
+        raise PolicyError(f"invalid policy {source}: arrays or tables nested {depth} deep at line {where}{named}, "
+                          f"over the limit of {MAX_POLICY_DEPTH}; refused before parsing")
     try:
         raw: Any = json.loads(text) if text.lstrip().startswith("{") else tomllib.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-        raise PolicyError(f"invalid policy {source}: not valid TOML/JSON: {exc}") from None
+        raise PolicyError(f"invalid policy {source}: not valid TOML/JSON: {sanitize(str(exc), 300)}") from None
+    except RecursionError:
+        raise PolicyError(f"invalid policy {source}: nested too deeply to parse") from None
     try:
         pol = Policy.model_validate(raw)
     except ValidationError as exc:
         raise PolicyError(_format_errors(source, exc)) from None
+    except RecursionError:
+        raise PolicyError(f"invalid policy {source}: nested too deeply to validate") from None
     return LoadedPolicy(policy=pol, sha256=hashlib.sha256(data).hexdigest(), source=source)
 
 

@@ -19,6 +19,7 @@ class NodeRef:
     node: Any
     where: str  # "graph", "graph/Loop 'loop0'.body", "function 'f'"
     depth: int  # 0 for the main graph
+    owners: tuple[Any, ...] = ()  # the nodes whose subgraphs enclose this node, outermost first
 
 
 @dataclass
@@ -51,20 +52,20 @@ def _short(name: str, limit: int = 60) -> str:
 def walk(proto: Any) -> ModelWalk:
     """Every graph, node and tensor of ``proto`` (a ModelProto)."""
     out = ModelWalk()
-    # stack of (kind, message, where, depth); kind is "graph" or "function"
-    stack: list[tuple[str, Any, str, int]] = []
+    # stack of (kind, message, where, depth, owners); kind is "graph" or "function"
+    stack: list[tuple[str, Any, str, int, tuple[Any, ...]]] = []
     if proto.HasField("graph"):
-        stack.append(("graph", proto.graph, "graph", 0))
+        stack.append(("graph", proto.graph, "graph", 0, ()))
     for i, ti in enumerate(proto.training_info):
         if ti.HasField("initialization"):
-            stack.append(("graph", ti.initialization, f"training_info[{i}].initialization", 0))
+            stack.append(("graph", ti.initialization, f"training_info[{i}].initialization", 0, ()))
         if ti.HasField("algorithm"):
-            stack.append(("graph", ti.algorithm, f"training_info[{i}].algorithm", 0))
+            stack.append(("graph", ti.algorithm, f"training_info[{i}].algorithm", 0, ()))
     for f in proto.functions:
-        stack.append(("function", f, f"function '{_short(f.name)}'", 0))
+        stack.append(("function", f, f"function '{_short(f.name)}'", 0, ()))
 
     while stack:
-        kind, msg, where, depth = stack.pop()
+        kind, msg, where, depth, owners = stack.pop()
         out.max_depth = max(out.max_depth, depth)
         if kind == "graph":
             out.graphs.append(GraphRef(msg, where, depth))
@@ -75,7 +76,7 @@ def walk(proto: Any) -> ModelWalk:
                 out.tensors.append(TensorRef(st.values, f"sparse initializer '{name}' (values) in {where}"))
                 out.tensors.append(TensorRef(st.indices, f"sparse initializer '{name}' (indices) in {where}"))
         for node in msg.node:
-            out.nodes.append(NodeRef(node, where, depth))
+            out.nodes.append(NodeRef(node, where, depth, owners))
             label = f"{_short(node.op_type)} '{_short(node.name)}'" if node.name else _short(node.op_type)
             for a in node.attribute:
                 at = f"attribute '{_short(a.name)}' of node {label} in {where}"
@@ -90,7 +91,7 @@ def walk(proto: Any) -> ModelWalk:
                     out.tensors.append(TensorRef(st.values, at))
                     out.tensors.append(TensorRef(st.indices, at))
                 if a.HasField("g"):
-                    stack.append(("graph", a.g, f"{where}/{label}.{_short(a.name)}", depth + 1))
+                    stack.append(("graph", a.g, f"{where}/{label}.{_short(a.name)}", depth + 1, owners + (node,)))
                 for k, g in enumerate(a.graphs):
-                    stack.append(("graph", g, f"{where}/{label}.{_short(a.name)}[{k}]", depth + 1))
+                    stack.append(("graph", g, f"{where}/{label}.{_short(a.name)}[{k}]", depth + 1, owners + (node,)))
     return out

@@ -16,7 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .stats import median_ci, wilson
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
+# report schema versions this release reads (1.1 reports lack policy.deviations and policy.effective_sha256)
+READABLE_SCHEMA_VERSIONS: tuple[str, ...] = ("1.0", "1.1", "1.2")
 REPORT_MEDIA_TYPE = "application/vnd.onnxguard.report+json"
 
 Level = Literal["low", "medium", "high", "critical"]
@@ -173,11 +175,28 @@ class ToolInfo(_Model):
     version: str
 
 
+class Deviation(_Model):
+    """One setting that differed from the named policy when the scan ran (a command-line override)."""
+
+    key: str = Field(description="dotted path into the policy, e.g. 'checks[square-linf].budget' or 'limits.timeout_s'")
+    policy_value: Any = Field(description="the value the named policy sets (null: not set)")
+    effective_value: Any = Field(description="the value the scan used")
+
+
 class PolicyInfo(_Model):
     name: str
     version: str
-    sha256: str
+    sha256: str = Field(description="sha256 of the named policy's file, as loaded")
     source: str
+    deviations: list[Deviation] = Field(
+        default_factory=list,
+        description="every setting that differed from the named policy; a report with deviations was not graded under that policy",
+    )
+    effective_sha256: str | None = Field(
+        default=None,
+        description="sha256 of the effective policy (the named one with the deviations applied) as canonical JSON; "
+        "null only in reports older than schema 1.2",
+    )
 
 
 class CurvePoint(_Model):

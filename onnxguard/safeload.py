@@ -72,7 +72,8 @@ class RawModel:
     external_files: list[tuple[str, str, int]] = field(default_factory=list)  # (location, sha256, size)
     external_refs: list[ExternalRef] = field(default_factory=list)
     session_bytes: bytes | None = None  # the model onnxruntime gets (external locations rewritten); None: model_bytes
-    path: Path | None = None
+    path: Path | None = None  # the file read (a followed symlink's target)
+    link: Path | None = None  # the symlink given on the command line, when --follow-symlinks followed one
 
 
 def _describe_magic(data: bytes) -> str | None:
@@ -91,10 +92,40 @@ def _describe_magic(data: bytes) -> str | None:
     return None
 
 
+def _examine(path: Path, follow_symlinks: bool) -> tuple[Path, os.stat_result]:
+    """``lstat`` the model path (nothing is opened): refuse symlinks (unless opted in), directories,
+    devices, FIFOs, sockets. Returns the path to open (the link's target when following) and its lstat."""
+    try:
+        lst = os.lstat(path)
+    except FileNotFoundError:
+        raise ModelLoadError(f"model file not found: {path}") from None
+    except PermissionError:
+        raise ModelLoadError(f"cannot read model file {path}: permission denied") from None
+    except OSError as exc:
+        raise ModelLoadError(f"cannot open model file {path}: {exc.strerror or exc}") from None
+    if stat.S_ISLNK(lst.st_mode):
+        if not follow_symlinks:
+            raise ModelLoadError(
+                f"{path} is a symbolic link; onnxguard does not open a model through a link "
+                "(pass --follow-symlinks to scan its target, for example a Hugging Face cache snapshot)"
+            )
+        try:
+            target = Path(os.path.realpath(path, strict=True))
+            lst = os.lstat(target)
+        except OSError as exc:
+            raise ModelLoadError(f"cannot open model file {path}: the link does not resolve ({exc.strerror or exc})") from None
+        path = target
+    if stat.S_ISDIR(lst.st_mode):
+        raise ModelLoadError(f"{path} is a directory, not an ONNX file")
+    if not stat.S_ISREG(lst.st_mode):
+        raise ModelLoadError(f"{path} is not a regular file (a device, FIFO or socket), not an ONNX file; it was not opened")
+    return path, lst
+
+
 def _open_model(path: Path) -> int:
     try:
-        # O_NONBLOCK: opening a FIFO must not hang; regular files ignore it
-        return os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        # O_NOFOLLOW: the path was examined with lstat; O_NONBLOCK: a FIFO swapped in must not hang
+        return os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise ModelLoadError(f"model file not found: {path}") from None
     except PermissionError:
@@ -103,15 +134,23 @@ def _open_model(path: Path) -> int:
         raise ModelLoadError(f"cannot open model file {path}: {exc.strerror or exc}") from None
 
 
-def _open_checked(path: Path, max_bytes: int) -> tuple[int, os.stat_result]:
-    """Open the model file; refuse directories, devices, FIFOs, empty and oversized files."""
+def resolve_model_path(path: Path, *, follow_symlinks: bool = False) -> Path:
+    """The file a scan of ``path`` reads (its target when it is a followed symlink); refuses what ``read_model`` refuses."""
+    return _examine(Path(path), follow_symlinks)[0]
+
+
+def _open_checked(path: Path, max_bytes: int, follow_symlinks: bool = False) -> tuple[int, os.stat_result, Path]:
+    """Open the model file; refuse links, directories, devices, FIFOs (from lstat, before opening), empty and oversized files."""
+    path, lst = _examine(path, follow_symlinks)
+    if lst.st_size == 0:
+        raise ModelLoadError(f"{path} is empty (0 bytes), not an ONNX model")
+    if lst.st_size > max_bytes:
+        raise ModelLoadError(f"{path} is {lst.st_size} bytes, over the {max_bytes}-byte limit for a model file")
     fd = _open_model(path)
     try:
         st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
-            raise ModelLoadError(f"{path} is a directory, not an ONNX file")
-        if not stat.S_ISREG(st.st_mode):
-            raise ModelLoadError(f"{path} is not a regular file (a device, FIFO or socket), not an ONNX file")
+        if (st.st_dev, st.st_ino) != (lst.st_dev, lst.st_ino) or not stat.S_ISREG(st.st_mode):
+            raise ModelLoadError(f"{path} changed between examining and opening it; not read")
         if st.st_size == 0:
             raise ModelLoadError(f"{path} is empty (0 bytes), not an ONNX model")
         if st.st_size > max_bytes:
@@ -119,12 +158,12 @@ def _open_checked(path: Path, max_bytes: int) -> tuple[int, os.stat_result]:
     except BaseException:
         os.close(fd)
         raise
-    return fd, st
+    return fd, st, path
 
 
-def digest_model(path: Path, *, max_bytes: int) -> tuple[str, int]:
+def digest_model(path: Path, *, max_bytes: int, follow_symlinks: bool = False) -> tuple[str, int]:
     """(sha256, size) of the model file, streamed: the file is checked as ``read_model`` does, never parsed."""
-    fd, st = _open_checked(Path(path), max_bytes)
+    fd, st, path = _open_checked(Path(path), max_bytes, follow_symlinks)
     h, n = hashlib.sha256(), 0
     try:
         while True:
@@ -156,15 +195,20 @@ def _read_exact(fd: int, size: int, limit: int, what: str) -> bytes:
     return b"".join(chunks)
 
 
-def read_model(path: Path, *, max_bytes: int, max_external_bytes: int | None = None, strict: bool = True) -> RawModel:
+def read_model(
+    path: Path, *, max_bytes: int, max_external_bytes: int | None = None, strict: bool = True, follow_symlinks: bool = False
+) -> RawModel:
     """Read and parse ``path``; resolve its external data safely.
 
     ``strict`` (scanning): any unsafe external-data reference raises
     :class:`ModelLoadError`. Not strict (``onnxguard inspect``): unsafe
     references are recorded in ``external_refs`` with their problem and not read.
+    A symlinked ``path`` is refused unless ``follow_symlinks``; then its target is read, ``RawModel.path``
+    names the target and external data is confined to the target's folder.
     """
     path = Path(path)
-    fd, st = _open_checked(path, max_bytes)
+    given = path
+    fd, st, path = _open_checked(path, max_bytes, follow_symlinks)
     try:
         try:
             data = _read_exact(fd, st.st_size, max_bytes, str(path))
@@ -196,7 +240,8 @@ def read_model(path: Path, *, max_bytes: int, max_external_bytes: int | None = N
         raise ModelLoadError(f"{name} holds an empty graph (no nodes, no outputs): not a usable ONNX model")
     if proto.ir_version <= 0:
         raise ModelLoadError(f"{name} declares no IR version: not a valid ONNX model (truncated or corrupted?)")
-    raw = RawModel(proto=proto, model_bytes=data, sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data), path=path)
+    raw = RawModel(proto=proto, model_bytes=data, sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data), path=path,
+                   link=given if path != given else None)
     _resolve_external(raw, path, max_bytes if max_external_bytes is None else max_external_bytes, strict)
     return raw
 
@@ -253,6 +298,10 @@ def _open_inside(base_fd: int, parts: list[str]) -> tuple[int | None, str | None
                 return None, f"cannot examine '{ascii(shown)[1:-1]}': {exc.strerror or exc}"
             if stat.S_ISLNK(lst.st_mode):
                 return None, f"'{ascii(shown)[1:-1]}' is a symbolic link; symlinks are never followed"
+            if last and stat.S_ISREG(lst.st_mode) and lst.st_nlink != 1:
+                # from fstatat(AT_SYMLINK_NOFOLLOW), before any open: the file is never opened
+                return None, (f"'{ascii(shown)[1:-1]}' has {lst.st_nlink} hard links; a hard-linked file may be another "
+                              "file outside the folder, so it is refused (it was not opened)")
             try:
                 if not last:
                     if not stat.S_ISDIR(lst.st_mode):

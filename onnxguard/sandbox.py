@@ -122,20 +122,33 @@ def _decode(v: Any) -> Any:
     return v
 
 
-def _options_json(opts: "ScanOptions", policy: "LoadedPolicy", lim: SandboxLimits) -> bytes:
+def _options_json(opts: "ScanOptions", policy: "LoadedPolicy", lim: SandboxLimits, job: dict[str, Any] | None = None) -> bytes:
     """Every ScanOptions field (paths and tuples tagged), the policy as validated data, the model cap."""
     import dataclasses
 
     fields = {f.name: _encode(getattr(opts, f.name)) for f in dataclasses.fields(opts) if f.name != "policy"}
     return json.dumps({
         "options": fields,
-        "policy": {"doc": policy.policy.model_dump(mode="json"), "sha256": policy.sha256, "source": policy.source},
+        "policy": {"doc": policy.policy.model_dump(mode="json"), "sha256": policy.sha256, "source": policy.source,
+                   "deviations": [d.model_dump(mode="json") for d in policy.deviations]},
         "max_model_mb": lim.max_model_mb,
+        "job": job or {"kind": "scan"},
     }).encode()
 
 
+# the only variables the child inherits (an allow-list: signing keys and passphrases, registry tokens,
+# cloud credentials and everything else stay in the parent)
+CHILD_ENV_ALLOW = (
+    "PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_NUMERIC", "TZ", "TMPDIR", "TEMP", "TMP",
+    "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "SYSTEMROOT",
+)
+
+
 def _child_env(threads: int) -> dict[str, str]:
-    env = dict(os.environ)
+    import tempfile
+
+    env = {k: os.environ[k] for k in CHILD_ENV_ALLOW if k in os.environ}
+    env["HOME"] = tempfile.gettempdir()  # not the user's home: its dotfiles (keys, tokens) are none of the model's business
     pkg_root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     # thread pools reserve address space per thread: keep them small so RLIMIT_AS measures the model
@@ -144,7 +157,14 @@ def _child_env(threads: int) -> dict[str, str]:
     env["MALLOC_ARENA_MAX"] = "2"
     env["ONNXGUARD_ORT_THREADS"] = str(threads)
     env["PYTHONDONTWRITEBYTECODE"] = "1"
-    env.pop("ONNXGUARD_DEBUG", None)
+    try:  # HOME moved: a per-user (pip --user) install stays importable through PYTHONPATH
+        import site
+
+        user_site = site.getusersitepackages()
+        if user_site in sys.path:
+            env["PYTHONPATH"] += os.pathsep + user_site
+    except (AttributeError, TypeError):  # pragma: no cover
+        pass
     return env
 
 
@@ -173,51 +193,14 @@ def run_isolated(
     ``threads``: onnxruntime threads in the child (default: the CPUs, at most four); a fleet
     running several scans at once gives each its share. ``cancel``: when set, the child is killed
     (within a second) and the result is a crash report saying so."""
-    from . import safeload
     from .errors import ResourceLimitError, ScanFailed
     from .policy import load_policy
 
     t0 = time.monotonic()
     policy = opts.policy or load_policy(None)
     lim = _to_limits(limits, policy)
-    # the parent checks the file (exists, regular, size) and hashes it; it never parses it
-    sha, size = safeload.digest_model(Path(opts.model_path), max_bytes=lim.max_model_mb * 1024 * 1024)
-
-    threads = max(1, min(threads or os.cpu_count() or 1, MAX_ORT_THREADS))
-    cpu = lim.cpu_time_s if lim.cpu_time_s is not None else lim.timeout_s * (threads + 1)
-    argv = [python or sys.executable, "-m", "onnxguard.sandbox", str(lim.max_memory_mb * 1024 * 1024), str(max(1, int(cpu + 0.999)))]
-    rfd, wfd = os.pipe()
-    env = _child_env(threads)
-    env[_FD_ENV] = str(wfd)
-    try:
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            pass_fds=(wfd,), env=env, start_new_session=True, close_fds=True,
-        )
-    except OSError as exc:
-        os.close(rfd)
-        os.close(wfd)
-        raise ScanFailed(f"cannot start the sandbox process: {exc.strerror or exc}") from None
-    os.close(wfd)
-
-    state = _Channel(progress)
-    timed_out = False
-    try:
-        try:
-            assert proc.stdin is not None
-            proc.stdin.write(_options_json(opts, policy, lim))
-            proc.stdin.close()
-        except (BrokenPipeError, OSError):
-            pass  # the child died at once; its exit status says why
-        timed_out = _pump(proc, rfd, state, deadline=time.monotonic() + lim.timeout_s, cancel=cancel)
-    except BaseException:
-        _kill(proc)
-        raise
-    finally:
-        os.close(rfd)
-        if proc.poll() is None:
-            _kill(proc)
-
+    run = _run_child(opts, policy, lim, progress, python=python, threads=threads, cancel=cancel)
+    state, timed_out, proc, sha, size = run.state, run.timed_out, run.proc, run.sha, run.size
     wall = time.monotonic() - t0
     if state.report_json is not None and not timed_out:
         from .grading import grade_report
@@ -253,6 +236,96 @@ def run_isolated(
     return IsolatedResult(report, crashed=what, timed_out=timed_out)
 
 
+@dataclass
+class _ChildRun:
+    state: "_Channel"
+    timed_out: bool
+    proc: subprocess.Popen
+    sha: str
+    size: int
+
+
+def _run_child(
+    opts: "ScanOptions", policy: "LoadedPolicy", lim: SandboxLimits, progress: "ProgressFactory | None",
+    *, python: str | None = None, job: dict[str, Any] | None = None, threads: int | None = None,
+    cancel: "threading.Event | None" = None,
+) -> _ChildRun:
+    """Start the limited child, hand it the options (and ``job``: what to run, the whole scan by default), collect what it says."""
+    from . import safeload
+    from .errors import ScanFailed
+
+    # the parent checks the file (lstat: not a link, regular, size) and hashes it; it never parses it
+    follow = bool(getattr(opts, "follow_symlinks", False))
+    sha, size = safeload.digest_model(Path(opts.model_path), max_bytes=lim.max_model_mb * 1024 * 1024, follow_symlinks=follow)
+
+    threads = max(1, min(threads or os.cpu_count() or 1, MAX_ORT_THREADS))
+    cpu = lim.cpu_time_s if lim.cpu_time_s is not None else lim.timeout_s * (threads + 1)
+    argv = [python or sys.executable, "-m", "onnxguard.sandbox", str(lim.max_memory_mb * 1024 * 1024), str(max(1, int(cpu + 0.999)))]
+    rfd, wfd = os.pipe()
+    env = _child_env(threads)
+    env[_FD_ENV] = str(wfd)
+    try:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            pass_fds=(wfd,), env=env, start_new_session=True, close_fds=True,
+        )
+    except OSError as exc:
+        os.close(rfd)
+        os.close(wfd)
+        raise ScanFailed(f"cannot start the sandbox process: {exc.strerror or exc}") from None
+    os.close(wfd)
+
+    state = _Channel(progress)
+    timed_out = False
+    try:
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write(_options_json(opts, policy, lim, job))
+            proc.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass  # the child died at once; its exit status says why
+        timed_out = _pump(proc, rfd, state, deadline=time.monotonic() + lim.timeout_s, cancel=cancel)
+    except BaseException:
+        _kill(proc)
+        raise
+    finally:
+        os.close(rfd)
+        if proc.poll() is None:
+            _kill(proc)
+    return _ChildRun(state, timed_out, proc, sha, size)
+
+
+def run_attack_isolated(
+    opts: "ScanOptions", spec: Any, *, labels_only: bool = False, limits: "SandboxLimits | Limits | None" = None,
+    progress: "ProgressFactory | None" = None, python: str | None = None,
+) -> Any:
+    """``onnxguard attack`` in the sandbox: one check (``spec``, a CheckSpec) on the model, after the same safe
+    read and static refusals as a scan. Returns the ``EvasionCheck``; a child that dies raises ``ScanFailed``."""
+    from .errors import ResourceLimitError, ScanFailed
+    from .policy import load_policy
+
+    policy = opts.policy or load_policy(None)
+    lim = _to_limits(limits, policy)
+    job = {"kind": "attack", "spec": spec.model_dump(mode="json"), "labels_only": bool(labels_only)}
+    run = _run_child(opts, policy, lim, progress, python=python, job=job)
+    state = run.state
+    if state.check_json is not None and not run.timed_out:
+        from .report import EvasionCheck
+
+        try:
+            return EvasionCheck.model_validate_json(state.check_json)
+        except Exception as exc:
+            raise ScanFailed(f"the sandboxed attack returned a malformed result ({type(exc).__name__})") from None
+    if state.error is not None and not run.timed_out:
+        kind, message, check = state.error
+        err = _rebuild_error(kind, message, check)
+        if kind == "internal" or isinstance(err, ResourceLimitError):
+            raise ScanFailed(f"the attack failed in the sandbox: {message[:300]}")
+        raise err
+    if run.timed_out:
+        raise ScanFailed(f"the attack ran past its {lim.timeout_s:g}-second time limit and was killed (sandbox; --timeout to change it)")
+    what = state.crash or _exit_text(run.proc.returncode, lim, state.stderr_tail)
+    raise ScanFailed(f"the attack failed in the sandbox: {what}")
 
 
 class _Channel:
@@ -262,6 +335,7 @@ class _Channel:
         self.progress = progress
         self.bars: dict[int, Callable[[int, int], None]] = {}
         self.report_json: str | None = None
+        self.check_json: str | None = None
         self.error: tuple[str, str, str | None] | None = None
         self.crash: str | None = None
         self.static: list[dict[str, Any]] = []
@@ -288,6 +362,8 @@ class _Channel:
             self.model = msg.get("model")
         elif t == "report":
             self.report_json = str(msg.get("json"))
+        elif t == "check":
+            self.check_json = str(msg.get("json"))
         elif t == "error":
             self.error = (str(msg.get("kind")), str(msg.get("message")), msg.get("check"))
         elif t == "crash":
@@ -427,7 +503,8 @@ def _child_main(argv: list[str]) -> int:
             from .policy import LoadedPolicy, Policy
             from .assemble import static_model_info
             from .options import ScanOptions
-            from .scan import run_scan
+            from .report import Deviation
+            from .scan import _shown_path, run_scan
         except (ImportError, OSError) as exc:
             mb = as_bytes // 1024**2
             send({"t": "crash", "what": f"the sandbox could not start under its {mb} MB memory limit ({type(exc).__name__}: "
@@ -435,14 +512,24 @@ def _child_main(argv: list[str]) -> int:
             return 0
 
         pol = cfg["policy"]
-        policy = LoadedPolicy(policy=Policy.model_validate(pol["doc"]), sha256=pol["sha256"], source=pol["source"])
+        policy = LoadedPolicy(policy=Policy.model_validate(pol["doc"]), sha256=pol["sha256"], source=pol["source"],
+                              deviations=tuple(Deviation.model_validate(d) for d in pol.get("deviations", [])))
         opts = ScanOptions(policy=policy, **{k: _decode(v) for k, v in cfg["options"].items()})
 
         def on_static(raw: Any, findings: list["StaticFinding"]) -> None:
-            info = static_model_info(raw, str(opts.model_path))
+            info = static_model_info(raw, _shown_path(raw, opts.model_path))
             send({"t": "static", "findings": [f.model_dump(mode="json") for f in findings], "model": info.model_dump(mode="json")})
 
+        job = cfg.get("job") or {"kind": "scan"}
         try:
+            if job.get("kind") == "attack":
+                from .policy import CheckSpec
+                from .scan import run_attack
+
+                chk = run_attack(opts, CheckSpec.model_validate(job["spec"]), labels_only=bool(job.get("labels_only")),
+                                 progress=_child_progress(send))
+                send({"t": "check", "json": chk.model_dump_json()})
+                return 0
             report = run_scan(opts, progress=_child_progress(send), on_static=on_static)
         except OnnxGuardError as exc:
             send({"t": "error", "kind": type(exc).__name__, "message": str(exc), "check": getattr(exc, "check", None)})

@@ -8,32 +8,39 @@ same thing in a resource-limited child process.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from .assemble import scan_report
-from .evasion import prepare, run_evasion_check
+from .errors import InferenceTimeout
+from .evasion import _not_run, inspect_file, prepare, protected_inputs, run_evasion_check
 from .options import ProgressFactory, ScanOptions
-from .policy import LoadedPolicy, load_policy
-from .report import EvasionCheck, NotTested, Report
+from .outputs import as_output_dir
+from .policy import CheckSpec, apply_overrides, load_policy
+from .report import BackdoorSection, EvasionCheck, NotTested, Report
+from .text import sanitize
 
-__all__ = ["ScanOptions", "inspect_file", "run_scan"]
+__all__ = ["ScanOptions", "inspect_file", "run_attack", "run_scan"]
 
 
-def inspect_file(opts: ScanOptions, policy: LoadedPolicy) -> tuple[object, list]:
-    """Read the model safely and run the static checks; refuse models that must not run (exit 2)."""
-    from . import safeload
-    from .errors import ModelLoadError
-    from .static import esc, inspect_model, refusals
+def run_attack(
+    opts: ScanOptions, spec: CheckSpec, *, labels_only: bool = False, progress: ProgressFactory | None = None
+) -> EvasionCheck:
+    """One check run ad hoc (``onnxguard attack``): the same safe read, static refusals and watchdog as a scan."""
+    policy = opts.policy or load_policy(None)
+    raw, _ = inspect_file(opts, policy)
+    prep = prepare(opts, policy, np.random.default_rng(opts.seed), spec.samples, raw=raw)
+    threat = "labels" if labels_only or not prep.model.has_scores else "scores"
+    cb = progress(spec.check_id, 1000) if progress else None
+    return run_evasion_check(prep, spec, threat=threat, seed=opts.seed, progress=cb, save_dir=opts.save_adversarials)
 
-    lim = policy.policy.limits
-    raw = safeload.read_model(opts.model_path, max_bytes=lim.max_model_mb * 1024 * 1024)
-    findings = inspect_model(raw, opts.model_path, memory_limit=lim.max_memory_mb * 1024 * 1024, checks=policy.policy.static.checks)
-    refused = refusals(findings)
-    if refused:
-        raise ModelLoadError(f"{esc(opts.model_path.name, 200)} refused before running: " + "; ".join(f.detail for f in refused[:3]))
-    return raw, findings
+
+def _shown_path(raw: object, given: Path) -> str:
+    """The path a report names: the file actually read (a followed symlink's target)."""
+    link, path = getattr(raw, "link", None), getattr(raw, "path", None)
+    return str(path) if link is not None and path is not None else str(given)
 
 
 def run_scan(
@@ -43,10 +50,11 @@ def run_scan(
 
     Static checks run first; ``on_static(raw_model, findings)`` hears of them before the model runs."""
     t0 = time.perf_counter()
-    policy = opts.policy or load_policy(None)
+    policy = apply_overrides(opts.policy or load_policy(None), budget=opts.budget, samples=opts.samples, target=opts.target,
+                             value_range=opts.value_range)
     pol = policy.policy
     rng = np.random.default_rng(opts.seed)
-    n_needed = max([opts.samples or c.samples for c in pol.checks] + [pol.backdoor.samples_per_class * 10 if pol.backdoor.enabled else 0])
+    n_needed = max([c.samples for c in pol.checks] + [pol.backdoor.samples_per_class * 10 if pol.backdoor.enabled else 0])
     raw, static_findings = inspect_file(opts, policy)
     if on_static is not None:
         on_static(raw, static_findings)
@@ -55,6 +63,9 @@ def run_scan(
     threat = "labels" if (pol.threat_model.access == "labels" or not model.has_scores) else "scores"
 
     notes = list(opts.extra_notes)
+    if getattr(raw, "link", None) is not None:
+        notes.append(f"the model path {sanitize(str(raw.link), 300)} is a symbolic link; with --follow-symlinks its target "  # type: ignore[attr-defined]
+                     f"{sanitize(str(raw.path), 300)} was scanned, and external data was confined to the target's folder")  # type: ignore[attr-defined]
     not_tested: list[NotTested] = []
     if prep.samples.synthetic:
         notes.append("evidence is synthetic: no --data was given, so inputs were drawn uniformly from the valid range and the model's own predictions are the reference labels")
@@ -69,10 +80,13 @@ def run_scan(
         if only is not None and spec.check_id not in only:
             continue
         cb = progress(spec.check_id, len(spec.epsilons) * 1000) if progress else None
-        chk = run_evasion_check(
-            prep, spec, threat=threat, seed=opts.seed, budget=opts.budget, samples=opts.samples,
-            target=opts.target, progress=cb, save_dir=opts.save_adversarials,
-        )
+        try:
+            chk = run_evasion_check(
+                prep, spec, threat=threat, seed=opts.seed, progress=cb, save_dir=opts.save_adversarials,
+            )
+        except InferenceTimeout as exc:  # the watchdog stopped one model run: this check has no figures
+            chk = _not_run(spec, threat, str(exc), opts.seed)
+            notes.append(f"check {spec.check_id}: {exc}")
         checks.append(chk)
         if chk.status != "completed":
             not_tested.append(NotTested(what=f"check {chk.id}", reason=chk.reason or "not run"))
@@ -81,15 +95,20 @@ def run_scan(
     if opts.transfer_from is not None:
         from .transfer import run_transfers
 
-        transfers = run_transfers(prep, opts.transfer_from, pol.checks, seed=opts.seed, budget=opts.budget, samples=opts.samples, target=opts.target, progress=progress)
+        transfers = run_transfers(prep, opts.transfer_from, pol.checks, seed=opts.seed, policy=policy, progress=progress)
     backdoor = None
     if pol.backdoor.enabled and (only is None or "backdoor" in only):
         from .backdoor import search_backdoors
 
         cb = progress("backdoor", pol.backdoor.budget) if progress else None
-        backdoor = search_backdoors(prep, pol.backdoor, threat=threat, seed=opts.seed, progress=cb, out_dir=opts.backdoor_out)
+        out_dir = as_output_dir(opts.backdoor_out, "--backdoor-out", protected_inputs(prep))
+        try:
+            backdoor = search_backdoors(prep, pol.backdoor, threat=threat, seed=opts.seed, progress=cb, out_dir=out_dir)  # type: ignore[arg-type]
+        except InferenceTimeout as exc:
+            backdoor = BackdoorSection(status="not_run", reason=str(exc))
+            notes.append(f"backdoor search: {exc}")
         if backdoor.status != "completed":
             not_tested.append(NotTested(what="backdoor search", reason=backdoor.reason or backdoor.status))
 
     return scan_report(opts, policy, prep, checks=checks, transfers=transfers, backdoor=backdoor, static_findings=static_findings,
-                       not_tested=not_tested, notes=notes, started=t0)
+                       not_tested=not_tested, notes=notes, started=t0, model_path=_shown_path(raw, opts.model_path))

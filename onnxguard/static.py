@@ -49,9 +49,10 @@ MAX_SUBGRAPH_DEPTH = 8
 LARGE_ALLOCATION = 256 * 1024**2
 GIANT_INITIALIZER = 1024**3
 LONG_LOOP = 10_000_000
+REFUSE_LOOP = 1_000_000_000  # loop iterations per model run (nested loops multiply) that refuse the model
 DEFAULT_MEMORY_LIMIT = 4096 * 1024**2
 # finding ids that stop a scan before the model is run
-REFUSE_IDS = {"alloc-bomb", "external-data-refused"}
+REFUSE_IDS = {"alloc-bomb", "external-data-refused", "long-loop"}
 
 _MARKUP = re.compile(r"<\s*/?\s*(script|iframe|img|svg|object|embed|style|link|meta|form|a|body|html)\b|javascript:|\bon[a-z]+\s*=", re.I)
 _TAG = re.compile(r"<[A-Za-z/][^>]{0,200}>")
@@ -342,6 +343,7 @@ def _allocations(w: ModelWalk, memory_limit: int) -> list[StaticFinding]:
                 tainted.add(i.name)
     out: list[StaticFinding] = []
     data_driven: Counter = Counter()
+    loop_trips: dict[int, float] = {}
     # nodes in file order: ONNX graphs are topologically sorted; subgraph nodes see outer names
     for ref in sorted(w.nodes, key=lambda r: r.depth):
         n = ref.node
@@ -370,11 +372,24 @@ def _allocations(w: ModelWalk, memory_limit: int) -> list[StaticFinding]:
         label = f"{esc(n.op_type, 40)} '{esc(n.name, 60)}'" if n.name else esc(n.op_type, 40)
         if n.op_type == "Loop":
             if sizes and sizes[0] in consts:
-                trips = _num(np.atleast_1d(consts[sizes[0]]).reshape(-1)[0])
-                if trips >= LONG_LOOP:
-                    out.append(_f("long-loop", "high", f"Loop with a constant trip count of {trips:.3g}",
-                                  f"node {label} in {ref.where} iterates {trips:.3g} times: the model may run for hours. "
-                                  "Scanning it relies on the sandbox's time limits.", f"{ref.where}/{label}"))
+                trips = _num(np.atleast_1d(consts[sizes[0]]).reshape(-1)[0]) if np.size(consts[sizes[0]]) else 0.0
+                loop_trips[id(n)] = trips
+                # iterations of the innermost body per model run: times every enclosing Loop's constant trip count
+                outer = [loop_trips[id(o)] for o in ref.owners if o.op_type == "Loop" and id(o) in loop_trips]
+                total = trips
+                for t in outer:
+                    total *= max(t, 1.0)
+                nested = f" inside {len(outer)} enclosing Loop(s), {total:.3g} iterations per run in all" if outer else ""
+                if total >= REFUSE_LOOP:
+                    out.append(_f("long-loop", "critical", f"Loop with a constant trip count of {trips:.3g}{nested}",
+                                  f"node {label} in {ref.where} iterates {total:.3g} times per model run{nested and ' (its own ' + format(trips, '.3g') + ' trips times its ' + str(len(outer)) + ' enclosing Loop(s))'}, over the "
+                                  f"{REFUSE_LOOP:.0e} onnxguard runs: the model would run for hours or days. It is refused before it runs.",
+                                  f"{ref.where}/{label}"))
+                elif total >= LONG_LOOP:
+                    out.append(_f("long-loop", "high", f"Loop with a constant trip count of {trips:.3g}{nested}",
+                                  f"node {label} in {ref.where} iterates {total:.3g} times per model run: the model may run for a long time. "
+                                  "Scanning it relies on the per-run watchdog (limits.inference_timeout_s) and the sandbox's time limits.",
+                                  f"{ref.where}/{label}"))
             elif sizes and sizes[0] in tainted:
                 data_driven["Loop"] += 1
             continue

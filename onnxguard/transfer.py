@@ -31,16 +31,20 @@ def run_transfers(
     specs: list[CheckSpec],
     *,
     seed: int,
-    budget: int | None = None,
-    samples: int | None = None,
-    target: int | None = None,
+    policy: "object" = None,
     progress: Callable[[str, int], Callable[[int, int], None]] | None = None,
 ) -> list[tuple[TransferResult, int]]:
     """One ``TransferResult`` per check (with the replay queries spent on the scanned model)."""
-    from .evasion import Prepared, run_evasion_check
+    from .evasion import Prepared, inspect_path, run_evasion_check
+    from .policy import LoadedPolicy, load_policy
 
     assert isinstance(prep, Prepared)
-    src = load_model(source_path, probe=prep.samples.x if prep.samples.x.ndim > 1 else None)
+    lp = policy if isinstance(policy, LoadedPolicy) else load_policy(None)
+    # the surrogate is as untrusted as the scanned model: the same safe read and static refusals
+    raw, _ = inspect_path(source_path, lp, what="--transfer-from model ")
+    src = load_model(source_path, probe=prep.samples.x if prep.samples.x.ndim > 1 else None,
+                     max_bytes=lp.policy.limits.max_model_mb * 1024 * 1024, raw=raw,
+                     inference_timeout_s=lp.policy.limits.inference_timeout_s)
     if src.sample_shape != prep.model.sample_shape:
         raise DataError(
             f"--transfer-from model takes inputs of shape {list(src.sample_shape)}, the scanned model {list(prep.model.sample_shape)}"
@@ -55,7 +59,7 @@ def run_transfers(
         got: list = []
         cb = progress(f"transfer:{spec.check_id}", 1000) if progress else None
         chk = run_evasion_check(
-            src_prep, one, threat=threat, seed=seed, budget=budget, samples=samples, target=target, progress=cb, collect=got,
+            src_prep, one, threat=threat, seed=seed, progress=cb, collect=got,
         )
         n_adv, hits, spent = 0, 0, 0
         if chk.status == "completed" and got:

@@ -215,6 +215,11 @@ def _check_model(model_path: Path, subj: list[dict[str, Any]]) -> str:
     return f"{model_path.name}{extra} the subject (sha256 {got[:16]}…)"
 
 
+def _short_value(v: Any) -> str:
+    text = json.dumps(v) if not isinstance(v, str) else v
+    return text if len(text) <= 40 else text[:40] + "…"
+
+
 def _check_policy(report: Report, policy: Any, require_verdict: str | None) -> str:
     from .policy import LoadedPolicy, load_policy
 
@@ -229,6 +234,21 @@ def _check_policy(report: Report, policy: Any, require_verdict: str | None) -> s
                 f"the report was graded under '{pol.name}' v{pol.version} (sha256 {pol.sha256[:16]}…), "
                 f"not the required '{lp.policy.name}' v{lp.policy.version} (sha256 {lp.sha256[:16]}…)",
             )
+        if pol.deviations:
+            shown = "; ".join(f"{d.key} {_short_value(d.policy_value)} -> {_short_value(d.effective_value)}" for d in pol.deviations[:4])
+            more = f" (and {len(pol.deviations) - 4} more)" if len(pol.deviations) > 4 else ""
+            raise VerificationError("policy", f"report deviates from '{lp.policy.name}': {shown}{more}")
+        if pol.effective_sha256 is None:
+            raise VerificationError(
+                "policy", f"the report (schema {report.schema_version}) does not record its effective policy, so it cannot be "
+                f"shown to have run '{lp.policy.name}' unchanged; rescan with onnxguard >= schema 1.2"
+            )
+        want = lp.effective_sha256
+        if pol.effective_sha256 != want:
+            raise VerificationError(
+                "policy", f"the report's effective policy (sha256 {pol.effective_sha256[:16]}…) differs from "
+                f"'{lp.policy.name}' (sha256 {want[:16]}…)",
+            )
     verdict = report.summary.verdict if report.summary else None
     pname = f"'{pol.name}' v{pol.version}" if pol else "no policy"
     if require_verdict is not None:
@@ -239,6 +259,8 @@ def _check_policy(report: Report, policy: Any, require_verdict: str | None) -> s
         if VERDICTS.index(verdict) > VERDICTS.index(require_verdict):
             raise VerificationError("policy", f"verdict is {verdict} under {pname}; required {require_verdict}{' or better' if require_verdict != 'pass' else ''}")
     pinned = "" if policy is not None else " (policy not pinned: pass --policy to require one)"
+    if pol is not None and pol.deviations and policy is None:
+        pinned += f" (DEVIATES from '{pol.name}' in {len(pol.deviations)} setting(s): not graded under that policy)"
     return f"{pname} applied (sha256 {pol.sha256[:16]}…), verdict {verdict}{pinned}" if pol else f"verdict {verdict}{pinned}"
 
 

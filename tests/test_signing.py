@@ -7,6 +7,7 @@ import copy
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -28,9 +29,23 @@ KINDS = ("ecdsa-p256", "ed25519")
 
 
 @pytest.fixture(scope="module")
-def report() -> Report:
+def small_policy(tmp_path_factory) -> str:
+    """The shipped 'standard' policy with tiny budgets, as a policy file of its own (so reports carry no deviation)."""
+    from onnxguard.policy import POLICY_DIR
+
+    text = (POLICY_DIR / "standard.toml").read_text()
+    text = re.sub(r"(?m)^samples = \d+", "samples = 5", re.sub(r"(?m)^budget = 1000\b", "budget = 20", text))
+    p = tmp_path_factory.mktemp("policy") / "standard-small.toml"
+    p.write_text(text)
+    return str(p)
+
+
+@pytest.fixture(scope="module")
+def report(small_policy) -> Report:
     """One real scan of the bundled example with tiny budgets (well under a second)."""
-    return run_scan(ScanOptions(model_path=EXAMPLE_MODEL, data_path=EXAMPLE_DATA, budget=20, samples=5))
+    from onnxguard.policy import load_policy
+
+    return run_scan(ScanOptions(model_path=EXAMPLE_MODEL, data_path=EXAMPLE_DATA, policy=load_policy(small_policy)))
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +90,8 @@ def _sign_raw(payload: bytes, key) -> dict:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_round_trip(kind, report, keys, envelopes):
-    v = V.verify_envelope(envelopes[kind], [keys[kind].public_key()], model_path=EXAMPLE_MODEL, policy="standard")
+def test_round_trip(kind, report, keys, envelopes, small_policy):
+    v = V.verify_envelope(envelopes[kind], [keys[kind].public_key()], model_path=EXAMPLE_MODEL, policy=small_policy)
     assert v.report.model_dump() == report.model_dump()
     assert v.keyid == K.keyid(keys[kind]) and v.key_type == kind
     assert [c.name for c in v.checks] == list(V.CHECKS) and all(c.ok for c in v.checks)
@@ -358,11 +373,11 @@ def test_schema_check(report, keys):
     assert _check(e) == "schema"
 
 
-def test_policy_check(tmp_path, report, keys, envelopes):
+def test_policy_check(tmp_path, report, keys, envelopes, small_policy):
     pub = keys["ecdsa-p256"].public_key()
     env = envelopes["ecdsa-p256"]
     assert report.policy.name == "standard" and report.summary.verdict == "fail"
-    V.verify_envelope(env, [pub], policy="standard", require_verdict="fail")
+    V.verify_envelope(env, [pub], policy=small_policy, require_verdict="fail")
     for kwargs in ({"policy": "strict"}, {"require_verdict": "pass"}, {"require_verdict": "warn"}):
         with pytest.raises(VerificationError) as e:
             V.verify_envelope(env, [pub], **kwargs)
@@ -464,31 +479,31 @@ def test_default_key_created_once_with_message(tmp_path, monkeypatch, capsys):
 
 
 @pytest.fixture(scope="module")
-def cli_env(tmp_path_factory, report, keys):
+def cli_env(tmp_path_factory, report, keys, small_policy):
     """A key pair from `onnxguard keygen` and a signed report from `onnxguard scan --key`."""
     d = tmp_path_factory.mktemp("cli")
     assert main(["keygen", "--out", str(d / "k")]) == 0
     out = d / "report.json"
-    code = main(["scan", str(EXAMPLE_MODEL), "--data", str(EXAMPLE_DATA), "--budget", "20", "--samples", "5", "-q",
+    code = main(["scan", str(EXAMPLE_MODEL), "--data", str(EXAMPLE_DATA), "--policy", small_policy, "-q",
                  "--key", str(d / "k.pem"), "--out", str(out), "--json", str(d / "plain.json")])
     assert code in (0, 1)
-    return d, out
+    return d, out, small_policy
 
 
 def test_cli_scan_signs_and_verify_passes(cli_env, capsys):
-    d, out = cli_env
+    d, out, small = cli_env
     env = json.loads(out.read_text())
     assert set(env) == {"payload", "payloadType", "signatures"}
     assert Report.model_validate_json((d / "plain.json").read_text()).model.sha256 == json.loads(_payload(env))["subject"][0]["digest"]["sha256"]
     capsys.readouterr()
-    assert main(["verify", str(out), "--key", str(d / "k.pub.pem"), "--model", str(EXAMPLE_MODEL), "--policy", "standard"]) == 0
+    assert main(["verify", str(out), "--key", str(d / "k.pub.pem"), "--model", str(EXAMPLE_MODEL), "--policy", small]) == 0
     text = capsys.readouterr().out
     for label in ("signature", "schema", "model digest", "policy"):
         assert any(line.startswith(label) and " OK " in line for line in text.splitlines()), label
 
 
 def test_cli_verify_failures_exit_1(cli_env, tmp_path, capsys):
-    d, out = cli_env
+    d, out, small = cli_env
     pub = str(d / "k.pub.pem")
     model = tmp_path / "digits_mlp.onnx"
     model.write_bytes(EXAMPLE_MODEL.read_bytes()[:-1] + b"\0")
@@ -513,7 +528,7 @@ def test_cli_verify_failures_exit_1(cli_env, tmp_path, capsys):
 
 
 def test_cli_verify_unreadable_inputs_exit_2(cli_env, tmp_path):
-    d, out = cli_env
+    d, out, small = cli_env
     pub = str(d / "k.pub.pem")
     assert main(["verify", str(tmp_path / "missing.json"), "--key", pub]) == 2
     assert main(["verify", str(out), "--key", str(tmp_path / "missing.pub.pem")]) == 2

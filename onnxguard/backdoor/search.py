@@ -31,7 +31,8 @@ from ..attacks.base import to_chw
 from ..oracle import Oracle
 from ..report import BackdoorSection, ClassTrigger, Rate
 from .anomaly import family_indices
-from ..png import to_display, write_png
+from ..outputs import OutputDir, as_output_dir
+from ..png import image_png, to_display
 from .probe import OutOfBudget, Probe
 from .tabular import FeatureTrigger, search_features
 from .squares import square_sweep
@@ -362,29 +363,29 @@ def run_search(
     )
 
 
-def _save(out_dir: Path, triggers: dict, classes: list[int], families: list[str], kind_idx: np.ndarray, tabular: bool, examples: np.ndarray) -> list[str]:
-    out_dir.mkdir(parents=True, exist_ok=True)
+def _save(out_dir: "Path | OutputDir", triggers: dict, classes: list[int], families: list[str], kind_idx: np.ndarray, tabular: bool, examples: np.ndarray) -> list[str]:
+    out = as_output_dir(out_dir, "--backdoor-out")
+    assert out is not None
+    out.ensure()
     files = []
     for t in classes:
         fam = families[int(kind_idx[t])]
         trig = triggers.get((t, fam))
         if trig is None:
             continue
-        npy = out_dir / f"class{t}-{fam}.npy"
+        npy = f"class{t}-{fam}.npy"
         if isinstance(trig, FeatureTrigger):
-            np.save(npy, trig.as_array())  # row 0: feature indices, row 1: normalised values
-            files.append(str(npy))
+            arr = trig.as_array()  # row 0: feature indices, row 1: normalised values
+            files.append(str(out.write(npy, lambda f, a=arr: np.save(f, a))))
             continue
         m, p = trig
         mask = np.broadcast_to(np.asarray(m, dtype=np.float64).reshape(1, *p.shape[1:]), p.shape)
-        np.save(npy, np.stack([mask, p]))  # [0]: mask, [1]: pattern, each (C, H, W) normalised
-        files.append(str(npy))
+        stacked = np.stack([mask, p])  # [0]: mask, [1]: pattern, each (C, H, W) normalised
+        files.append(str(out.write(npy, lambda f, a=stacked: np.save(f, a))))
         ex = stamp(examples[:1], m, p)[0]
         panels = [to_display(mask), to_display(mask * p), to_display(ex)]
         gap = np.ones((panels[0].shape[0], 1) + panels[0].shape[2:]) * 0.5
         img = np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1)
         scale = max(1, 128 // max(p.shape[1], 1))
-        png = out_dir / f"class{t}-{fam}.png"
-        write_png(png, img, scale=scale)
-        files.append(str(png))
+        files.append(str(out.write(f"class{t}-{fam}.png", image_png(img, scale=scale))))
     return files

@@ -9,7 +9,10 @@ findings) is untrusted and goes through :func:`esc`.
 
 from __future__ import annotations
 
+import io
 import math
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -25,6 +28,7 @@ from .svg import Bar, CurveDatum, bar_svg, curve_svg, esc
 
 MAX_TRIPLETS = 4
 MAX_EMBED_BYTES = 2 * 1024 * 1024
+MAX_ADVERSARIAL_BYTES = 256 * 1024 * 1024
 
 def attack_title(name: str) -> str:
     spec = ATTACKS.get(name)
@@ -41,19 +45,6 @@ LEVEL_MARK = {"low": "○ low", "medium": "◐ medium", "high": "● high", "cri
 VERDICT_MARK = {"pass": "✓ PASS", "warn": "! WARN", "fail": "✗ FAIL"}
 
 
-def resolve(path: str | None, base_dir: Path | None) -> Path | None:
-    """A file recorded in a report: as recorded, else relative to the report's folder, else by name there."""
-    if not path:
-        return None
-    p = Path(path)
-    if p.is_file() or base_dir is None:
-        return p
-    for cand in (base_dir / p, base_dir / p.name):
-        if cand.is_file():
-            return cand
-    return p
-
-
 @dataclass
 class _Ctx:
     report: Report
@@ -64,6 +55,71 @@ class _Ctx:
     def next_id(self, prefix: str) -> str:
         self.uid += 1
         return f"{prefix}{self.uid}"
+
+    def read(self, recorded: str | Path | None, limit: int = MAX_EMBED_BYTES, explicit: bool = False) -> bytes | None:
+        """The bytes of a file the page embeds, or None.
+
+        A path recorded in the report (written by whoever made the report) is embedded only when it
+        lies inside the report's own folder (``base_dir``), reached without following a symlink at
+        any step; a relative path is taken below that folder, and a file of the same name there is the
+        fallback. Without ``base_dir`` (a page made from the scan in memory) and for files the user named
+        (``explicit``), the file is opened as given, never through a symlink at its last component."""
+        if not recorded:
+            return None
+        p = Path(recorded)
+        if self.base_dir is None or explicit:
+            return _read_plain(p, limit)
+        for cand in ([p] if p.is_absolute() else [self.base_dir / p]) + [self.base_dir / p.name]:
+            data = _read_inside(self.base_dir, cand, limit)
+            if data is not None:
+                return data
+        return None
+
+
+def _read_plain(path: Path, limit: int) -> bytes | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    return _read_fd(fd, limit)
+
+
+def _read_fd(fd: int, limit: int) -> bytes | None:
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+            return None
+        data = os.read(fd, limit + 1) if st.st_size else b""
+        while len(data) < st.st_size:
+            more = os.read(fd, limit + 1 - len(data))
+            if not more:
+                break
+            data += more
+        return data if len(data) <= limit else None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _read_inside(root: Path, path: Path, limit: int) -> bytes | None:
+    """``path`` read only if it lies inside ``root``, with no symlink at any component below ``root``."""
+    from ..safeload import _open_inside
+
+    for base in dict.fromkeys((os.path.abspath(root), os.path.realpath(root))):
+        rel = os.path.relpath(os.path.abspath(path), base)
+        if rel == os.curdir or rel.startswith(os.pardir) or os.path.isabs(rel):
+            continue
+        try:
+            dfd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            return None
+        try:
+            fd, _ = _open_inside(dfd, [part for part in rel.split(os.sep) if part not in ("", os.curdir)])
+        finally:
+            os.close(dfd)
+        return _read_fd(fd, limit) if fd is not None else None
+    return None
 
 
 # ---------------------------------------------------------------- wording
@@ -189,6 +245,7 @@ code, .mono { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-siz
 .banner { border: 2px solid var(--ink); padding: .6rem .9rem; margin: 1rem 0; }
 .banner strong { letter-spacing: .03em; }
 .banner.unsigned { border-style: dashed; background: var(--soft); }
+.banner.deviations { border-color: #a00d0d; border-width: 3px; }
 .verdictbox { display: flex; gap: 1.5rem; align-items: center; border: 3px solid var(--ink); padding: 1rem 1.2rem; margin: 1rem 0; }
 .verdict { font-weight: 800; font-size: 1.05em; padding: .05rem .45rem; border: 2px solid currentColor; white-space: nowrap; }
 .verdictbox .verdict { font-size: 2rem; }
@@ -253,6 +310,23 @@ def _provenance(verified: Verification | None) -> str:
     )
 
 
+def _deviations(pol: Any) -> str:
+    """A banner above the verdict when the scan did not run the named policy as written."""
+    if pol is None or not pol.deviations:
+        return ""
+    import json as _json
+
+    rows = [[_code(d.key), _code(_json.dumps(d.policy_value)), _code(_json.dumps(d.effective_value))] for d in pol.deviations]
+    return (
+        '<div class="banner deviations" role="alert"><strong>⚠ DEVIATES FROM THE POLICY.</strong> This scan did not run '
+        f"{_code(pol.name)} as written: {len(pol.deviations)} setting(s) were overridden on the command line. The verdict "
+        "below is <em>not</em> a verdict under that policy, and the report does not verify as it "
+        "(<code>onnxguard verify --policy</code> fails)."
+        + _table(["setting", "the policy says", "the scan used"], rows, caption="Deviations from the named policy")
+        + "</div>"
+    )
+
+
 def _summary(ctx: _Ctx) -> str:
     r = ctx.report
     s = r.summary
@@ -260,12 +334,15 @@ def _summary(ctx: _Ctx) -> str:
     pol_html = (
         f"{_code(pol.name)} version {esc(pol.version)} ({esc(pol.source)}), sha256 {_code(pol.sha256)}" if pol else "no policy recorded"
     )
+    if pol is not None and pol.effective_sha256:
+        pol_html += f"; effective policy sha256 {_code(pol.effective_sha256)}"
     if s is None:
         return f'<section id="summary"><div class="verdictbox"><p>This report was not graded by a policy.</p></div><p>Policy: {pol_html}</p></section>'
     rule = "a <em>fail</em> verdict rejects the model" if s.fail_on == "fail" else "a <em>warn</em> or <em>fail</em> verdict rejects the model"
     reasons = "".join(f"<li>{esc(x)}</li>" for x in s.reasons) or "<li>every graded figure is within the policy's thresholds</li>"
     return (
         '<section id="summary" aria-labelledby="summary-h"><h2 id="summary-h">Verdict</h2>'
+        f"{_deviations(pol)}"
         f'<div class="verdictbox"><div>{_verdict(s.verdict)}</div><div><p><strong>Verdict:</strong> {esc(s.verdict)}; '
         f"<strong>highest risk level:</strong> {_level(s.highest_risk)}</p>"
         f"<p><strong>Policy:</strong> {pol_html}; {rule}.</p></div></div>"
@@ -370,11 +447,16 @@ def _curve(ctx: _Ctx, c: EvasionCheck) -> str:
     )
 
 
-def _load_npz(path: Path) -> dict[str, np.ndarray] | None:
+def _load_npz(data: bytes | None) -> dict[str, np.ndarray] | None:
+    if data is None:
+        return None
     try:
-        with np.load(path, allow_pickle=False) as z:
+        from ..datacheck import check_npz
+
+        check_npz(io.BytesIO(data), "saved adversarials", MAX_ADVERSARIAL_BYTES)  # no zip bomb on the page's account
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except Exception:  # missing, truncated or not an npz: the page says so
+    except Exception:  # truncated, too large or not an npz: the page says so
         return None
 
 
@@ -383,12 +465,15 @@ def _triplets(ctx: _Ctx, c: EvasionCheck) -> str:
     layout = image_layout(r.model.sample_shape)
     if layout is None:
         return ""
-    path = ctx.adversarials.get(c.id) or resolve(c.adversarials, ctx.base_dir)
+    given = ctx.adversarials.get(c.id)
+    path = given or (Path(c.adversarials) if c.adversarials else None)
     if path is None:
         return '<p class="sub">Adversarial examples were not saved for this check (scan with <code>--save-adversarials DIR</code> to show them here).</p>'
-    if not path.is_file() or path.stat().st_size > 256 * 1024 * 1024:
-        return f'<p class="sub">The saved adversarial examples ({_code(str(path))}) could not be found next to the report.</p>'
-    z = _load_npz(path)
+    data = ctx.read(path, MAX_ADVERSARIAL_BYTES, explicit=given is not None)
+    if data is None:
+        return (f'<p class="sub">The saved adversarial examples ({_code(str(path))}) could not be found next to the report '
+                "(only files inside the report's folder, reached without symlinks, are embedded).</p>")
+    z = _load_npz(data)
     shape = tuple(r.model.sample_shape or ())
     if z is None or "x" not in z or "x_adv" not in z or z["x"].shape[1:] != shape or z["x_adv"].shape != z["x"].shape:
         return f'<p class="sub">The saved adversarial examples ({_code(str(path))}) could not be read.</p>'
@@ -478,16 +563,16 @@ def _checks(ctx: _Ctx) -> str:
             + "".join(_check(ctx, c) for c in ctx.report.checks) + "</section>")
 
 
-def _trigger_image(path: Path, layout: str | None, shape: Sequence[int] | None) -> str | None:
+def _trigger_image(ctx: _Ctx, path: Path, layout: str | None, shape: Sequence[int] | None) -> str | None:
     """A data URI for a saved trigger: a PNG as it is, or an .npy rendered to greyscale/RGB."""
     try:
-        if not path.is_file() or path.stat().st_size > MAX_EMBED_BYTES:
+        raw = ctx.read(path)
+        if raw is None:
             return None
         if path.suffix.lower() == ".png":
-            raw = path.read_bytes()
             return data_uri(raw) if raw.startswith(PNG_SIGNATURE) else None
         if path.suffix.lower() == ".npy":
-            a = np.load(path, allow_pickle=False).astype(np.float64)
+            a = np.load(io.BytesIO(raw), allow_pickle=False).astype(np.float64)
             lay = layout
             if shape is not None and a.size == int(np.prod(shape)):
                 a = a.reshape(tuple(shape))
@@ -507,11 +592,11 @@ def _feature_triggers(ctx: _Ctx, cls: int, files: Sequence[str], labels: Mapping
     """A tabular trigger saved as a (2, k) array: row 0 feature indices, row 1 values (normalised to the valid range)."""
     out = []
     for f in files:
-        p = resolve(f, ctx.base_dir) or Path(f)
+        raw = ctx.read(f)
+        if raw is None:
+            continue
         try:
-            if not p.is_file() or p.stat().st_size > MAX_EMBED_BYTES:
-                continue
-            a = np.load(p, allow_pickle=False)
+            a = np.load(io.BytesIO(raw), allow_pickle=False)
         except Exception:
             continue
         if a.ndim != 2 or a.shape[0] != 2 or not 0 < a.shape[1] <= 64 or not np.all(np.isfinite(a)) or np.any(a[0] != np.round(a[0])):
@@ -604,7 +689,7 @@ def _backdoor(ctx: _Ctx) -> str:
             parts.append(_feature_triggers(ctx, c, [f for f in files if f.lower().endswith(".npy")], labels))
         imgs = []
         for f in pngs or files:  # a PNG drawn by the search says more than its raw array
-            uri = _trigger_image(resolve(f, ctx.base_dir) or Path(f), layout, ctx.report.model.sample_shape)
+            uri = _trigger_image(ctx, Path(f), layout, ctx.report.model.sample_shape)
             if uri:
                 alt = esc(f"reversed trigger for {labels.get(c, 'class ' + str(c))} from {Path(f).name}")
                 imgs.append(f'<figure><img src="{uri}" alt="{alt}"><figcaption>{_code(Path(f).name)}</figcaption></figure>')

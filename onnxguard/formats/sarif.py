@@ -122,8 +122,18 @@ class SarifFormat(OutputFormat):
             "highest_risk": s.highest_risk if s else None,
             "fail_on": s.fail_on if s else None,
         }
+        invocation: dict[str, Any] = {"executionSuccessful": True, "endTimeUtc": _utc(report.created_at)}
         if report.policy:
-            run_props["policy"] = {"name": report.policy.name, "version": report.policy.version, "sha256": report.policy.sha256}
+            pol = report.policy
+            run_props["policy"] = {"name": pol.name, "version": pol.version, "sha256": pol.sha256, "effective_sha256": pol.effective_sha256,
+                                   "deviations": [d.model_dump(mode="json") for d in pol.deviations]}
+            if pol.deviations:
+                shown = "; ".join(f"{d.key}: {d.policy_value!r} -> {d.effective_value!r}" for d in pol.deviations[:8])
+                invocation["toolConfigurationNotifications"] = [{
+                    "level": "warning",
+                    "message": {"text": f"the scan deviates from policy '{pol.name}' ({len(pol.deviations)} command-line override(s): {shown}); "
+                                        "its verdict is not a verdict under that policy"},
+                }]
         run: dict[str, Any] = {
             "tool": {"driver": {
                 "name": "onnxguard",
@@ -133,7 +143,7 @@ class SarifFormat(OutputFormat):
                 "rules": list(rules.values()),
             }},
             "artifacts": [{"location": {"uri": uri}, "hashes": {"sha-256": report.model.sha256}, "length": report.model.size_bytes}],
-            "invocations": [{"executionSuccessful": True, "endTimeUtc": _utc(report.created_at)}],
+            "invocations": [invocation],
             "results": results,
             "properties": run_props,
         }

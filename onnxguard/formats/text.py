@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Callable
 
@@ -62,9 +63,18 @@ def print_summary(report: Report, out: Callable[[str], None]) -> None:
     if report.notes:
         for n in report.notes:
             out(f"note: {n}")
+    devs = report.policy.deviations if report.policy else []
+    if devs:
+        out(f"DEVIATES from policy '{report.policy.name}' in {len(devs)} setting(s) (command-line overrides): "  # type: ignore[union-attr]
+            "this report does not verify as that policy")
+        for d in devs[:12]:
+            out(f"  ! {d.key}: {json.dumps(d.policy_value)} -> {json.dumps(d.effective_value)}")
+        if len(devs) > 12:
+            out(f"  ! ... and {len(devs) - 12} more")
     if report.summary:
         s = report.summary
         pol = report.policy.name if report.policy else "-"
+        pol += f", with {len(devs)} deviation(s)" if devs else ""
         out(f"verdict {s.verdict.upper()}  (highest risk: {s.highest_risk}; policy {pol})")
         for r in s.reasons[:12]:
             out(f"  - {r}")

@@ -47,6 +47,9 @@ class Case:
     what: str = ""
     static_ids: tuple[str, ...] = ()  # finding ids the report must hold
     policy: Path | None = None  # instead of the corpus policy
+    report_contains: str | None = None  # phrase (lower case) the report must hold
+    model_path_in_report: Path | None = None  # the path the report must name as the model
+    one_line: bool = True  # a bad input gets one message line (a broken policy lists each bad key on its own line)
 
 
 # -- model builders -------------------------------------------------------------------
@@ -159,6 +162,83 @@ def endless_loop(trips: int = 10**15) -> onnx.ModelProto:
                              numpy_helper.from_array(np.array(0.0, np.float32), "v0")]
     nodes = [helper.make_node("Loop", ["M", "cond", "v0"], ["v"], body=body)]
     return _model(_plus_zero_times("v", nodes), inits)
+
+
+def nested_loops(outer: int, inner: int) -> onnx.ModelProto:
+    """A Loop of ``outer`` trips whose body runs a Loop of ``inner`` trips: outer * inner iterations per run."""
+    f = lambda n: helper.make_tensor_value_info(n, TensorProto.FLOAT, [])  # noqa: E731
+    b = lambda n: helper.make_tensor_value_info(n, TensorProto.BOOL, [])  # noqa: E731
+    i64 = lambda n: helper.make_tensor_value_info(n, TensorProto.INT64, [])  # noqa: E731
+    inner_body = helper.make_graph(
+        [helper.make_node("Identity", ["c_in2"], ["c_out2"]), helper.make_node("Add", ["w_in", "one_b"], ["w_out"])],
+        "inner", [i64("j"), b("c_in2"), f("w_in")], [b("c_out2"), f("w_out")],
+    )
+    outer_body = helper.make_graph(
+        [helper.make_node("Identity", ["c_in"], ["c_out"]),
+         helper.make_node("Loop", ["M_in", "cond", "v_in"], ["v_out"], body=inner_body)],
+        "outer", [i64("i"), b("c_in"), f("v_in")], [b("c_out"), f("v_out")],
+    )
+    inits = _base_inits() + [numpy_helper.from_array(np.array(outer, np.int64), "M"),
+                             numpy_helper.from_array(np.array(inner, np.int64), "M_in"),
+                             numpy_helper.from_array(np.array(True), "cond"),
+                             numpy_helper.from_array(np.array(1.0, np.float32), "one_b"),
+                             numpy_helper.from_array(np.array(0.0, np.float32), "v0")]
+    nodes = [helper.make_node("Loop", ["M", "cond", "v0"], ["v"], body=outer_body)]
+    return _model(_plus_zero_times("v", nodes), inits)
+
+
+def data_driven_loop() -> onnx.ModelProto:
+    """A Loop whose trip count is computed from the input (about 10^15 for any input): nothing static can bound it;
+    the per-run watchdog (limits.inference_timeout_s) must stop it."""
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Add", ["v_in", "one_b"], ["v_out"])],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_in", TensorProto.FLOAT, [])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), helper.make_tensor_value_info("v_out", TensorProto.FLOAT, [])],
+        [numpy_helper.from_array(np.array(1.0, np.float32), "one_b")],
+    )
+    inits = _base_inits() + [numpy_helper.from_array(np.array(1e15, np.float32), "big"),
+                             numpy_helper.from_array(np.array(True), "cond"),
+                             numpy_helper.from_array(np.array(0.0, np.float32), "v0")]
+    nodes = [
+        helper.make_node("ReduceMax", ["x"], ["mx"], keepdims=0),
+        helper.make_node("Mul", ["mx", "zero"], ["mz"]),
+        helper.make_node("Add", ["mz", "big"], ["mf"]),
+        helper.make_node("Cast", ["mf"], ["M"], to=TensorProto.INT64),
+        helper.make_node("Loop", ["M", "cond", "v0"], ["v"], body=body),
+    ]
+    return _model(_plus_zero_times("v", nodes), inits)
+
+
+def forged_npz(path: Path, declared_bytes: int) -> None:
+    """A small .npz whose zip headers (and the member's .npy header) claim ``declared_bytes`` once expanded:
+    what a compression bomb looks like to a reader, without spending seconds deflating gigabytes of zeros."""
+    import io
+    import struct
+
+    rows = declared_bytes // 16
+    hdr = io.BytesIO()
+    np.lib.format.write_array_header_1_0(hdr, {"descr": "<f4", "fortran_order": False, "shape": (rows, 4)})
+    member = hdr.getvalue() + b"\0" * (1 << 20)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("x.npy", member)
+    data = bytearray(path.read_bytes())
+    real = len(member)
+    for sig, off in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):
+        i = data.find(sig)
+        assert struct.unpack_from("<I", data, i + off)[0] == real
+        struct.pack_into("<I", data, i + off, min(declared_bytes, 0xFFFFFFFE))
+    path.write_bytes(bytes(data))
+
+
+def npy_declaring(path: Path, rows: int) -> None:
+    """An .npy whose header declares ``rows`` rows of 4 float32, followed by a few bytes."""
+    import io
+
+    hdr = io.BytesIO()
+    np.lib.format.write_array_header_1_0(hdr, {"descr": "<f4", "fortran_order": False, "shape": (rows, 4)})
+    path.write_bytes(hdr.getvalue() + b"\0" * 64)
 
 
 def nested_ifs(depth: int) -> onnx.ModelProto:
@@ -352,9 +432,18 @@ def build(out: Path) -> tuple[list[Case], Path, str]:
     add("bomb_range", _save(constant_bomb("Range"), folder("bomb_range")), (2,), "memory bomb")
     add("bomb_runtime", _save(runtime_bomb(), folder("bomb_runtime")), (3,), "memory", report=True, static_ids=("data-driven-allocation",),
         what="ConstantOfShape sized by input values (~3 GB): RLIMIT_AS stops it")
-    add("endless_loop", _save(endless_loop(), folder("endless_loop")), (3,), "time limit", report=True, static_ids=("long-loop",),
-        timeout_s=5.0, what="Loop of 10^15 iterations: killed at the wall-time limit")
-    add("cpu_limit", _save(endless_loop(), folder("cpu_limit")), (3,), "cpu-time limit", report=True,
+    add("endless_loop", _save(endless_loop(), folder("endless_loop")), (2,), "refused before running",
+        what="Loop with a constant 10^15 trip count: refused statically")
+    add("loop_1e12", _save(endless_loop(10**12), folder("loop_1e12")), (2,), "iterates 1e+12 times",
+        what="Loop with a constant 10^12 trip count: refused statically, never run")
+    add("loop_nested", _save(nested_loops(100_000, 100_000), folder("loop_nested")), (2,), "enclosing loop",
+        what="a Loop of 10^5 trips inside a Loop of 10^5 trips (10^10 in all): refused statically")
+    add("loop_data_driven", _save(data_driven_loop(), folder("loop_data_driven")), (3,), "inference_timeout_s", report=True,
+        static_ids=("data-driven-allocation",), args=["--inference-timeout", "1"], timeout_s=30.0,
+        what="a Loop whose trip count is computed from the input: the per-run watchdog stops the first run")
+    add("loop_wall_limit", _save(data_driven_loop(), folder("loop_wall_limit")), (3,), "time limit", report=True,
+        static_ids=("data-driven-allocation",), timeout_s=5.0, what="the same Loop with the watchdog above the wall limit: killed at the wall-time limit")
+    add("cpu_limit", _save(data_driven_loop(), folder("cpu_limit")), (3,), "cpu-time limit", report=True,
         policy=cpu_policy, timeout_s=30.0, what="the same Loop under a 2-second CPU limit")
 
     # malformed files
@@ -386,7 +475,38 @@ def build(out: Path) -> tuple[list[Case], Path, str]:
     add("unreadable_path", d / "file" / "model.onnx", (2,), "cannot open", what="a path through a regular file (ENOTDIR)")
     d = folder("symlink_loop")
     (d / "model.onnx").symlink_to(d / "model.onnx")
-    add("symlink_loop", d / "model.onnx", (2,), "cannot open")
+    add("symlink_loop", d / "model.onnx", (2,), "symbolic link")
+    # the model path itself is a link: never opened, not even to refuse it
+    d = folder("model_symlink_secret")
+    (d / "model.onnx").symlink_to(secret)
+    add("model_symlink_secret", d / "model.onnx", (2,), "symbolic link", what="model.onnx -> the secret outside the folder")
+    d = folder("model_symlink_dev_zero")
+    (d / "model.onnx").symlink_to("/dev/zero")
+    add("model_symlink_dev_zero", d / "model.onnx", (2,), "symbolic link", what="model.onnx -> /dev/zero")
+    add("model_symlink_dev_zero_followed", d / "model.onnx", (2,), "not a regular file", args=["--follow-symlinks"],
+        what="the same with --follow-symlinks: the device is refused from lstat, not opened")
+    # --follow-symlinks: a Hugging Face-style snapshot link to a blob in another folder
+    blobs = folder("snapshot_blobs")
+    _save(tiny_classifier(), blobs, "blob-0123")
+    d = folder("snapshot_link")
+    (d / "model.onnx").symlink_to(blobs / "blob-0123")
+    add("snapshot_link_refused", d / "model.onnx", (2,), "--follow-symlinks", what="a symlinked model without the opt-in")
+    add("snapshot_link_followed", d / "model.onnx", (0, 1), report=True, args=["--follow-symlinks"],
+        model_path_in_report=blobs / "blob-0123", report_contains="symbolic link",
+        what="with --follow-symlinks the target is scanned and the report names it")
+    # external data after following: confined to the target's folder, not the link's
+    ext_target = folder("ext_follow_target")
+    _save(external_classifier("weights.bin"), ext_target)
+    d = folder("ext_follow_link")
+    (d / "weights.bin").write_bytes(good_w)  # next to the link, not next to the target: must not be used
+    (d / "model.onnx").symlink_to(ext_target / "model.onnx")
+    add("ext_follow_confined", d / "model.onnx", (2,), "does not exist", args=["--follow-symlinks"],
+        what="the target's external data is looked for in the target's folder only")
+    # untrusted file names reach the terminal sanitised
+    d = folder("escape_in_filename")
+    evil = d / "evil\x1b[31m\r\u202emodel.onnx"
+    evil.write_bytes(b"not a model at all, only text\n")
+    add("escape_in_filename", evil, (2,), "onnx model", what="ESC, CR and a bidi override in the model's file name")
     d = folder("model_fifo")
     os.mkfifo(d / "model.onnx")
     add("model_fifo", d / "model.onnx", (2,), "not a regular file", what="a FIFO as the model: must not hang")
@@ -426,11 +546,31 @@ def build(out: Path) -> tuple[list[Case], Path, str]:
     (d / "truncated.npz").write_bytes((d / "nan.npz").read_bytes()[:100])
     (d / "zero.npz").write_bytes(b"")
     (d / "bad.csv").write_text("a,b,c,d\n1,2,x,4\n")
+    # data bombs: refused from their headers before anything is allocated (exit 2, naming the file)
+    forged_npz(d / "bomb.npz", 2 * 1024**3)
+    npy_declaring(d / "rows.npy", 10**12)
+    with open(d / "longline.csv", "w") as f:
+        f.write("a,b,c,d\n")
+        f.write("1," * (9 * 1024 * 1024) + "1\n")  # one 18 MB line
+    (d / "bigfield.csv").write_text("a,b,c,d\n" + "1,2,3," + "9" * (200 * 1024) + "\n")
+    for name, msg in (("bomb.npz", "bomb.npz: expands to"), ("rows.npy", "rows.npy: declares an array"),
+                      ("longline.csv", "longline.csv: line 2 is longer"), ("bigfield.csv", "bigfield.csv: not valid csv")):
+        add(f"data_{name.replace('.', '_')}", good, (2,), msg, args=["--data", str(d / name)])
     for name, msg in (("nan.npz", "nan or infinite"), ("inf.npz", "nan or infinite"), ("empty.npz", "no samples"),
                       ("shape.npz", "shape"), ("strings.npy", "expected numbers"), ("objects.npy", "cannot read"),
                       ("labels.npz", "labels"), ("truncated.npz", "cannot read"), ("zero.npz", "empty"),
                       ("bad.csv", "non-numeric"), ("missing.npz", "not found"), (".", "directory")):
         add(f"data_{name.replace('.', '_') if name != '.' else 'directory'}", good, (2,), msg, args=["--data", str(d / name)])
+    # broken policies: exit 2 naming the key
+    for name, text, msg in (
+        ("policy_inf_timeout", policy.read_text().replace(f"timeout_s = {TIMEOUT_S}", "timeout_s = inf"), "limits.timeout_s"),
+        ("policy_huge_timeout", policy.read_text().replace(f"timeout_s = {TIMEOUT_S}", "timeout_s = 1e300"), "limits.timeout_s"),
+        ("policy_nan_budget", policy.read_text().replace("budget = 20", "budget = nan"), "checks.0.budget"),
+        ("policy_deep", policy.read_text() + "x = " + "[" * 100_000 + "]" * 100_000 + "\n", "nested 100000 deep"),
+    ):
+        pf = folder(name) / "policy.toml"
+        pf.write_text(text, encoding="utf-8")
+        add(name, good, (2,), msg, policy=pf, one_line=False)
     return cases, secret, secret_text
 
 
@@ -493,7 +633,7 @@ def problems(o: Outcome, secret_text: str) -> list[str]:
         bad.append("terminal escapes reached the terminal")
     if c.message and c.message not in o.stderr.lower():
         bad.append(f"stderr lacks '{c.message}': {o.stderr.strip()[-300:]!r}")
-    if c.expect_rc and c.expect_rc[0] == 2 and len([ln for ln in o.stderr.splitlines() if ln.strip()]) != 1:
+    if c.expect_rc and c.expect_rc[0] == 2 and c.one_line and len([ln for ln in o.stderr.splitlines() if ln.strip()]) != 1:
         bad.append(f"a bad input must give one message line, got: {o.stderr.strip()[-300:]!r}")
     if c.report:
         if o.report_text is None:
@@ -506,6 +646,10 @@ def problems(o: Outcome, secret_text: str) -> list[str]:
                     bad.append(f"report lacks static finding '{want}' (has {sorted(ids)})")
             if 3 in c.expect_rc and rep["summary"]["verdict"] != "fail":
                 bad.append("a crashed scan's report must say fail")
+            if c.report_contains and c.report_contains not in (o.report_text or "").lower():
+                bad.append(f"report lacks '{c.report_contains}'")
+            if c.model_path_in_report is not None and rep["model"]["path"] != str(c.model_path_in_report):
+                bad.append(f"report names the model {rep['model']['path']!r}, expected {str(c.model_path_in_report)!r}")
     limit = c.timeout_s + 15  # start-up of both processes on a loaded machine
     if o.wall_s > limit:
         bad.append(f"took {o.wall_s:.1f}s, over its {limit:.0f}s bound")
