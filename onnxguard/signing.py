@@ -623,3 +623,35 @@ def verify_envelope(
             raise VerificationError(o.name, o.detail)
     assert verified is not None
     return verified
+
+
+# -- other statements (e.g. the admission gate's attestation) -----------------
+
+
+def sign_statement(statement: dict[str, Any], key: PrivateKey) -> dict[str, Any]:
+    """Any in-toto statement (a JSON object) as a signed DSSE envelope, with the same encoding as reports."""
+    payload = canonical(statement)
+    sig = _sign(key, pae(PAYLOAD_TYPE, payload))
+    return {
+        "payload": base64.b64encode(payload).decode("ascii"),
+        "payloadType": PAYLOAD_TYPE,
+        "signatures": [{"keyid": keyid(key), "sig": base64.b64encode(sig).decode("ascii")}],
+    }
+
+
+def open_statement(envelope: dict[str, Any] | str | bytes, keys: PublicKey | Iterable[PublicKey]) -> tuple[dict[str, Any], str, str]:
+    """The statement inside a DSSE envelope signed by one of ``keys``: (statement, keyid, key type).
+
+    Runs the ``envelope`` and ``signature`` checks of :func:`verify_envelope`; the caller checks the
+    statement's type and content. Raises ``VerificationError`` naming the check that failed."""
+    if isinstance(keys, (ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey)):
+        keys = [keys]
+    payload, sigs = _parse_envelope(envelope)
+    kid, kt = _check_signature(payload, sigs, list(keys))
+    try:
+        st = _strict_json(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise VerificationError("schema", f"the payload is not valid JSON ({exc})") from None
+    if not isinstance(st, dict) or st.get("_type") != STATEMENT_TYPE:
+        raise VerificationError("schema", "the payload is not an in-toto Statement v1")
+    return st, kid, kt
