@@ -30,6 +30,7 @@ class Settings:
     retry_delay_s: float = 30.0
     tolerance_s: float = 300.0
     seed: int = 0
+    admission_timeout_s: float = 120.0  # an alias check that takes longer is a refusal
     # the receiver against hostile clients
     http_workers: int = 4  # threads that serve HTTP requests
     max_connections: int = 32  # open connections at once; more are refused at once

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol, Sequence, runtime_checkable
 
+from ..errors import BadInputError
 from ..policy import LoadedPolicy
 from ..report import Report
 
@@ -32,4 +33,10 @@ class LocalScanner:
     """The embedded default: each file in its own sandboxed child, sequentially."""
 
     def scan(self, files: Sequence[Path], policy: LoadedPolicy, policy_ref: str, seed: int) -> list[Report]:
-        return [scan_file(f, policy, policy_ref, seed) for f in files]
+        out = []
+        for f in files:
+            try:
+                out.append(scan_file(f, policy, policy_ref, seed))
+            except BadInputError as exc:  # say which file was refused
+                raise BadInputError(f"{f.name}: {exc}") from None
+        return out

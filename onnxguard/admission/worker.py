@@ -12,6 +12,7 @@ import datetime as _dt
 import logging
 import shutil
 import threading
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -209,18 +210,28 @@ class Worker:
         """May this version hold a protected alias? Decided only from what the gate signed and the artifact as it is now.
 
         Never raises: every error is a refusal, with the reason."""
-        try:
-            return Decision(True, self._admit(name, version))
-        except AdmissionDenied as exc:
-            return Decision(False, str(exc))
-        except Exception as exc:  # noqa: BLE001 - fail closed: an error is never an admission
-            return Decision(False, f"the check failed, so the version is not admitted: {type(exc).__name__}: {show(exc, 300)}")
+        out: list[Decision] = []
+
+        def run() -> None:
+            try:
+                out.append(Decision(True, self._admit(name, version)))
+            except AdmissionDenied as exc:
+                out.append(Decision(False, str(exc)))
+            except BaseException as exc:  # noqa: BLE001 - fail closed: an error is never an admission
+                out.append(Decision(False, f"the check failed, so the version is not admitted: {type(exc).__name__}: {show(exc, 300)}"))
+
+        t = threading.Thread(target=run, name="admission-check", daemon=True)
+        t.start()
+        t.join(self.settings.admission_timeout_s)
+        if not out:  # a registry that hangs: the check is abandoned, and that is a refusal
+            return Decision(False, f"the check did not finish within {self.settings.admission_timeout_s:g}s (registry unreachable or slow), so the version is not admitted")
+        return out[0]
 
     def _admit(self, name: str, version: str) -> str:
         reg = self.registry
         policies = admission_policies(self.settings)
         vid = self._version_id(name, version)
-        work = self.settings.work_dir / _safe_name(name, version, "admit-")
+        work = self.settings.work_dir / f"{_safe_name(name, version, 'admit-')}-{uuid.uuid4().hex[:8]}"  # an abandoned check keeps its own folder
         shutil.rmtree(work, ignore_errors=True)
         try:
             root = reg.download(name, version, work / "artifact")

@@ -287,6 +287,22 @@ def test_an_oversized_or_unreadable_attestation_removes_the_alias(gate) -> None:
     assert "not valid JSON" in _alias(w, reg, "m", "1")
 
 
+def test_an_alias_check_that_hangs_removes_the_alias(tmp_path: Path, keys) -> None:
+    import threading
+
+    reg = MemoryRegistry()
+    w = Worker(_settings(tmp_path, keys, admission_timeout_s=0.5), None, reg, scanner=StaticScanner())
+    reg.add_version("m", "1", {"model.onnx": CLEAN})
+    w.scan_version("m", "1")
+    never = threading.Event()
+    reg.load_attestations = lambda *a: never.wait(30) and []  # type: ignore[method-assign]
+    try:
+        why = _alias(w, reg, "m", "1")
+    finally:
+        never.set()
+    assert why.startswith("removed") and "did not finish within 0.5s" in why and ("m", "champion") not in reg.aliases
+
+
 def test_an_alias_check_that_keeps_failing_removes_the_alias_when_it_gives_up(tmp_path: Path, keys) -> None:
     reg = MemoryRegistry()
     s = _settings(tmp_path, keys, max_attempts=2)

@@ -84,6 +84,7 @@ def serve(
     max_attempts: int = typer.Option(3, "--max-attempts", min=1, help="tries per job before it is tagged failed"),
     retry_delay: float = typer.Option(30.0, "--retry-delay", min=0.0, help="seconds before the first retry (doubles each time)"),
     tolerance: float = typer.Option(300.0, "--tolerance", min=1.0, help="accepted clock skew of webhook timestamps, seconds"),
+    check_timeout: float = typer.Option(120.0, "--check-timeout", min=1.0, help="seconds an alias check may take; a slower one removes the alias"),
 ) -> None:
     """Receive MLflow registry webhooks, scan new versions, guard protected aliases."""
     from .server import Receiver
@@ -92,7 +93,8 @@ def serve(
     if not secret:
         raise typer.BadParameter(f"a webhook secret is required: --secret-file or ${SECRET_ENV}")
     settings = _settings(tracking_uri, state_dir, default_policy, policy_dir, protect, key, trust, secret=secret,
-                         admission_policy=admission, max_attempts=max_attempts, retry_delay_s=retry_delay, tolerance_s=tolerance)
+                         admission_policy=admission, max_attempts=max_attempts, retry_delay_s=retry_delay, tolerance_s=tolerance,
+                         admission_timeout_s=check_timeout)
     worker = _worker(settings)
     if register_webhook:
         wid = worker.registry.ensure_webhook(register_webhook, secret)
@@ -171,7 +173,16 @@ def check(
         raise typer.Exit(EXIT_REJECTED)
 
 
+def _bounded_mlflow_http() -> None:
+    """MLflow's client retries a failing request 7 times with exponential backoff (minutes) by default; the gate
+    would hold a protected alias on an unchecked version all that time. Bound it, unless the operator set it."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+
+
 def main(argv: list[str] | None = None) -> int:
+    _bounded_mlflow_http()
     logging.basicConfig(level=os.environ.get("ONNXGUARD_MLFLOW_LOG", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     from onnxguard.cli import run_app
 
