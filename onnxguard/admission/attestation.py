@@ -133,7 +133,7 @@ class Verifier:
         signed = isinstance(doc, dict) and "payloadType" in doc
         if signed:
             if not self.keys:
-                raise AdmissionDenied("the attestation is signed but no trusted key is configured")
+                raise AdmissionDenied("the attestation is signed but no trusted key is configured (give --trust KEY, or the receiver's --state-dir)")
             try:
                 st, kid, kt = signing.open_statement(doc, self.keys)
             except VerificationError as exc:
