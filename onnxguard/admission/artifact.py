@@ -99,7 +99,8 @@ def looks_like_onnx(path: Path) -> bool:
     """Does the file's content parse as an ONNX ModelProto (a graph, right wire types), whatever its name?
 
     Reads only field headers (the file is memory-mapped, never loaded), opened without following
-    a symlink. Unknown fields are tolerated, as protobuf parsers (and so onnxruntime) tolerate them."""
+    a symlink. Unknown fields are tolerated, as protobuf parsers (and so onnxruntime) tolerate them.
+    Fails closed: a file whose first ``MAX_SNIFF_FIELDS`` fields are all well-formed counts as ONNX."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError:
@@ -119,7 +120,9 @@ def looks_like_onnx(path: Path) -> bool:
                 if field == 7:
                     graph = (start, stop)
             if graph is None:
-                return False
+                # no graph among the fields read: not ONNX, unless the reading stopped at the cap (a long run of
+                # well-formed fields, e.g. unknown ones padding a model): then it counts as a model file and is scanned
+                return len(top) >= MAX_SNIFF_FIELDS
             inner = _fields(buf, graph[0], graph[1], 64)
             return inner is not None and all(f not in _GRAPH_FIELDS or wt == 2 for f, wt, _, _ in inner)
     except (OSError, ValueError):

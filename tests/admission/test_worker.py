@@ -122,6 +122,12 @@ def test_sniffing_tells_onnx_from_other_bytes(tmp_path: Path) -> None:
         (tmp_path / name).write_bytes(data)
     assert all(looks_like_onnx(tmp_path / n) for n in onnx_files)
     assert not [n for n in others if looks_like_onnx(tmp_path / n)]
+    from onnxguard.admission.artifact import MAX_SNIFF_FIELDS
+
+    padded = b"\x98\x06\x00" * (MAX_SNIFF_FIELDS + 1) + CLEAN  # unknown field 99 again and again, then the model
+    assert onnx.load_from_string(padded).graph.node  # protobuf (and so onnxruntime) skips unknown fields
+    (tmp_path / "padded").write_bytes(padded)
+    assert looks_like_onnx(tmp_path / "padded")
     os.symlink(tmp_path / "a", tmp_path / "link")
     assert not looks_like_onnx(tmp_path / "link")  # never followed
 
