@@ -83,3 +83,9 @@ class VerificationError(OnnxGuardError):
 
 class SigningError(BadInputError):
     """A report could not be signed (it does not serialise canonically, or not as a valid report)."""
+
+
+class AdmissionDenied(OnnxGuardError):
+    """The admission gate refuses a model version; ``str(err)`` says why."""
+
+    exit_code = EXIT_REJECTED

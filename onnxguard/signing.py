@@ -103,3 +103,15 @@ def sign_report(report: Report, key: PrivateKey) -> dict[str, Any]:
         "payloadType": PAYLOAD_TYPE,
         "signatures": [{"keyid": keyid(key), "sig": base64.b64encode(sig).decode("ascii")}],
     }
+
+
+def sign_statement(statement: dict[str, Any], key: PrivateKey) -> dict[str, Any]:
+    """Any in-toto statement (a JSON object) as a signed DSSE envelope, with the same encoding as reports
+    (the admission gate's attestation)."""
+    payload = canonical(statement)
+    sig = sign_bytes(key, pae(PAYLOAD_TYPE, payload))
+    return {
+        "payload": base64.b64encode(payload).decode("ascii"),
+        "payloadType": PAYLOAD_TYPE,
+        "signatures": [{"keyid": keyid(key), "sig": base64.b64encode(sig).decode("ascii")}],
+    }

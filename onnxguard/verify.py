@@ -346,6 +346,24 @@ def verify_envelope(
     return verified
 
 
+def open_statement(envelope: dict[str, Any] | str | bytes, keys: PublicKey | Iterable[PublicKey]) -> tuple[dict[str, Any], str, str]:
+    """The statement inside a DSSE envelope signed by one of ``keys``: (statement, keyid, key type).
+
+    Runs the ``envelope`` and ``signature`` checks of :func:`verify_envelope`; the caller checks the
+    statement's type and content. Raises ``VerificationError`` naming the check that failed."""
+    if isinstance(keys, (ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey)):
+        keys = [keys]
+    payload, sigs = _parse_envelope(envelope)
+    kid, kt = _check_signature(payload, sigs, list(keys))
+    try:
+        st = _strict_json(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise VerificationError("schema", f"the payload is not valid JSON ({exc})") from None
+    if not isinstance(st, dict) or st.get("_type") != STATEMENT_TYPE:
+        raise VerificationError("schema", "the payload is not an in-toto Statement v1")
+    return st, kid, kt
+
+
 # -- unwrapping and rendering ------------------------------------------------
 
 

@@ -1,4 +1,5 @@
-"""The MLflow plugin's parts that need no MLflow server: signatures, replay, the durable queue, intake, retries."""
+"""The MLflow plugin's parts that need no MLflow server: signatures, replay, the durable queue, intake,
+MLmodel parsing, and the receiver against hostile clients."""
 
 from __future__ import annotations
 
@@ -18,12 +19,13 @@ if os.environ.get("ONNXGUARD_REQUIRE_PLUGINS"):
 else:
     pytest.importorskip("onnxguard_mlflow")
 
-from onnxguard.errors import PolicyError  # noqa: E402
-from onnxguard_mlflow.config import Settings, admission_policy, resolve_policy  # noqa: E402
-from onnxguard_mlflow.queue import JobQueue, NewJob, Replay  # noqa: E402
+from onnxguard.admission.queue import JobQueue, NewJob, Replay  # noqa: E402
+from onnxguard.admission.worker import Worker  # noqa: E402
+from onnxguard.errors import AdmissionDenied, PolicyError  # noqa: E402
+from onnxguard_mlflow.config import Settings, admission_policies, resolve_policy  # noqa: E402
+from onnxguard_mlflow.registry import mlmodel_paths  # noqa: E402
 from onnxguard_mlflow.server import Receiver, jobs_for  # noqa: E402
 from onnxguard_mlflow.webhook import WebhookRejected, sign, verify  # noqa: E402
-from onnxguard_mlflow.worker import Worker  # noqa: E402
 
 SECRET = "s3cret-for-tests"
 POLICIES = Path(__file__).parent / "data" / "policies"
@@ -149,13 +151,12 @@ def test_policy_tags_name_policies_never_paths(tmp_path: Path) -> None:
             resolve_policy(bad, s)
 
 
-def test_operator_admission_policy_overrides_model_tags(tmp_path: Path) -> None:
+def test_admission_policies_are_the_operators_never_a_tag(tmp_path: Path) -> None:
     """Whoever can tag a model must not lower the bar for a protected alias by naming a milder policy."""
     s = Settings(tracking_uri="http://x", state_dir=tmp_path, policy_dir=POLICIES, default_policy="tiny-pass")
-    assert admission_policy("baseline", s).policy.name == "baseline"  # no operator setting: the tag decides
-    s.admission_policy = "strict"
-    for tag in (None, "baseline", "tiny-pass"):
-        assert admission_policy(tag, s).policy.name == "strict"
+    assert [p.policy.name for p in admission_policies(s)] == ["tiny-pass"]  # the default policy, not a tag
+    s.admission_policies = ("strict", "tiny-strict")
+    assert [p.policy.name for p in admission_policies(s)] == ["strict", "tiny-strict"]
 
 
 # -- the receiver over HTTP ---------------------------------------------------
@@ -202,30 +203,154 @@ def test_receiver_accepts_rejects_replays_and_ignores(receiver: Receiver) -> Non
         Receiver(receiver.settings, Worker(receiver.settings, None, _NoRegistry()), port=0)  # type: ignore[arg-type]
 
 
-# -- retries end in a tag, never in silence ----------------------------------
+# -- what MLflow would load: the MLmodel file -------------------------------------
 
 
-class _FlakyRegistry:
-    def __init__(self) -> None:
-        self.tags: dict[str, str] = {}
+ONNX_MLMODEL = """artifact_path: model
+flavors:
+  onnx:
+    code: null
+    data: {data}
+    onnx_version: 1.17.0
+    providers: [CPUExecutionProvider]
+  python_function:
+    data: {data}
+    env: {{conda: conda.yaml, virtualenv: python_env.yaml}}
+    loader_module: mlflow.onnx
+    python_version: 3.11.7
+mlflow_version: 3.3.0
+"""
 
-    def set_tags(self, name: str, version: str, tags: dict[str, str]) -> None:
-        if tags.get("onnxguard.status") == "scanning":
-            raise ConnectionError("MLflow is down")
-        self.tags.update(tags)
+
+def _mlmodel(tmp_path: Path, text: str | None) -> Path:
+    root = tmp_path / "artifact"
+    root.mkdir()
+    if text is not None:
+        (root / "MLmodel").write_text(text)
+    return root
 
 
-def test_failed_job_is_retried_then_tagged_failed(tmp_path: Path) -> None:
-    s = Settings(tracking_uri="http://unused", state_dir=tmp_path, max_attempts=2, retry_delay_s=0.0)
-    q = JobQueue(s.queue_path)
-    reg = _FlakyRegistry()
-    w = Worker(s, q, reg)  # type: ignore[arg-type]
-    q.accept("d", [NewJob("scan", "scan:m:1", {"name": "m", "version": "1"})])
-    for _ in range(2):
-        job = q.claim()
-        assert job is not None
-        w.process(job)
-    assert q.claim() is None
-    assert q.counts() == {"failed": 1}
-    assert reg.tags["onnxguard.status"] == "failed" and "MLflow is down" in reg.tags["onnxguard.error"]
-    assert reg.tags["onnxguard.attempts"] == "2"
+def test_mlmodel_names_the_file_mlflow_loads(tmp_path: Path) -> None:
+    assert mlmodel_paths(_mlmodel(tmp_path, ONNX_MLMODEL.format(data="weights.bin"))) == ["weights.bin"]
+
+
+@pytest.mark.parametrize("text,said", [
+    (None, "no MLmodel"),
+    ("flavors: {sklearn: {pickled_model: model.pkl}}\n", "no onnx flavour"),
+    (ONNX_MLMODEL.format(data="../../etc/passwd"), "outside the artifact"),
+    (ONNX_MLMODEL.format(data="/etc/passwd"), "absolute"),
+    (ONNX_MLMODEL.format(data="m.onnx").replace("code: null", "code: code"), "code folder"),
+    (ONNX_MLMODEL.format(data="m.onnx").replace("loader_module: mlflow.onnx", "loader_module: evil"), "not mlflow.onnx"),
+    (ONNX_MLMODEL.format(data="m.onnx") + "flavors2: 1\n", None),  # unknown top-level keys are fine
+    (ONNX_MLMODEL.format(data="m.onnx").replace("flavors:\n", "flavors:\n  pytorch: {pickle_module_name: x}\n"), "pytorch"),
+    ("flavors: !!python/object/apply:os.system ['echo pwned']\n", "not valid YAML"),  # safe_load: no object construction
+    ("{{{{", "not valid YAML"),
+    (ONNX_MLMODEL.format(data="[a, b]"), "names no model file"),
+])
+def test_mlmodel_that_cannot_be_vouched_for_is_refused(tmp_path: Path, text: str | None, said: str | None) -> None:
+    root = _mlmodel(tmp_path, text)
+    if said is None:
+        assert mlmodel_paths(root) == ["m.onnx"]
+        return
+    with pytest.raises(AdmissionDenied, match=said):
+        mlmodel_paths(root)
+
+
+def test_mlmodel_symlink_is_refused(tmp_path: Path) -> None:
+    root = _mlmodel(tmp_path, None)
+    (tmp_path / "real").write_text(ONNX_MLMODEL.format(data="m.onnx"))
+    os.symlink(tmp_path / "real", root / "MLmodel")
+    with pytest.raises(AdmissionDenied, match="not a regular file"):
+        mlmodel_paths(root)
+
+
+# -- the receiver against hostile clients -------------------------------------------------------------
+
+
+@pytest.fixture
+def hardened(tmp_path: Path):
+    s = Settings(tracking_uri="http://unused", state_dir=tmp_path / "state", secret=SECRET, http_workers=2, max_connections=8,
+                 socket_timeout_s=30.0, request_deadline_s=2.0)
+    r = Receiver(s, Worker(s, None, _NoRegistry()), port=0)  # type: ignore[arg-type]
+    t = threading.Thread(target=r.httpd.serve_forever, daemon=True)
+    t.start()
+    yield r
+    r.httpd.shutdown()
+    r.httpd.server_close()
+    r.queue.close()
+
+
+def _wait_for(cond, what: str, timeout: float = 20.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_idle_connections_do_not_pin_threads(hardened: Receiver) -> None:
+    """200 connections that never send a byte: the thread count stays bounded, the extra ones are refused at once."""
+    import socket
+
+    before = threading.active_count()
+    host, port = hardened.address
+    socks = []
+    try:
+        for _ in range(200):
+            socks.append(socket.create_connection((host, port), timeout=10))
+        _wait_for(lambda: hardened.httpd.open_connections() == 8, "the connection cap")
+        assert threading.active_count() <= before + hardened.settings.http_workers
+        assert hardened.httpd.open_connections() == 8  # the cap: the other 192 were closed, not queued
+        refused = socks[-1].recv(200)
+        assert refused.startswith(b"HTTP/1.1 503")
+    finally:
+        for s in socks:
+            s.close()
+    # the idle ones are gone (the deadline closes any that linger): a real delivery gets through
+    _wait_for(lambda: hardened.httpd.open_connections() == 0, "the idle connections to be closed")
+    body = json.dumps({"entity": "model_version", "action": "created", "data": {"name": "m", "version": "1"}}).encode()
+    assert _post(hardened, body, _headers(body))[0] == 202
+
+
+def test_a_request_that_drips_is_cut_at_its_deadline(hardened: Receiver) -> None:
+    import socket
+
+    host, port = hardened.address
+    body = b'{"entity": "model_version"}'
+    h = _headers(body)
+    with socket.create_connection((host, port), timeout=20) as s:
+        head = "".join(f"{k}: {v}\r\n" for k, v in h.items())
+        s.sendall(f"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n{head}\r\n".encode() + body[:3])
+        # never send the rest: the server closes the connection at its deadline (2 s), well before the 30 s socket timeout
+        assert s.recv(100) == b""
+    assert hardened.queue.counts() == {}
+
+
+def test_unauthenticated_requests_are_refused_before_the_body_is_read(hardened: Receiver, monkeypatch) -> None:
+    import socket
+
+    parsed = []
+    monkeypatch.setattr(json, "loads", lambda *a, **k: parsed.append(a) or {})
+    host, port = hardened.address
+    with socket.create_connection((host, port), timeout=10) as s:  # no signature headers; the body never comes
+        s.sendall(b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+        answer = s.recv(200)
+    assert answer.startswith(b"HTTP/1.0 401")
+    body = b'{"entity": "model_version", "action": "created", "data": {"name": "m", "version": "1"}}'
+    assert _post_raw(hardened, body, _headers(body, secret="wrong"))[0] == 401  # a bad HMAC: the body is never parsed
+    assert parsed == []
+    big = b" " * (hardened.settings.max_body + 1)
+    assert _post_raw(hardened, big, _headers(big))[0] == 413
+
+
+def _post_raw(r: Receiver, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+    host, port = r.address
+    req = urllib.request.Request(f"http://{host}:{port}/webhook", data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except (ConnectionError, urllib.error.URLError):  # the server answered and closed before the whole body was sent
+        return 413, b""

@@ -31,7 +31,7 @@ DefaultPolicy = typer.Option("standard", "--default-policy", help="policy for mo
 PolicyDir = typer.Option(None, "--policy-dir", help="folder of NAME.toml policies that model tags may name (besides the shipped ones)")
 Protect = typer.Option(["champion", "production"], "--protect", help="protected alias (repeat for several)")
 Key = typer.Option(None, "--key", help="private key (NAME.pem) that signs the stored reports (default: STATE_DIR/receiver.pem, made on first start)")
-AdmissionPolicy = typer.Option(None, "--admission-policy", help="policy a version's report must be under to hold a protected alias, whatever the model's tag says (name or file; default: the tag's policy)")
+AdmissionPolicy = typer.Option(None, "--admission-policy", help="policy a version's scans must have run under to hold a protected alias, whatever the model's tag says (name or file; repeatable; default: --default-policy)")
 Trust = typer.Option(None, "--trust", help="public key(s) whose signed reports admission accepts, repeatable (default: the signing key's NAME.pub.pem)")
 
 
@@ -39,28 +39,29 @@ def _settings(tracking_uri: Optional[str], state_dir: Path, default_policy: str,
               key: Optional[Path], trust: Optional[List[Path]], sign: bool = True, **kw: object) -> Settings:
     if not tracking_uri:
         raise typer.BadParameter("give --tracking-uri or set MLFLOW_TRACKING_URI")
-    from .engine import HAS_SIGNING
+    from onnxguard.keys import keypair_paths, write_keypair
 
     trusted = list(trust or [])
-    if HAS_SIGNING:
-        from onnxguard.keys import keypair_paths, write_keypair
-
-        if key is None and sign:  # the receiver's own key, made on first start
-            key, pub = keypair_paths(state_dir / "receiver")
-            if not key.exists():
-                write_keypair(state_dir / "receiver")
-                typer.echo(f"onnxguard-mlflow: created signing key {key}; reviewers verify with {pub}", err=True)
-        own_pub = keypair_paths(key or state_dir / "receiver")[1]
-        if not trusted and own_pub.is_file():
-            trusted.append(own_pub)
+    if key is None and sign:  # the receiver's own key, made on first start
+        key, pub = keypair_paths(state_dir / "receiver")
+        if not key.exists():
+            write_keypair(state_dir / "receiver")
+            typer.echo(f"onnxguard-mlflow: created signing key {key}; reviewers verify with {pub}", err=True)
+    own_pub = keypair_paths(key or state_dir / "receiver")[1]
+    if not trusted and own_pub.is_file():
+        trusted.append(own_pub)
+    adm = kw.pop("admission_policy", None)
+    if adm:
+        kw["admission_policies"] = tuple(adm)  # type: ignore[arg-type]
     return Settings(tracking_uri=tracking_uri, state_dir=state_dir, default_policy=default_policy, policy_dir=policy_dir,
                     protected_aliases=tuple(protect), key_path=key, key_passphrase=os.environ.get("ONNXGUARD_KEY_PASSPHRASE"),
                     trusted_keys=trusted, **kw)  # type: ignore[arg-type]
 
 
 def _worker(settings: Settings):
+    from onnxguard.admission.worker import Worker
+
     from .registry import Registry
-    from .worker import Worker
 
     return Worker(settings, None, Registry(settings.tracking_uri, settings.experiment))
 
@@ -79,10 +80,11 @@ def serve(
     protect: List[str] = Protect,
     key: Optional[Path] = Key,
     trust: Optional[List[Path]] = Trust,
-    admission: Optional[str] = AdmissionPolicy,
+    admission: Optional[List[str]] = AdmissionPolicy,
     max_attempts: int = typer.Option(3, "--max-attempts", min=1, help="tries per job before it is tagged failed"),
     retry_delay: float = typer.Option(30.0, "--retry-delay", min=0.0, help="seconds before the first retry (doubles each time)"),
     tolerance: float = typer.Option(300.0, "--tolerance", min=1.0, help="accepted clock skew of webhook timestamps, seconds"),
+    check_timeout: float = typer.Option(120.0, "--check-timeout", min=1.0, help="seconds an alias check may take; a slower one removes the alias"),
 ) -> None:
     """Receive MLflow registry webhooks, scan new versions, guard protected aliases."""
     from .server import Receiver
@@ -91,7 +93,8 @@ def serve(
     if not secret:
         raise typer.BadParameter(f"a webhook secret is required: --secret-file or ${SECRET_ENV}")
     settings = _settings(tracking_uri, state_dir, default_policy, policy_dir, protect, key, trust, secret=secret,
-                         admission_policy=admission, max_attempts=max_attempts, retry_delay_s=retry_delay, tolerance_s=tolerance)
+                         admission_policy=admission, max_attempts=max_attempts, retry_delay_s=retry_delay, tolerance_s=tolerance,
+                         admission_timeout_s=check_timeout)
     worker = _worker(settings)
     if register_webhook:
         wid = worker.registry.ensure_webhook(register_webhook, secret)
@@ -102,7 +105,9 @@ def serve(
         signal.signal(sig, lambda *_: done.set())
     receiver.start()
     h, p = receiver.address
-    signed = "signed" if worker.sealer.signs else "UNSIGNED (no --key)"
+    from onnxguard.keys import keyid
+
+    signed = f"signed with keyid {keyid(worker.sealer.key)[:16]}…" if worker.sealer.signs else "UNSIGNED (no --key)"
     typer.echo(f"onnxguard-mlflow: listening on http://{h}:{p}/webhook; reports {signed}; protected aliases: {', '.join(protect) or 'none'}", err=True)
     done.wait()
     receiver.stop()
@@ -127,13 +132,18 @@ def scan(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     settings = _settings(tracking_uri, state_dir, default_policy, policy_dir, [], key, None, sign=write_back)
+    from onnxguard.admission.artifact import show
+
     out = _worker(settings).scan_version(name, version, write_back=write_back)
+    if out.error:
+        typer.echo(f"models:/{show(name)}/{version}: refused: {show(out.error, 1000)}")
     for rel, rep in out.reports.items():
         s = rep.summary
-        typer.echo(f"{rel}: {s.verdict if s else '?'} (highest risk {s.highest_risk if s else '?'})")
-    typer.echo(f"models:/{name}/{version}: verdict {out.verdict.upper()} (highest risk {out.highest_risk})")
-    if out.report_uri:
-        typer.echo(f"report  {out.report_uri}  sha256:{out.report_sha256}")
+        loaded = " (loaded by MLflow)" if out.files and rel in out.files.loadable else ""
+        typer.echo(f"{show(rel)}{loaded}: {s.verdict if s else '?'} (highest risk {s.highest_risk if s else '?'})")
+    typer.echo(f"models:/{show(name)}/{version}: verdict {out.verdict.upper()} (highest risk {out.highest_risk})")
+    if out.location:
+        typer.echo(f"attestation  {show(out.location)}  sha256:{out.attestation_sha256}")
     if out.verdict == "fail" or (fail_on == "warn" and out.verdict == "warn"):
         raise typer.Exit(EXIT_REJECTED)
 
@@ -146,8 +156,8 @@ def check(
     default_policy: str = DefaultPolicy,
     policy_dir: Optional[Path] = PolicyDir,
     trust: Optional[List[Path]] = Trust,
-    allow_unsigned: bool = typer.Option(False, "--allow-unsigned", help="accept unsigned reports (digest-checked only)"),
-    admission: Optional[str] = AdmissionPolicy,
+    allow_unsigned: bool = typer.Option(False, "--allow-unsigned", help="also accept an UNSIGNED attestation (nothing authenticated: digests only); never used by the receiver"),
+    admission: Optional[List[str]] = AdmissionPolicy,
 ) -> None:
     """Would this version be admitted to a protected alias? Exit 0 if yes, 1 with the reason if not."""
     from .registry import parse_model_uri
@@ -155,13 +165,24 @@ def check(
     name, version = parse_model_uri(model_uri)
     settings = _settings(tracking_uri, state_dir, default_policy, policy_dir, [], None, trust, sign=False,
                          allow_unsigned=allow_unsigned, admission_policy=admission)
-    ok, reason = _worker(settings).admissible(name, version)
-    typer.echo(f"models:/{name}/{version}: {'admitted' if ok else 'not admitted'}: {reason}")
-    if not ok:
+    from onnxguard.admission.artifact import show
+
+    d = _worker(settings).admissible(name, version)
+    typer.echo(f"models:/{show(name)}/{version}: {'admitted' if d.admitted else 'not admitted'}: {d.reason}")
+    if not d.admitted:
         raise typer.Exit(EXIT_REJECTED)
 
 
+def _bounded_mlflow_http() -> None:
+    """MLflow's client retries a failing request 7 times with exponential backoff (minutes) by default; the gate
+    would hold a protected alias on an unchecked version all that time. Bound it, unless the operator set it."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+
+
 def main(argv: list[str] | None = None) -> int:
+    _bounded_mlflow_http()
     logging.basicConfig(level=os.environ.get("ONNXGUARD_MLFLOW_LOG", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     from onnxguard.cli import run_app
 

@@ -16,6 +16,8 @@ import hmac
 from dataclasses import dataclass
 from typing import Mapping
 
+from onnxguard.admission.server import Rejected
+
 SIGNATURE_HEADER = "X-MLflow-Signature"
 TIMESTAMP_HEADER = "X-MLflow-Timestamp"
 DELIVERY_ID_HEADER = "X-MLflow-Delivery-Id"
@@ -23,13 +25,7 @@ SIGNATURE_VERSION = "v1"
 MAX_DELIVERY_ID = 200
 
 
-class WebhookRejected(Exception):
-    """A delivery that must not be processed; ``status`` is the HTTP answer."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
+WebhookRejected = Rejected  # a delivery that must not be processed; ``status`` is the HTTP answer
 
 
 @dataclass(frozen=True)
@@ -52,22 +48,31 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return value
 
 
-def verify(secret: str, headers: Mapping[str, str], body: bytes, *, now: float, tolerance_s: float) -> Delivery:
-    """Check signature and freshness; raise ``WebhookRejected`` (401) on any failure.
-
-    Replay of a fresh, valid delivery id is caught by the queue, which records
-    ids atomically with the jobs they create."""
+def precheck(headers: Mapping[str, str]) -> tuple[str, str, str]:
+    """The headers a delivery needs, well-formed; ``WebhookRejected`` (401) before any byte of the body is read."""
     delivery_id = _header(headers, DELIVERY_ID_HEADER)
     ts_text = _header(headers, TIMESTAMP_HEADER)
     sig = _header(headers, SIGNATURE_HEADER)
     if not delivery_id or not ts_text or not sig:
         raise WebhookRejected(401, "missing signature, timestamp or delivery id header")
-    if len(delivery_id) > MAX_DELIVERY_ID or not delivery_id.isprintable():
+    if len(delivery_id) > MAX_DELIVERY_ID or not delivery_id.isascii() or not delivery_id.isprintable():
         raise WebhookRejected(401, "malformed delivery id")
+    if len(sig) > 4096:
+        raise WebhookRejected(401, "malformed signature header")
     try:
-        ts = int(ts_text)
+        int(ts_text)
     except ValueError:
         raise WebhookRejected(401, "malformed timestamp") from None
+    return delivery_id, ts_text, sig
+
+
+def verify(secret: str, headers: Mapping[str, str], body: bytes, *, now: float, tolerance_s: float) -> Delivery:
+    """Check signature and freshness on the raw body; raise ``WebhookRejected`` (401) on any failure.
+
+    Replay of a fresh, valid delivery id is caught by the queue, which records
+    ids atomically with the jobs they create."""
+    delivery_id, ts_text, sig = precheck(headers)
+    ts = int(ts_text)
     expected = sign(secret, delivery_id, ts_text, body).encode("ascii")
     ok = False
     for candidate in sig.split():
