@@ -29,6 +29,7 @@ from .report import (
     Environment,
     EvasionCheck,
     FileDigest,
+    InputSpaceInfo,
     ModelInfo,
     NotTested,
     PolicyInfo,
@@ -86,6 +87,11 @@ def model_info(model: "LoadedModel", display_path: str | None = None) -> ModelIn
         n_classes=model.n_classes,
         sample_shape=list(model.sample_shape),
         external_data=[FileDigest(path=p, sha256=h, size_bytes=s) for p, h, s in model.external_files],
+        task="classifier" if model.has_scores else "classifier-labels",
+        task_detail=model.output_kind,
+        task_reason="one float input and per-class " + ("scores" if model.has_scores else "labels"),
+        input_spaces=[InputSpaceInfo(name=t.name, type=t.type, shape=list(t.shape) if t.shape is not None else None, space="box",
+                                     detail="continuous box in the valid range") for t in model.inputs],
     )
 
 
@@ -225,4 +231,29 @@ def static_report(model_path: Path | str, policy: LoadedPolicy | None = None) ->
                                          "static": pol.static.model_copy(update={"enabled": True})})
     grade_report(report, LoadedPolicy(policy=static_only, sha256=lp.sha256, source=lp.source))
     report.timing = Timing(wall_s=time.perf_counter() - t0, ort_s=0.0, ort_share=None, queries_total=0)
+    return report
+
+
+def task_report(
+    opts: "ScanOptions", policy: LoadedPolicy, *, model: ModelInfo, data: DataInfo | None, checks: list[EvasionCheck],
+    backdoor: BackdoorSection | None, backdoor_applies: bool, static_findings: list[StaticFinding], not_tested: list[NotTested],
+    not_applicable: list[NotTested], notes: list[str], started: float, clean_accuracy: Rate | None = None,
+    clean_queries: int = 0, clean_ort_s: float = 0.0, model_ran: bool = True,
+) -> Report:
+    """The graded report of a model scanned through its task (``onnxguard.taskscan``): text classifiers, regressors,
+    multi-input models, and models whose checks could not run. Checks that do not fit the model are listed in
+    ``not_applicable`` and not graded; what could not be tested at all is graded by ``grading.not_run``."""
+    report = Report(
+        tool=ToolInfo(version=__version__), created_at=now(), model=model, data=data, seed=opts.seed, environment=environment(),
+        policy=policy_info(policy), clean_accuracy=clean_accuracy, checks=checks, backdoor=backdoor,
+        static_findings=static_findings, not_tested=not_tested, not_applicable=not_applicable, model_ran=model_ran, notes=notes,
+    )
+    pol = policy.policy
+    graded = policy if backdoor_applies else LoadedPolicy(
+        policy=pol.model_copy(update={"backdoor": pol.backdoor.model_copy(update={"enabled": False})}), sha256=policy.sha256, source=policy.source)
+    grade_report(report, graded)
+    wall = time.perf_counter() - started
+    ort = clean_ort_s + sum(c.ort_time_s for c in checks)
+    q_total = clean_queries + sum(c.queries.total for c in checks if c.queries)
+    report.timing = Timing(wall_s=wall, ort_s=ort, ort_share=ort / wall if wall > 0 else None, queries_total=q_total)
     return report

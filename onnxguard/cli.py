@@ -126,7 +126,7 @@ def _parse_range(value: Optional[str]) -> Optional[tuple[float, float]]:
 @app.command()
 def scan(
     model: Path = typer.Argument(..., help="the ONNX model to scan"),
-    data: Optional[Path] = typer.Option(None, "--data", help="samples: .npz (x, y), .npy or .csv"),
+    data: Optional[Path] = typer.Option(None, "--data", help="samples: .npz (x, y; one array per input name for multi-input models), .npy or .csv; text models: .csv (a text column), .jsonl or .npz (texts / input_ids), labels optional"),
     out: Optional[Path] = typer.Option(None, "--out", help="write the report here"),
     fmt: Optional[str] = typer.Option(None, "--format", help="instead of the signed envelope: 'json' (plain report) or 'sarif'; to --out, else to stdout"),
     policy: Optional[str] = typer.Option(None, "--policy", help="shipped policy name or a policy file (default: standard)"),
@@ -148,6 +148,7 @@ def scan(
     max_memory: Optional[int] = typer.Option(None, "--max-memory", min=64, help="sandbox memory limit in MB (default: the policy's limits.max_memory_mb)"),
     timeout: Optional[float] = typer.Option(None, "--timeout", min=0.1, help="sandbox wall-time limit in seconds (default: the policy's limits.timeout_s)"),
     no_sandbox: bool = typer.Option(False, "--no-sandbox", help="run the model in this process, without resource limits (trusted models only)"),
+    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Hugging Face tokenizer.json of a token-id text model (default: tokenizer.json beside MODEL)"),
 ) -> None:
     """Scan MODEL with the policy's checks and write a graded report (signed, with --out).
 
@@ -167,7 +168,7 @@ def scan(
     opts = ScanOptions(
         model_path=model, data_path=data, value_range=_parse_range(value_range), policy=pol, seed=seed,
         budget=budget, samples=samples, save_adversarials=save_adversarials, target=target, transfer_from=transfer_from,
-        backdoor_out=backdoor_out,
+        backdoor_out=backdoor_out, tokenizer_path=tokenizer,
     )
     crashed = None
     if no_sandbox:

@@ -97,6 +97,9 @@ def grade_report(report: Report, policy: LoadedPolicy) -> Report:
             tr.risk = tr.grades[0].level
             all_grades += [("transfer", x) for x in tr.grades]
 
+    report.coverage_grades = [grade_not_run(f"coverage:{nt.what}", nt.reason, g) for nt in report.not_tested if nt.graded]
+    all_grades += [("coverage", x) for x in report.coverage_grades]
+
     if policy.policy.static.enabled:
         report.static_grades = [grade_static(f.severity, f.id, g) for f in report.static_findings]
         all_grades += [("static", x) for x in report.static_grades]

@@ -26,3 +26,4 @@ class ScanOptions:
     transfer_from: Path | None = None  # replay adversarials found on this model on the scanned one
     backdoor_out: Path | None = None  # folder for reversed triggers (.npy, and .png for images)
     extra_notes: list[str] = field(default_factory=list)
+    tokenizer_path: Path | None = None  # a Hugging Face tokenizer.json for token-id models (default: tokenizer.json beside the model)

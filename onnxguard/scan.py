@@ -50,7 +50,15 @@ def run_scan(
     raw, static_findings = inspect_file(opts, policy)
     if on_static is not None:
         on_static(raw, static_findings)
-    prep = prepare(opts, policy, rng, n_needed, raw=raw)
+    from .errors import CannotRunError, NotAClassifierError
+    from .taskscan import classic_classifier, scan_by_task
+
+    if not classic_classifier(raw):  # text, regressor, several inputs, other: scanned by its task
+        return scan_by_task(opts, policy, raw, static_findings, first_error=None, progress=progress, started=t0)
+    try:
+        prep = prepare(opts, policy, rng, n_needed, raw=raw)
+    except (NotAClassifierError, CannotRunError) as exc:  # dynamic axes without data, a model that cannot run, ...
+        return scan_by_task(opts, policy, raw, static_findings, first_error=exc, progress=progress, started=t0)
     model = prep.model
     threat = "labels" if (pol.threat_model.access == "labels" or not model.has_scores) else "scores"
 

@@ -339,7 +339,7 @@ def _data(ctx: _Ctx) -> str:
         ("SHA-256", _code(d.sha256) if d.sha256 else "-"),
         ("Samples", esc(d.n_samples)),
         ("Reference labels", esc("given with the data" if d.labels == "given" else "the model's own predictions (accuracy not measured)")),
-        ("Valid value range", esc(f"{rng(vr.lo)} to {rng(vr.hi)} (from: {vr.source})")),
+        ("Valid value range", esc(f"{rng(vr.lo)} to {rng(vr.hi)} (from: {vr.source})") if vr is not None else "-"),
     ]
     if r.clean_accuracy is not None:
         rows.append(("Clean accuracy", esc(rate_text(r.clean_accuracy))))
