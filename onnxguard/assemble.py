@@ -124,7 +124,7 @@ def _range_value(a: Any) -> float | list[float]:
 def scan_report(
     opts: "ScanOptions", policy: LoadedPolicy, prep: "Prepared", *, checks: list[EvasionCheck],
     transfers: list[tuple[TransferResult, int]], backdoor: BackdoorSection | None, static_findings: list[StaticFinding],
-    not_tested: list[NotTested], notes: list[str], started: float,
+    not_tested: list[NotTested], notes: list[str], started: float, not_applicable: list[NotTested] | None = None,
 ) -> Report:
     """The graded report of a scan that ran: figures of every check, timing over the whole scan."""
     report = Report(
@@ -148,6 +148,8 @@ def scan_report(
         backdoor=backdoor,
         static_findings=static_findings,
         not_tested=not_tested,
+        not_applicable=list(not_applicable or []),
+        model_ran=True,
         notes=notes,
     )
     grade_report(report, policy)
@@ -248,10 +250,7 @@ def task_report(
         policy=policy_info(policy), clean_accuracy=clean_accuracy, checks=checks, backdoor=backdoor,
         static_findings=static_findings, not_tested=not_tested, not_applicable=not_applicable, model_ran=model_ran, notes=notes,
     )
-    pol = policy.policy
-    graded = policy if backdoor_applies else LoadedPolicy(
-        policy=pol.model_copy(update={"backdoor": pol.backdoor.model_copy(update={"enabled": False})}), sha256=policy.sha256, source=policy.source)
-    grade_report(report, graded)
+    grade_report(report, policy)  # a backdoor search that does not apply is in not_applicable, and not graded
     wall = time.perf_counter() - started
     ort = clean_ort_s + sum(c.ort_time_s for c in checks)
     q_total = clean_queries + sum(c.queries.total for c in checks if c.queries)

@@ -75,8 +75,16 @@ def print_summary(report: "object", out: Callable[[str], None]) -> None:
 
     assert isinstance(report, Report)
     m = report.model
-    shape = f"{m.output_kind}, {m.n_classes or '?'} classes, input {m.sample_shape}" if m.output_kind else "not loaded (see below)"
-    out(f"model   {Path(m.path).name}  sha256:{m.sha256[:16]}…  {shape}")
+    if m.task == "regressor":
+        shape = f"regressor, input {m.sample_shape}"
+    elif m.output_kind:
+        shape = f"{m.output_kind}, {m.n_classes or '?'} classes" + (f", input {m.sample_shape}" if m.sample_shape is not None else "")
+    else:
+        shape = "not loaded (see below)"
+    task = f"  task: {m.task}" + (f" ({m.task_detail})" if m.task == "other" and m.task_detail else "") if m.task else ""
+    out(f"model   {Path(m.path).name}  sha256:{m.sha256[:16]}…  {shape}{task}")
+    if report.model_ran is False:
+        out("model   could not be run: static-only report (see not-tested below)")
     if report.data:
         d = report.data
         out(f"data    {d.source} ({d.n_samples} samples{', SYNTHETIC' if d.synthetic else ''}; labels: {d.labels})")
@@ -450,6 +458,29 @@ def policy_show(name: str = typer.Argument(..., help="shipped policy name or fil
     src = Path(name) if Path(name).exists() else POLICY_DIR / f"{name}.toml"
     typer.echo(f"# sha256 {lp.sha256}")
     typer.echo(sanitize(src.read_text(encoding="utf-8", errors="replace")))
+    typer.echo(applicability(lp))
+
+
+_TASK_TEXT = {"classifier": "image/tabular classifiers (a float input; several float inputs are attacked jointly)",
+              "regressor": "regressors (a float output per sample)", "text-classifier": "text classifiers"}
+
+
+def applicability(lp: "object") -> str:
+    """Which of a policy's checks apply to which models (``policy show``)."""
+    from .attacks import ATTACKS
+
+    pol = lp.policy  # type: ignore[attr-defined]
+    lines = ["# which checks apply to which models (a model gets the checks that fit it; the others are listed",
+             "# in its report as not applicable, and a model no check fits is graded by grading.not_run):"]
+    for c in pol.checks:
+        a = ATTACKS[c.attack]
+        space = {"box": "float inputs", "text": "text (string input, or token ids with a tokenizer.json)", "tokens": "token ids without a tokenizer (id space)"}
+        where = "; ".join(_TASK_TEXT.get(t, t) for t in a.tasks)
+        lines.append(f"#   {c.check_id:<20} {c.attack:<11} {where}; space: {', '.join(space.get(s, s) for s in a.spaces)}")
+    if pol.backdoor.enabled:
+        lines.append(f"#   {'backdoor':<20} {'search':<11} single-input image/tabular classifiers (graded not run for text and multi-input classifiers; not applicable to regressors)")
+    lines.append("#   static checks apply to every model; a model that cannot be run gets a static-only report")
+    return "\n".join(lines)
 
 
 @policy_app.command("validate")

@@ -88,7 +88,7 @@ def grade_report(report: Report, policy: LoadedPolicy) -> Report:
             bd.grades = [grade_value("backdoor_anomaly_index", bd.max_anomaly_index, g.backdoor_anomaly_index, g)]
         bd.risk = worst_level([x.level for x in bd.grades])
         all_grades += [("backdoor", x) for x in bd.grades]
-    elif policy.policy.backdoor.enabled:
+    elif policy.policy.backdoor.enabled and not any(nt.what == "backdoor search" for nt in report.not_applicable):
         all_grades.append(("backdoor", grade_not_run("backdoor_anomaly_index", "backdoor search was not run", g)))
 
     for tr in report.transfer:

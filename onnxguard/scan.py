@@ -71,8 +71,11 @@ def run_scan(
     if not model.has_scores:
         notes.append("the model outputs labels only: score-based attacks do not apply")
 
+    from .taskscan import split_for_classifier
+
+    specs, not_applicable = split_for_classifier(pol.checks)
     checks: list[EvasionCheck] = []
-    for spec in pol.checks:
+    for spec in specs:
         cb = progress(spec.check_id, len(spec.epsilons) * 1000) if progress else None
         chk = run_evasion_check(
             prep, spec, threat=threat, seed=opts.seed, budget=opts.budget, samples=opts.samples,
@@ -86,7 +89,7 @@ def run_scan(
     if opts.transfer_from is not None:
         from .transfer import run_transfers
 
-        transfers = run_transfers(prep, opts.transfer_from, pol.checks, seed=opts.seed, budget=opts.budget, samples=opts.samples, target=opts.target, progress=progress)
+        transfers = run_transfers(prep, opts.transfer_from, specs, seed=opts.seed, budget=opts.budget, samples=opts.samples, target=opts.target, progress=progress)
     backdoor = None
     if pol.backdoor.enabled:
         from .backdoor import search_backdoors
@@ -97,4 +100,4 @@ def run_scan(
             not_tested.append(NotTested(what="backdoor search", reason=backdoor.reason or backdoor.status))
 
     return scan_report(opts, policy, prep, checks=checks, transfers=transfers, backdoor=backdoor, static_findings=static_findings,
-                       not_tested=not_tested, notes=notes, started=t0)
+                       not_tested=not_tested, notes=notes, started=t0, not_applicable=not_applicable)

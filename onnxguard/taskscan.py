@@ -55,6 +55,14 @@ def classic_classifier(raw: Any) -> bool:
     return len(ins) == 1 and ins[0].type in _FLOAT_TYPES and detect_task(ins, outs, raw.proto).task in ("classifier", "classifier-labels")
 
 
+def split_for_classifier(specs: list[CheckSpec]) -> tuple[list[CheckSpec], list[NotTested]]:
+    """The checks of a single-float-input classifier (image / tabular), and those meant for other models."""
+    run = [c for c in specs if _fits(c, "classifier", {"box"})]
+    na = [NotTested(what=f"check {c.check_id}", reason=f"{c.attack} is for {'/'.join(ATTACKS[c.attack].tasks)} models; this is an image/tabular classifier")
+          for c in specs if c not in run and c.attack in ATTACKS]
+    return run, na
+
+
 def _fits(spec: CheckSpec, task: str, spaces: set[str]) -> bool:
     a = ATTACKS.get(spec.attack)
     if a is None:
