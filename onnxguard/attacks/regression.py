@@ -120,8 +120,9 @@ def reg_fd_pgd(
     q = max(1, min(directions, (budget - 2) // 3))
     per_step = 2 * q + 1
     steps = max(0, (budget - 2) // per_step)
-    alpha = (eps / 4) if norm == "linf" else eps / 4
+    mom = np.zeros((n, d))
     for t in range(steps):
+        alpha = eps * (0.5 if t < steps // 2 else 0.25)
         act = np.flatnonzero(~done)
         if act.size == 0:
             break
@@ -131,6 +132,9 @@ def reg_fd_pgd(
         owner = np.repeat(act, 2 * q)
         vals = _change(_values(oracle, probes, owner), np.repeat(v0[act], 2 * q, axis=0)).reshape(act.size, 2 * q)
         grad = ((vals[:, :q] - vals[:, q:])[:, :, None] * u).sum(axis=1) / (2 * sigma * q)
+        grad = grad / np.maximum(np.abs(grad).sum(axis=1, keepdims=True), 1e-12)
+        mom[act] = 0.75 * mom[act] + grad  # momentum over the noisy estimates (MI-FGSM-style)
+        grad = mom[act]
         if norm == "linf":
             step = alpha * np.sign(grad)
         else:
