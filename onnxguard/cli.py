@@ -409,6 +409,11 @@ def attack(
         )
     except ValidationError as exc:
         raise BadInputError("; ".join(f"{'.'.join(map(str, e['loc'])) or name}: {e['msg']}" for e in exc.errors())) from None
+    from .attacks import ATTACKS
+
+    if name in ATTACKS and ("box" not in ATTACKS[name].spaces or "classifier" not in ATTACKS[name].tasks):
+        raise BadInputError(f"`onnxguard attack` runs the image/tabular classifier attacks; {name} runs through `onnxguard scan` "
+                            "as a policy check (see `onnxguard policy show standard`)")
     pol = load_policy(None)
     opts = ScanOptions(model_path=model, data_path=data, value_range=_parse_range(value_range), policy=pol, seed=seed)
     rng = np.random.default_rng(seed)

@@ -217,3 +217,39 @@ def test_policy_show_explains_what_applies(capsys):
     assert main(["policy", "show", "standard"]) == 0
     out = capsys.readouterr().out
     assert "which checks apply to which models" in out and "text classifiers" in out and "regressors" in out
+
+
+def test_saved_adversarial_texts_and_the_page_marks_the_edits(zoo_dir, tmp_path):
+    adv = tmp_path / "adv"
+    page = tmp_path / "page.html"
+    rep = _scan(zoo_dir, "tfidf.onnx", "--data", str(zoo_dir / "test.csv"), "--save-adversarials", str(adv), "--html", str(page))
+    c = _check(rep, "char-edit-chars")
+    lines = [json.loads(x) for x in (adv / "char-edit-chars.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(lines) == c["n_attacked"] and sum(x["success"] for x in lines) == c["success_rate"]["successes"]
+    ex = c["examples"][0]
+    assert ex["success"] and ex["original"] != ex["adversarial"] and ex["marked"]
+    html = page.read_text(encoding="utf-8")
+    a, b = ex["marked"][0]
+    assert f"<mark>{ex['adversarial'][a:b]}</mark>" in html and "original" in html
+
+
+def test_text_data_formats(zoo_dir, tmp_path):
+    from onnxguard.errors import DataError
+    from onnxguard.nlp.data import load_texts
+
+    rows = list(csv.reader(open(zoo_dir / "test.csv", newline="")))[1:]
+    jl = tmp_path / "t.jsonl"
+    jl.write_text("\n".join(json.dumps({"text": t, "label": int(lab)}) for t, lab in rows), encoding="utf-8")
+    npz = tmp_path / "t.npz"
+    np.savez(npz, texts=np.array([t for t, _ in rows]), y=np.array([int(lab) for _, lab in rows]))
+    a, b = load_texts(jl), load_texts(npz)
+    assert a.texts == b.texts == [t for t, _ in rows] and (a.y == b.y).all()
+    rep = _scan(zoo_dir, "tok/model.onnx", "--data", str(jl))
+    assert rep["data"]["labels"] == "given" and _check(rep, "char-edit-chars")["status"] == "completed"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "ok"}\nnot json\n')
+    with pytest.raises(DataError, match="line 2"):
+        load_texts(bad)
+    nocol = tmp_path / "nocol.csv"
+    nocol.write_text("a,b\n1,2\n")
+    assert main(["scan", str(zoo_dir / "tfidf.onnx"), "--data", str(nocol), "-q", "--no-sandbox"]) == 2

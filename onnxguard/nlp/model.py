@@ -53,7 +53,7 @@ class TextModel(FeedModel):
         for k, e in enumerate(encs):
             m = min(L, len(e.ids))
             ids[k, :m] = e.ids[:m]
-            mask[k, :m] = 1
+            mask[k, :m] = e.attention_mask[:m]  # a tokenizer.json with padding enabled pads itself
             types[k, :m] = e.type_ids[:m]
         feed: dict[str, np.ndarray] = {}
         for t in self.inputs:
