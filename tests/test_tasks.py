@@ -253,3 +253,24 @@ def test_text_data_formats(zoo_dir, tmp_path):
     nocol = tmp_path / "nocol.csv"
     nocol.write_text("a,b\n1,2\n")
     assert main(["scan", str(zoo_dir / "tfidf.onnx"), "--data", str(nocol), "-q", "--no-sandbox"]) == 2
+
+
+def test_hostile_tokenizer_files_are_refused(zoo_dir, tmp_path):
+    import os
+
+    d = tmp_path / "m"
+    d.mkdir()
+    shutil.copy(zoo_dir / "tok" / "model.onnx", d / "model.onnx")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET-VALUE\n")
+    os.symlink(secret, d / "tokenizer.json")
+    out = tmp_path / "r.json"
+    # a symlinked tokenizer.json is not picked up: the model is scanned in id space (no data: not run)
+    code = main(["scan", str(d / "model.onnx"), "-q", "--no-sandbox", "--json", str(out)])
+    assert code in (0, 1) and "TOP-SECRET" not in out.read_text()
+    os.unlink(d / "tokenizer.json")
+    os.link(secret, d / "tokenizer.json")
+    assert main(["scan", str(d / "model.onnx"), "-q", "--no-sandbox"]) == 2  # hard link: refused
+    os.unlink(d / "tokenizer.json")
+    (d / "tokenizer.json").write_text("TOP-SECRET-VALUE")
+    assert main(["scan", str(d / "model.onnx"), "-q", "--no-sandbox", "--data", str(zoo_dir / "test.csv")]) == 2
