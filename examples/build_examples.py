@@ -6,6 +6,10 @@
 * ``digits_cnn.onnx`` + ``digits16.npz`` — an undefended small CNN on scikit-learn's digits upsampled to
   16x16, input (N, 1, 16, 16), logits out; 360 held-out samples. The README's example.
 * ``digits_mlp.onnx`` + ``digits.npz``   — an undefended MLP on the 8x8 digits, input (N, 1, 8, 8).
+* ``text/sentiment_tfidf.onnx`` + ``text/reviews.csv`` — a scikit-learn TF-IDF + logistic regression pipeline
+  (string input, skl2onnx) on generated reviews; 100 labelled held-out reviews. The README's text scan.
+* ``diabetes_gbr.onnx`` + ``diabetes.npz`` — a gradient-boosting regressor on scikit-learn's diabetes data
+  (skl2onnx); 92 held-out samples. The README's regressor scan.
 """
 
 from __future__ import annotations
@@ -63,10 +67,36 @@ def build_cnn(seed: int = 0, epochs: int = 30) -> None:
     print(f"digits_cnn.onnx: test accuracy {acc:.3f} on {len(yte)} samples")
 
 
+def build_tasks() -> None:
+    import csv
+
+    from tests.task_zoo import sentiment_texts, tfidf_pipeline
+
+    texts, y = sentiment_texts(500, seed=11)
+    (HERE / "text").mkdir(exist_ok=True)
+    tfidf_pipeline(HERE / "text" / "sentiment_tfidf.onnx", texts[:400], y[:400])
+    with open(HERE / "text" / "reviews.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        for t, lab in zip(texts[400:], y[400:]):
+            w.writerow([t, int(lab)])
+    from skl2onnx import to_onnx
+    from sklearn.datasets import load_diabetes
+    from sklearn.ensemble import GradientBoostingRegressor
+
+    d = load_diabetes()
+    x = d.data.astype(np.float32)
+    reg = GradientBoostingRegressor(n_estimators=60, max_depth=3, random_state=0).fit(x[:350], d.target[:350])
+    onnx.save(to_onnx(reg, x[:1], target_opset={"": 17, "ai.onnx.ml": 3}), HERE / "diabetes_gbr.onnx")
+    np.savez(HERE / "diabetes.npz", x=x[350:])
+    print("text/sentiment_tfidf.onnx, diabetes_gbr.onnx: built")
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--cnn", action="store_true", help="also build the CNN (needs torch)")
     args = ap.parse_args()
     build_mlp()
+    build_tasks()
     if args.cnn:
         build_cnn()

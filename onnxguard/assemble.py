@@ -29,6 +29,7 @@ from .report import (
     Environment,
     EvasionCheck,
     FileDigest,
+    InputSpaceInfo,
     ModelInfo,
     NotTested,
     RangeInfo,
@@ -80,6 +81,11 @@ def model_info(model: "LoadedModel", display_path: str | None = None) -> ModelIn
         n_classes=model.n_classes,
         sample_shape=list(model.sample_shape),
         external_data=[FileDigest(path=p, sha256=h, size_bytes=s) for p, h, s in model.external_files],
+        task="classifier" if model.has_scores else "classifier-labels",
+        task_detail=model.output_kind,
+        task_reason="one float input and per-class " + ("scores" if model.has_scores else "labels"),
+        input_spaces=[InputSpaceInfo(name=t.name, type=t.type, shape=list(t.shape) if t.shape is not None else None, space="box",
+                                     detail="continuous box in the valid range") for t in model.inputs],
     )
 
 
@@ -113,6 +119,7 @@ def scan_report(
     opts: "ScanOptions", policy: LoadedPolicy, prep: "Prepared", *, checks: list[EvasionCheck],
     transfers: list[tuple[TransferResult, int]], backdoor: BackdoorSection | None, static_findings: list[StaticFinding],
     not_tested: list[NotTested], notes: list[str], started: float, model_path: str | None = None,
+    not_applicable: list[NotTested] | None = None,
 ) -> Report:
     """The graded report of a scan that ran: figures of every check, timing over the whole scan."""
     report = Report(
@@ -136,6 +143,8 @@ def scan_report(
         backdoor=backdoor,
         static_findings=static_findings,
         not_tested=not_tested,
+        not_applicable=list(not_applicable or []),
+        model_ran=True,
         notes=notes,
     )
     grade_report(report, policy)
@@ -224,4 +233,26 @@ def static_report(model_path: Path | str, policy: LoadedPolicy | None = None, *,
                                          "static": pol.static.model_copy(update={"enabled": True})})
     grade_report(report, LoadedPolicy(policy=static_only, sha256=lp.sha256, source=lp.source, deviations=lp.deviations))
     report.timing = Timing(wall_s=time.perf_counter() - t0, ort_s=0.0, ort_share=None, queries_total=0)
+    return report
+
+
+def task_report(
+    opts: "ScanOptions", policy: LoadedPolicy, *, model: ModelInfo, data: DataInfo | None, checks: list[EvasionCheck],
+    backdoor: BackdoorSection | None, backdoor_applies: bool, static_findings: list[StaticFinding], not_tested: list[NotTested],
+    not_applicable: list[NotTested], notes: list[str], started: float, clean_accuracy: Rate | None = None,
+    clean_queries: int = 0, clean_ort_s: float = 0.0, model_ran: bool = True,
+) -> Report:
+    """The graded report of a model scanned through its task (``onnxguard.taskscan``): text classifiers, regressors,
+    multi-input models, and models whose checks could not run. Checks that do not fit the model are listed in
+    ``not_applicable`` and not graded; what could not be tested at all is graded by ``grading.not_run``."""
+    report = Report(
+        tool=ToolInfo(version=__version__), created_at=now(), model=model, data=data, seed=opts.seed, environment=environment(),
+        policy=policy.info(), clean_accuracy=clean_accuracy, checks=checks, backdoor=backdoor,
+        static_findings=static_findings, not_tested=not_tested, not_applicable=not_applicable, model_ran=model_ran, notes=notes,
+    )
+    grade_report(report, policy)  # a backdoor search that does not apply is in not_applicable, and not graded
+    wall = time.perf_counter() - started
+    ort = clean_ort_s + sum(c.ort_time_s for c in checks)
+    q_total = clean_queries + sum(c.queries.total for c in checks if c.queries)
+    report.timing = Timing(wall_s=wall, ort_s=ort, ort_share=ort / wall if wall > 0 else None, queries_total=q_total)
     return report

@@ -78,7 +78,7 @@ def _parse_range(value: Optional[str]) -> Optional[tuple[float, float]]:
 @app.command()
 def scan(
     model: Path = typer.Argument(..., help="the ONNX model to scan"),
-    data: Optional[Path] = typer.Option(None, "--data", help="samples: .npz (x, y), .npy or .csv"),
+    data: Optional[Path] = typer.Option(None, "--data", help="samples: .npz (x, y; one array per input name for multi-input models), .npy or .csv; text models: .csv (a text column), .jsonl or .npz (texts / input_ids), labels optional"),
     out: Optional[Path] = typer.Option(None, "--out", help="write the report here"),
     fmt: Optional[str] = typer.Option(None, "--format", help="output format: " + ", ".join(FORMATS) + " (default with --out: dsse, the signed envelope); other formats are unsigned and go to --out, else to stdout"),
     policy: Optional[str] = typer.Option(None, "--policy", help="shipped policy name or a policy file (default: standard)"),
@@ -105,6 +105,7 @@ def scan(
     address: Optional[str] = typer.Option(None, "--address", help="with --executor ray: the cluster's address (default: start a local Ray)"),
     inference_timeout: Optional[float] = typer.Option(None, "--inference-timeout", min=0.1, help="wall-time limit of one model run in seconds (default: the policy's limits.inference_timeout_s)"),
     follow_symlinks: bool = typer.Option(False, "--follow-symlinks", help="scan MODEL even when it is a symbolic link (e.g. a Hugging Face cache snapshot); the report names the resolved file, and external data must sit in its folder"),
+    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Hugging Face tokenizer.json of a token-id text model (default: tokenizer.json beside MODEL)"),
 ) -> None:
     """Scan MODEL with the policy's checks and write a graded report (signed, with --out).
 
@@ -141,7 +142,7 @@ def scan(
     _check_data(data)
     opts = ScanOptions(
         model_path=model, data_path=data, policy=pol, seed=seed, save_adversarials=save_adversarials,
-        transfer_from=transfer_from, backdoor_out=backdoor_out, follow_symlinks=follow_symlinks,
+        transfer_from=transfer_from, backdoor_out=backdoor_out, follow_symlinks=follow_symlinks, tokenizer_path=tokenizer,
     )
     crashed = None
     if executor is None and (workers is not None or address is not None):
@@ -452,6 +453,9 @@ def attack(
         )
     except ValidationError as exc:
         raise BadInputError("; ".join(f"{'.'.join(map(str, e['loc'])) or name}: {e['msg']}" for e in exc.errors())) from None
+    if name in ATTACKS and ("box" not in ATTACKS[name].spaces or "classifier" not in ATTACKS[name].tasks):
+        raise BadInputError(f"`onnxguard attack` runs the image/tabular classifier attacks; {sanitize(name)} runs through `onnxguard scan` "
+                            "as a policy check (see `onnxguard policy show standard`)")
     pol = apply_overrides(load_policy(policy), value_range=_parse_range(value_range), max_memory_mb=max_memory,
                           timeout_s=timeout, inference_timeout_s=inference_timeout)
     _output_plan(model, data, follow_symlinks, files={"--out": out}, folders={"--save-adversarials": save_adversarials},
@@ -510,6 +514,29 @@ def policy_show(name: str = typer.Argument(..., help="shipped policy name or fil
     src = Path(name) if Path(name).exists() else POLICY_DIR / f"{name}.toml"
     typer.echo(f"# sha256 {lp.sha256}")
     typer.echo(sanitize(src.read_text(encoding="utf-8", errors="replace")))
+    typer.echo(applicability(lp))
+
+
+_TASK_TEXT = {"classifier": "image/tabular classifiers (a float input; several float inputs are attacked jointly)",
+              "regressor": "regressors (a float output per sample)", "text-classifier": "text classifiers"}
+
+
+def applicability(lp: "object") -> str:
+    """Which of a policy's checks apply to which models (``policy show``)."""
+    from .attacks import ATTACKS
+
+    pol = lp.policy  # type: ignore[attr-defined]
+    lines = ["# which checks apply to which models (a model gets the checks that fit it; the others are listed",
+             "# in its report as not applicable, and a model no check fits is graded by grading.not_run):"]
+    for c in pol.checks:
+        a = ATTACKS[c.attack]
+        space = {"box": "float inputs", "text": "text (string input, or token ids with a tokenizer.json)", "tokens": "token ids without a tokenizer (id space)"}
+        where = "; ".join(_TASK_TEXT.get(t, t) for t in a.tasks)
+        lines.append(f"#   {c.check_id:<20} {c.attack:<11} {where}; space: {', '.join(space.get(s, s) for s in a.spaces)}")
+    if pol.backdoor.enabled:
+        lines.append(f"#   {'backdoor':<20} {'search':<11} single-input image/tabular classifiers (graded not run for text and multi-input classifiers; not applicable to regressors)")
+    lines.append("#   static checks apply to every model; a model that cannot be run gets a static-only report")
+    return "\n".join(lines)
 
 
 @policy_app.command("validate")

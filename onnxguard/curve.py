@@ -37,7 +37,7 @@ from .attacks.base import AttackResult
 from .errors import OnnxGuardError
 from .oracle import Oracle
 
-MakeOracle = Callable[[int], Oracle]
+MakeOracle = Callable[[np.ndarray], Oracle]  # the oracle for these samples (indices into z)
 
 
 @dataclass
@@ -93,7 +93,7 @@ def attack_over_epsilons(
 
     def run(sel: np.ndarray, eps: float | None) -> AttackResult:
         nonlocal wall, ort
-        oracle = make_oracle(sel.size)
+        oracle = make_oracle(sel)
         res: AttackResult = attack.fn(
             oracle, z[sel], y[sel], norm=norm, epsilon=eps, budget=budget, rng=rng,
             target=None if target is None else target[sel], **opts,

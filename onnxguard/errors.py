@@ -35,6 +35,10 @@ class NotAClassifierError(BadInputError):
     """The model loads but is not a classifier the scanner can attack."""
 
 
+class CannotRunError(ModelLoadError):
+    """A valid model that onnxruntime will not run here (custom operator domains): it gets a static-only report."""
+
+
 class DataError(BadInputError):
     """Sample data is missing, malformed, or does not fit the model."""
 

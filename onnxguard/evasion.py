@@ -113,6 +113,8 @@ def run_evasion_check(
     attack = ATTACKS.get(spec.attack)
     if attack is None:
         return _not_run(spec, threat, f"attack '{spec.attack}' is not available in onnxguard {__version__}", seed)
+    if "box" not in attack.spaces or "classifier" not in attack.tasks:
+        return _not_run(spec, threat, f"{spec.attack} is an attack on {'/'.join(attack.tasks)} models ({'/'.join(attack.spaces)} inputs)", seed)
     substituted = None
     if attack.needs_scores and threat == "labels":
         why = "the model outputs labels only" if not prep.model.has_scores else "the policy's threat model is labels-only"
@@ -143,8 +145,8 @@ def run_evasion_check(
     if "starts" in attack.options:
         opts["starts"] = (prep.z, prep.pred)  # the other samples, whose labels the clean pass already knows
 
-    def make_oracle(k: int) -> Oracle:
-        return Oracle(prep.model, prep.domain, n_samples=k, budget=n_budget, labels_only=(threat == "labels"))
+    def make_oracle(part: np.ndarray) -> Oracle:
+        return Oracle(prep.model, prep.domain, n_samples=len(part), budget=n_budget, labels_only=(threat == "labels"), rows=idx[part])
 
     run = attack_over_epsilons(
         attack, make_oracle, z, ya, ta, eps_list, norm=spec.norm, budget=n_budget, rng=rng,

@@ -88,7 +88,7 @@ def grade_report(report: Report, policy: LoadedPolicy) -> Report:
             bd.grades = [grade_value("backdoor_anomaly_index", bd.max_anomaly_index, g.backdoor_anomaly_index, g)]
         bd.risk = worst_level([x.level for x in bd.grades])
         all_grades += [("backdoor", x) for x in bd.grades]
-    elif policy.policy.backdoor.enabled:
+    elif policy.policy.backdoor.enabled and not any(nt.what == "backdoor search" for nt in report.not_applicable):
         all_grades.append(("backdoor", grade_not_run("backdoor_anomaly_index", "backdoor search was not run", g)))
 
     for tr in report.transfer:
@@ -96,6 +96,9 @@ def grade_report(report: Report, policy: LoadedPolicy) -> Report:
             tr.grades = [grade_rate("transfer_rate", tr.transfer_rate, g.transfer_rate, g)]
             tr.risk = tr.grades[0].level
             all_grades += [("transfer", x) for x in tr.grades]
+
+    report.coverage_grades = [grade_not_run(f"coverage:{nt.what}", nt.reason, g) for nt in report.not_tested if nt.graded]
+    all_grades += [("coverage", x) for x in report.coverage_grades]
 
     if policy.policy.static.enabled:
         report.static_grades = [grade_static(f.severity, f.id, g) for f in report.static_findings]

@@ -170,8 +170,11 @@ class LoadedModel:
                 dog.disarm()
         return out, time.perf_counter() - t0
 
-    def predict(self, x: np.ndarray, max_batch: int = 256) -> tuple[ModelOutputs, float]:
-        """Run any number of samples, chunked; returns outputs and time inside onnxruntime."""
+    def predict(self, x: np.ndarray, max_batch: int = 256, rows: np.ndarray | None = None) -> tuple[ModelOutputs, float]:
+        """Run any number of samples, chunked; returns outputs and time inside onnxruntime.
+
+        ``rows`` (which prepared sample each input belongs to) matters only to models with inputs held
+        fixed per sample (``onnxguard.inputs.feed``); a single-input model ignores it."""
         x = np.asarray(x)
         if x.shape[1:] != self.sample_shape:
             raise ModelLoadError(f"internal: batch of shape {x.shape[1:]} does not match model sample shape {self.sample_shape}")
@@ -298,7 +301,9 @@ def _load_error(exc: BaseException, proto: Any, name: str) -> Exception:
     custom = sorted({_as_str(n.domain) for n in proto.graph.node if _as_str(n.domain) not in _STANDARD_DOMAINS})
     if custom:
         doms = ", ".join(ascii(_as_str(d))[1:-1][:60] for d in custom[:5])
-        return ModelLoadError(
+        from .errors import CannotRunError
+
+        return CannotRunError(
             f"{name} uses operators from custom domain(s) {doms}; onnxguard never loads custom-operator libraries, "
             "so the model cannot be run. Static checks: `onnxguard inspect`."
         )
@@ -372,26 +377,10 @@ def _producer_of(model_proto: Any, output_name: str) -> str | None:
     return None
 
 
-def load_model(
-    path: str | os.PathLike[str],
-    *,
-    probe: np.ndarray | None = None,
-    sample_shape: tuple[int, ...] | None = None,
-    max_bytes: int = DEFAULT_MAX_MODEL_BYTES,
-    intra_op_threads: int = 0,
-    raw: Any = None,
-    inference_timeout_s: float | None = None,
-) -> LoadedModel:
-    """Load ``path`` safely and work out how to query it.
-
-    ``probe`` (a few samples) resolves dynamic non-batch axes and tells
-    probabilities from logits; without it, dynamic non-batch axes must be
-    given in ``sample_shape`` and a small synthetic probe is used.
-    ``raw`` is a :class:`onnxguard.safeload.RawModel` already read from ``path``.
-    """
+def open_session(p: Path, *, raw: Any = None, max_bytes: int = DEFAULT_MAX_MODEL_BYTES, intra_op_threads: int = 0) -> tuple[Any, Any]:
+    """An onnxruntime session for the model at ``p`` (read safely unless ``raw`` is given); returns (session, RawModel)."""
     from . import safeload
 
-    p = Path(path)
     loaded = raw if raw is not None else safeload.read_model(p, max_bytes=max_bytes)
     proto = loaded.proto
 
@@ -411,6 +400,29 @@ def load_model(
         sess = ort.InferenceSession(loaded.session_bytes or loaded.model_bytes, sess_options=so, providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise _load_error(exc, proto, p.name) from exc
+    return sess, loaded
+
+
+def load_model(
+    path: str | os.PathLike[str],
+    *,
+    probe: np.ndarray | None = None,
+    sample_shape: tuple[int, ...] | None = None,
+    max_bytes: int = DEFAULT_MAX_MODEL_BYTES,
+    intra_op_threads: int = 0,
+    raw: Any = None,
+    inference_timeout_s: float | None = None,
+) -> LoadedModel:
+    """Load ``path`` safely and work out how to query it.
+
+    ``probe`` (a few samples) resolves dynamic non-batch axes and tells
+    probabilities from logits; without it, dynamic non-batch axes must be
+    given in ``sample_shape`` and a small synthetic probe is used.
+    ``raw`` is a :class:`onnxguard.safeload.RawModel` already read from ``path``.
+    """
+    p = Path(path)
+    sess, loaded = open_session(p, raw=raw, max_bytes=max_bytes, intra_op_threads=intra_op_threads)
+    proto = loaded.proto
 
     inputs = [TensorSpec(i.name, i.type, _shape_of(i.shape)) for i in sess.get_inputs()]
     outputs = [TensorSpec(o.name, o.type, _shape_of(o.shape)) for o in sess.get_outputs()]
@@ -453,7 +465,7 @@ def load_model(
     for d in s_shape:
         n_values *= d
     if n_values > MAX_SAMPLE_VALUES:
-        raise NotAClassifierError(
+        raise ModelLoadError(
             f"the model's input '{inp.name}' declares {n_values} values per sample (shape {list(shape)}), over the "
             f"{MAX_SAMPLE_VALUES} onnxguard will allocate; not scanned"
         )
@@ -562,3 +574,78 @@ def _empirical_label_index(vals: np.ndarray, raw_scores: Any, model: LoadedModel
         picks = cols[vals == v]
         index[int(v)] = int(np.bincount(picks).argmax())
     return index
+
+
+# -- task detection ------------------------------------------------------
+TASKS = ("classifier", "classifier-labels", "regressor", "text-classifier", "other")
+TOKEN_INPUT_NAMES = ("input_ids", "ids", "token_ids", "tokens", "input")
+_INT_TYPES = {"tensor(int64)", "tensor(int32)", "tensor(int16)", "tensor(int8)", "tensor(uint8)", "tensor(bool)"}
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What kind of model this is, as far as its inputs and outputs tell.
+
+    ``task``: classifier (with scores), classifier-labels (labels only), regressor,
+    text-classifier, or other; ``detail`` names the kind of "other" (detector,
+    segmentation, embedding, generative, unknown) or the output convention;
+    ``reason`` says in one line what the decision rests on."""
+
+    task: str
+    detail: str
+    reason: str
+
+
+def is_token_input(t: TensorSpec) -> bool:
+    n = t.name.lower()
+    return t.type in _INT_TYPES and (n in TOKEN_INPUT_NAMES or n.endswith("input_ids") or n.endswith("token_ids"))
+
+
+def detect_task(inputs: list[TensorSpec], outputs: list[TensorSpec], proto: Any = None) -> TaskInfo:
+    """The model's task from its declared inputs and outputs (no query is made)."""
+    texty = any(i.type == "tensor(string)" for i in inputs) or any(is_token_input(i) for i in inputs)
+    labels = [o for o in outputs if o.type in _LABEL_TYPES and (o.shape is None or len(o.shape) <= 2)]
+    zipmaps = [o for o in outputs if o.type.startswith("seq(map(")]
+    floats = [o for o in outputs if o.type in _FLOAT_TYPES]
+
+    def rank(o: TensorSpec) -> int | None:
+        return None if o.shape is None else len(o.shape)
+
+    def last(o: TensorSpec) -> int | str | None:
+        return o.shape[-1] if o.shape else None
+
+    if not outputs:
+        return TaskInfo("other", "unknown", "the model declares no outputs")
+    high = [o for o in floats if rank(o) is not None and rank(o) > 2 and not _squeezable(o.shape or ())]  # type: ignore[arg-type]
+    if not labels and not zipmaps and high:
+        o = high[0]
+        n = o.name.lower()
+        shape = list(o.shape or [])
+        if any(k in n for k in ("box", "bbox", "anchor", "det", "loc")) or (rank(o) == 3 and last(o) in (4, 5, 6, 7, 85)):
+            return TaskInfo("other", "detector", f"output '{o.name}' {shape} looks like per-box coordinates/scores")
+        if rank(o) == 4:
+            return TaskInfo("other", "segmentation", f"output '{o.name}' {shape} is a per-pixel map")
+        if rank(o) == 3 and texty and ("logit" in n or (isinstance(last(o), int) and int(last(o)) >= 1000)):  # type: ignore[arg-type]
+            return TaskInfo("other", "generative", f"output '{o.name}' {shape} gives per-token scores over a vocabulary (a language model)")
+        if rank(o) == 3:
+            return TaskInfo("other", "embedding", f"output '{o.name}' {shape} is one vector per position (hidden states / embeddings)")
+        return TaskInfo("other", "unknown", f"output '{o.name}' {shape} is not per-class scores")
+    if not labels and not zipmaps and floats:
+        o = floats[0]
+        n = o.name.lower()
+        if any(k in n for k in ("embed", "pooler", "hidden", "feature", "sentence")):
+            return TaskInfo("other", "embedding", f"output '{o.name}' {list(o.shape or [])} is named as an embedding")
+        one = [f for f in floats if rank(f) == 1 or (rank(f) == 2 and last(f) == 1)]
+        if one and len(one) == len(floats):
+            producer = _producer_of(proto, o.name) if proto is not None else None
+            if producer != "Sigmoid":
+                return TaskInfo("text-classifier" if texty else "regressor", "regression" if not texty else "sigmoid",
+                                f"output '{o.name}' {list(o.shape or [])} is one float per sample" + (" (not a sigmoid)" if not texty else ""))
+    if not labels and not zipmaps and not floats:
+        return TaskInfo("other", "unknown", "no float, label or class-map output")
+    kind = "scores" if (floats or zipmaps) else "labels"
+    if texty:
+        return TaskInfo("text-classifier", kind, "the model reads text (string or token-id input) and outputs class " + ("scores" if kind == "scores" else "labels"))
+    if kind == "labels":
+        return TaskInfo("classifier-labels", "labels", f"output '{labels[0].name}' gives labels and no scores")
+    return TaskInfo("classifier", "scores", "per-class score output")

@@ -30,3 +30,4 @@ class ScanOptions:
     extra_notes: list[str] = field(default_factory=list)
     # run only these policy checks (ids; "backdoor" selects the backdoor search); None: all. A shard of a split scan
     only_checks: list[str] | None = None
+    tokenizer_path: Path | None = None  # a Hugging Face tokenizer.json for token-id models (default: tokenizer.json beside the model)

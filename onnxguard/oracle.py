@@ -68,6 +68,7 @@ class Oracle:
         budget: int | None,
         labels_only: bool = False,
         max_batch: int = 256,
+        rows: np.ndarray | None = None,
     ) -> None:
         if labels_only is False and not model.has_scores:
             labels_only = True
@@ -77,6 +78,7 @@ class Oracle:
         self.budget = budget
         self.labels_only = labels_only
         self.max_batch = max_batch
+        self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)  # prepared sample of each attacked sample
         self.queries = np.zeros(n_samples, dtype=np.int64)
         self.ort_time = 0.0
         self.run_calls = 0
@@ -113,7 +115,10 @@ class Oracle:
                 f"attack asked for {int(self.queries[worst] + counts[worst])} queries on sample {worst}, over the budget of {self.budget}"
             )
         x = self.domain.from_unit(z)
-        out, dt = self.model.predict(x, max_batch=self.max_batch)
+        if getattr(self.model, "uses_rows", False):  # inputs held fixed per sample (onnxguard.inputs.feed)
+            out, dt = self.model.predict(x, max_batch=self.max_batch, rows=idx if self.rows is None else self.rows[idx])
+        else:
+            out, dt = self.model.predict(x, max_batch=self.max_batch)
         self.queries += counts
         self.ort_time += dt
         self.run_calls += -(-len(z) // (self.model.fixed_batch or self.max_batch))

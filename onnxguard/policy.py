@@ -89,7 +89,7 @@ class Thresholds(_Strict):
 class CheckSpec(_Strict):
     id: str | None = None
     attack: str = Field(description="an attack of the registry, onnxguard.attacks.ATTACKS")
-    norm: Literal["linf", "l2", "l0"]
+    norm: Literal["linf", "l2", "l0", "chars", "words", "tokens"]
     epsilon: float | list[float]
     samples: int = Field(default=100, ge=1, le=100_000)
     budget: int = Field(ge=1, le=10_000_000, description="model queries per sample")
@@ -97,6 +97,9 @@ class CheckSpec(_Strict):
     target: int | None = Field(default=None, ge=0)
     min_perturbation: bool = False
     success_rate: Thresholds | None = None
+    tolerance: float | None = Field(default=None, gt=0, description="regressor checks: an output change beyond this counts as a success")
+    tolerance_of: Literal["absolute", "spread"] = Field(
+        default="spread", description="regressor checks: tolerance in output units ('absolute') or as a fraction of the standard deviation of the clean predictions over the samples ('spread')")
 
     @field_validator("attack")
     @classmethod
@@ -127,6 +130,11 @@ class CheckSpec(_Strict):
         spec = ATTACKS[self.attack]
         if self.norm not in spec.norms:
             raise ValueError(f"attack '{self.attack}' supports norms {list(spec.norms)}, not '{self.norm}'")
+        if self.norm in ("chars", "words", "tokens"):
+            for e in self.epsilons:
+                if e <= 0 or (e >= 1 and e != int(e)):
+                    raise ValueError(f"a text edit budget is a fraction of the text (0 < epsilon < 1) or a whole count, got {e}")
+            return self
         if self.norm == "l0":
             for e in self.epsilons:
                 if e != int(e):

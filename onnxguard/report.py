@@ -129,6 +129,16 @@ class FileDigest(_Model):
     size_bytes: int
 
 
+class InputSpaceInfo(_Model):
+    """One model input and the space it was attacked in, or how it was held fixed."""
+
+    name: str
+    type: str
+    shape: list[int | str | None] | None
+    space: Literal["box", "text", "tokens", "fixed"]
+    detail: str
+
+
 class ModelInfo(_Model):
     path: str
     sha256: str
@@ -142,6 +152,11 @@ class ModelInfo(_Model):
     n_classes: int | None = None
     sample_shape: list[int] | None = None
     external_data: list[FileDigest] = Field(default_factory=list)
+    task: str | None = Field(default=None, description="classifier, classifier-labels, regressor, text-classifier or other")
+    task_detail: str | None = Field(default=None, description="the kind of 'other' model (detector, segmentation, embedding, generative, unknown) or the output convention")
+    task_reason: str | None = None
+    input_spaces: list[InputSpaceInfo] = Field(default_factory=list)
+    tokenizer: FileDigest | None = None
 
 
 class RangeInfo(_Model):
@@ -156,7 +171,7 @@ class DataInfo(_Model):
     n_samples: int
     synthetic: bool
     labels: Literal["given", "model_predictions"]
-    value_range: RangeInfo
+    value_range: RangeInfo | None = None
     note: str | None = None
 
 
@@ -205,6 +220,19 @@ class CurvePoint(_Model):
     robust_accuracy: Rate
 
 
+class TextExample(_Model):
+    """An attacked text: original and adversarial, with the edited spans of the adversarial marked."""
+
+    index: int
+    original: str
+    adversarial: str
+    label: int | None = None
+    adversarial_label: int | None = None
+    success: bool
+    edits: int
+    marked: list[list[int]] = Field(default_factory=list, description="[start, end) character spans of the adversarial text that were edited")
+
+
 class EvasionCheck(_Model):
     id: str
     kind: Literal["evasion"] = "evasion"
@@ -230,6 +258,13 @@ class EvasionCheck(_Model):
     wall_time_s: float = 0.0
     ort_time_s: float = 0.0
     adversarials: str | None = None
+    space: str | None = Field(default=None, description="the input space attacked: box, text (characters/words) or tokens (id space)")
+    edit_unit: str | None = Field(default=None, description="text checks: what an edit counts (characters, words, tokens)")
+    edits: Quantity | None = Field(default=None, description="text checks: edits of the successful adversarials")
+    substitutes: str | None = Field(default=None, description="word/token substitution: where the substitutes came from")
+    tolerance: float | None = Field(default=None, description="regressor checks: an output change beyond this (output units) counts as a success")
+    output_change: Quantity | None = Field(default=None, description="regressor checks: largest |f(x+d) - f(x)| found per sample")
+    examples: list[TextExample] = Field(default_factory=list)
     grades: list[Grade] = Field(default_factory=list)
     risk: Level | None = None
 
@@ -292,6 +327,7 @@ class TransferResult(_Model):
 class NotTested(_Model):
     what: str
     reason: str
+    graded: bool = Field(default=False, description="graded by the policy's not_run rule (in coverage_grades)")
 
 
 class Summary(_Model):
@@ -323,7 +359,10 @@ class Report(_Model):
     transfer: list[TransferResult] = Field(default_factory=list)
     static_findings: list[StaticFinding] = Field(default_factory=list)
     static_grades: list[Grade] = Field(default_factory=list)
+    coverage_grades: list[Grade] = Field(default_factory=list, description="grades of what could not be tested at all (no check fits the model, the model could not run)")
     not_tested: list[NotTested] = Field(default_factory=list)
+    not_applicable: list[NotTested] = Field(default_factory=list, description="policy checks that do not fit this model's task or inputs (not graded)")
+    model_ran: bool | None = Field(default=None, description="false when the model could not be run: a static-only report")
     summary: Summary | None = None
     timing: Timing | None = None
     notes: list[str] = Field(default_factory=list)

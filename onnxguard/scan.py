@@ -58,7 +58,15 @@ def run_scan(
     raw, static_findings = inspect_file(opts, policy)
     if on_static is not None:
         on_static(raw, static_findings)
-    prep = prepare(opts, policy, rng, n_needed, raw=raw)
+    from .errors import CannotRunError, NotAClassifierError
+    from .taskscan import classic_classifier, scan_by_task
+
+    if not classic_classifier(raw):  # text, regressor, several inputs, other: scanned by its task
+        return scan_by_task(opts, policy, raw, static_findings, first_error=None, progress=progress, started=t0)
+    try:
+        prep = prepare(opts, policy, rng, n_needed, raw=raw)
+    except (NotAClassifierError, CannotRunError) as exc:  # dynamic axes without data, a model that cannot run, ...
+        return scan_by_task(opts, policy, raw, static_findings, first_error=exc, progress=progress, started=t0)
     model = prep.model
     threat = "labels" if (pol.threat_model.access == "labels" or not model.has_scores) else "scores"
 
@@ -74,9 +82,12 @@ def run_scan(
     if not model.has_scores:
         notes.append("the model outputs labels only: score-based attacks do not apply")
 
+    from .taskscan import split_for_classifier
+
+    specs, not_applicable = split_for_classifier(pol.checks)
     checks: list[EvasionCheck] = []
     only = set(opts.only_checks) if opts.only_checks is not None else None
-    for spec in pol.checks:
+    for spec in specs:
         if only is not None and spec.check_id not in only:
             continue
         cb = progress(spec.check_id, len(spec.epsilons) * 1000) if progress else None
@@ -95,7 +106,7 @@ def run_scan(
     if opts.transfer_from is not None:
         from .transfer import run_transfers
 
-        transfers = run_transfers(prep, opts.transfer_from, pol.checks, seed=opts.seed, policy=policy, progress=progress)
+        transfers = run_transfers(prep, opts.transfer_from, specs, seed=opts.seed, policy=policy, progress=progress)
     backdoor = None
     if pol.backdoor.enabled and (only is None or "backdoor" in only):
         from .backdoor import search_backdoors
@@ -111,4 +122,5 @@ def run_scan(
             not_tested.append(NotTested(what="backdoor search", reason=backdoor.reason or backdoor.status))
 
     return scan_report(opts, policy, prep, checks=checks, transfers=transfers, backdoor=backdoor, static_findings=static_findings,
-                       not_tested=not_tested, notes=notes, started=t0, model_path=_shown_path(raw, opts.model_path))
+                       not_tested=not_tested, notes=notes, started=t0, model_path=_shown_path(raw, opts.model_path),
+                       not_applicable=not_applicable)

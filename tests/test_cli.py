@@ -102,7 +102,7 @@ def test_attack_command(capsys):
     assert "success rate" in out and "n=" in out and "wall time" in out
 
 
-def test_non_classifier_exit_2(tmp_path, capsys):
+def test_regressor_gets_a_graded_report(tmp_path, capsys):
     import onnx
     from onnx import TensorProto, helper
 
@@ -114,9 +114,13 @@ def test_non_classifier_exit_2(tmp_path, capsys):
     m.ir_version = 8
     p = tmp_path / "reg.onnx"
     onnx.save(m, p)
-    assert main(["scan", str(p)]) == 2
-    err = capsys.readouterr().err
-    assert "regression" in err and "Traceback" not in err
+    out = tmp_path / "r.json"
+    code = main(["scan", str(p), "-q", "--json", str(out), "--budget", "20", "--samples", "5"])
+    rep = json.loads(out.read_text())
+    assert rep["model"]["task"] == "regressor" and rep["summary"]["verdict"] in ("pass", "warn", "fail")
+    assert code == (1 if rep["summary"]["verdict"] == "fail" else 0)  # the exit code follows the verdict
+    assert any(c["attack"].startswith("reg-") and c["status"] == "completed" for c in rep["checks"])
+    assert "Traceback" not in capsys.readouterr().err
 
 
 def test_malformed_exit_2_subprocess(tmp_path):

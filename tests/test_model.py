@@ -76,7 +76,7 @@ def test_dynamic_axes_resolved_from_data(digits_params, tmp_path):
     p = tmp_path / "dyn.onnx"
     onnx.save(mdl, p)
     with pytest.raises(NotAClassifierError, match="dynamic axes"):
-        load_model(p)
+        load_model(p)  # the scan turns this into a report whose attacks are not run (tests/test_tasks.py)
     m = load_model(p, probe=x[:4])
     assert m.sample_shape == (1, 8, 8)
 
@@ -159,7 +159,7 @@ def test_two_inputs_is_refused_clearly(tmp_path):
                [helper.make_node("Add", ["a", "b"], ["y"])])
     p = tmp_path / "two.onnx"
     onnx.save(m, p)
-    with pytest.raises(NotAClassifierError, match="2 inputs"):
+    with pytest.raises(NotAClassifierError, match="2 inputs"):  # load_model's path; the scan attacks both jointly (tests/test_tasks.py)
         load_model(p)
 
 

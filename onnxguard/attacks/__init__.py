@@ -26,12 +26,15 @@ class AttackSpec:
       a ``minimisation`` attack returns the smallest perturbation it found, so one run answers every
       epsilon and it needs no epsilon at all;
     * ``access``: what it needs from the model, ``scores`` or only ``labels``;
-    * ``spaces``: the input spaces it works on (``box``: a float tensor, normalised to [0, 1] per feature);
+    * ``spaces``: the input spaces it works on (``onnxguard.inputs``: ``box``, a float tensor normalised to
+      [0, 1] per feature; ``text``, characters and words; ``tokens``, token ids);
+    * ``tasks``: the models it applies to (``classifier``, with scores or labels; ``regressor``;
+      ``text-classifier``);
     * ``options``: extra inputs the scan supplies (``starts``: other samples with their labels, as
       starting points of a decision-based search)."""
 
     name: str
-    entry: str  # "module:function" inside onnxguard.attacks
+    entry: str  # "module:function" inside onnxguard.attacks, or an absolute "onnxguard.x.y:function"
     norms: tuple[str, ...]
     kind: Kind
     access: Access
@@ -39,11 +42,14 @@ class AttackSpec:
     description: str
     spaces: tuple[str, ...] = ("box",)
     options: tuple[str, ...] = ()
+    tasks: tuple[str, ...] = ("classifier",)
 
     @property
     def fn(self) -> Callable[..., "AttackResult"]:
+        """The box attack function (oracle, z, y, ...) -> AttackResult; for text attacks, the edit-proposal
+        factory that ``onnxguard.nlp.attacks.greedy_edit`` searches with."""
         module, func = self.entry.split(":")
-        return getattr(importlib.import_module(f"{__name__}.{module}"), func)
+        return getattr(importlib.import_module(module if module.startswith("onnxguard.") else f"{__name__}.{module}"), func)
 
     @property
     def needs_scores(self) -> bool:
@@ -71,13 +77,29 @@ ATTACKS: dict[str, AttackSpec] = _register(
                "Sparse-RS: score-based random search over k pixels/features (Croce et al. 2022)"),
     AttackSpec("one-pixel", "one_pixel:one_pixel", ("l0",), "fixed-epsilon", "scores", "One-pixel attack (differential evolution)",
                "differential evolution over k pixels/features (Su et al. 2019); for very small k"),
+    AttackSpec("reg-square", "regression:reg_square", ("linf", "l2"), "fixed-epsilon", "scores", "Square-style random search on a regressor's output",
+               "regressors: Square-style random search maximising |f(x+d) - f(x)|", tasks=("regressor",)),
+    AttackSpec("reg-fd-pgd", "regression:reg_fd_pgd", ("linf", "l2"), "fixed-epsilon", "scores", "Finite-difference ascent on a regressor's output",
+               "regressors: ascent on finite-difference estimates of |f(x+d) - f(x)|", tasks=("regressor",)),
+    AttackSpec("char-edit", "onnxguard.nlp.attacks:char_edits", ("chars",), "fixed-epsilon", "scores", "Character edits on the most important words (DeepWordBug-style)",
+               "DeepWordBug-style character edits (swap, substitute, delete, insert) on the most important words",
+               spaces=("text",), tasks=("text-classifier",)),
+    AttackSpec("homoglyph", "onnxguard.nlp.attacks:homoglyphs", ("chars",), "fixed-epsilon", "scores", "Look-alike characters from other scripts (homoglyphs)",
+               "look-alike characters from other scripts on the most important words", spaces=("text",), tasks=("text-classifier",)),
+    AttackSpec("zero-width", "onnxguard.nlp.attacks:zero_width", ("chars",), "fixed-epsilon", "scores", "Invisible zero-width characters",
+               "invisible (zero-width) characters inserted into the most important words", spaces=("text",), tasks=("text-classifier",)),
+    AttackSpec("word-swap", "onnxguard.nlp.attacks:word_substitutes", ("words",), "fixed-epsilon", "scores", "Word substitution",
+               "word substitution from a synonym source (shipped list, or the model's own embeddings)",
+               spaces=("text",), tasks=("text-classifier",)),
+    AttackSpec("token-swap", "onnxguard.nlp.attacks:token_substitutes", ("tokens",), "fixed-epsilon", "scores", "Token substitution in id space",
+               "token substitution in id space (models without a tokenizer)", spaces=("tokens",), tasks=("text-classifier",)),
 )
 
 
 def labels_only_attack(norm: str) -> AttackSpec | None:
     """The attack that stands in for a score-based one when only labels are available, for ``norm``."""
     for spec in ATTACKS.values():
-        if spec.access == "labels" and norm in spec.norms:
+        if spec.access == "labels" and norm in spec.norms and "box" in spec.spaces:
             return spec
     return None
 

@@ -40,7 +40,8 @@ def _labels_only(name: str) -> bool:
     return spec is not None and spec.access == "labels"
 
 
-NORM_NAMES = {"linf": "L-infinity", "l2": "L2", "l0": "L0"}
+NORM_NAMES = {"linf": "L-infinity", "l2": "L2", "l0": "L0", "chars": "edited characters", "words": "substituted words", "tokens": "substituted tokens"}
+TEXT_UNITS = {"chars": "character", "words": "word", "tokens": "token"}
 LEVEL_MARK = {"low": "○ low", "medium": "◐ medium", "high": "● high", "critical": "▲ critical"}
 VERDICT_MARK = {"pass": "✓ PASS", "warn": "! WARN", "fail": "✗ FAIL"}
 
@@ -156,6 +157,9 @@ def _n_features(report: Report) -> int | None:
 
 
 def budget_phrase(check: EvasionCheck, eps: float, report: Report) -> str:
+    if check.norm in TEXT_UNITS:
+        u = TEXT_UNITS[check.norm]
+        return f"by editing at most {pct(eps)} of each text's {u}s" if eps < 1 else f"by editing at most {int(eps)} {u}{'s' if eps != 1 else ''} per text"
     unit = "pixel" if is_image(report) else "feature"
     if check.norm == "linf":
         return f"while changing no {unit} by more than {eps_pct(eps)} of its valid range"
@@ -177,6 +181,11 @@ def check_sentence(check: EvasionCheck, report: Report) -> str:
         return "No correctly classified input was available to attack, so nothing was measured."
     s, n = check.success_rate.successes, check.success_rate.n
     eps = check.epsilon if check.epsilon is not None else (max(check.epsilons) if check.epsilons else 0.0)
+    if check.tolerance is not None:
+        moved = f"moved the prediction of {s} of {n} inputs by more than the tolerance ({check.tolerance:.4g})" if s else \
+            f"moved none of the {n} predictions by more than the tolerance ({check.tolerance:.4g})"
+        tail = "" if s else "; this is not a proof of robustness: a stronger or longer attack may still succeed"
+        return f"{who} {moved} {budget_phrase(check, eps, report)}{tail}."
     if check.targeted:
         goal = f"into class {check.target}" if check.target is not None else "into a class chosen in advance"
         verb = f"forced {s} of {n} correctly classified inputs {goal}" if s else f"forced none of the {n} correctly classified inputs {goal}"
@@ -233,6 +242,8 @@ def _code(s: str) -> str:
 
 
 CSS = """
+mark { background: #ffe08a; color: inherit; padding: 0 1px; }
+.zw { font-size: 0.75em; color: #a33; }
 :root { --ink:#1a1a1a; --muted:#555; --line:#bbb; --bg:#fff; --soft:#f4f4f4; --accent:#1f4e9a; }
 * { box-sizing: border-box; }
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; color: var(--ink);
@@ -385,6 +396,8 @@ def _model(ctx: _Ctx) -> str:
         ("Opsets", esc(opset) or "-"),
         ("IR version", esc(m.ir_version)),
         ("Producer", esc(m.producer) or "-"),
+        ("Task", esc(f"{m.task}" + (f" ({m.task_detail})" if m.task_detail else "") + (f": {m.task_reason}" if m.task_reason else "")) if m.task else "-"),
+        ("Input spaces", esc("; ".join(f"{s.name}: {s.space} ({s.detail})" for s in m.input_spaces)) if m.input_spaces else "-"),
         ("Output convention", esc(m.output_kind or "-")),
         ("Classes", esc(m.n_classes if m.n_classes is not None else "unknown")),
         ("Sample shape", esc(_shape(m.sample_shape)) + (" (treated as an image)" if is_image(ctx.report) else "")),
@@ -419,7 +432,7 @@ def _data(ctx: _Ctx) -> str:
         ("SHA-256", _code(d.sha256) if d.sha256 else "-"),
         ("Samples", esc(d.n_samples)),
         ("Reference labels", esc("given with the data" if d.labels == "given" else "the model's own predictions (accuracy not measured)")),
-        ("Valid value range", esc(f"{rng(vr.lo)} to {rng(vr.hi)} (from: {vr.source})")),
+        ("Valid value range", esc(f"{rng(vr.lo)} to {rng(vr.hi)} (from: {vr.source})") if vr is not None else "-"),
     ]
     if r.clean_accuracy is not None:
         rows.append(("Clean accuracy", esc(rate_text(r.clean_accuracy))))
@@ -548,10 +561,47 @@ def _check(ctx: _Ctx, c: EvasionCheck) -> str:
     for label, qty in (("Size of successful perturbations", c.perturbation), ("Smallest perturbation that broke each input", c.min_perturbation)):
         if qty is not None and qty.n:
             rows.append((label, esc(_quantity_text(qty, c.norm))))
+    if c.edits is not None and c.edits.n:
+        rows.append(("Edits of the successful adversarials", esc(f"median {c.edits.median:g} {c.edit_unit or ''}; n = {c.edits.n}" if c.edits.median is not None else "-")))
+    if c.substitutes:
+        rows.append(("Substitutes from", esc(c.substitutes)))
+    if c.output_change is not None and c.output_change.n:
+        rows.append(("Output change found", esc(f"median {c.output_change.median:.4g}, mean {c.output_change.mean:.4g} (output units); n = {c.output_change.n}"
+                                                 if c.output_change.median is not None else "-")))
     rows.append(("Seed", esc(c.seed if c.seed is not None else ctx.report.seed)))
     if c.finding:
         rows.append(("Finding (as recorded)", esc(c.finding)))
-    return head + sentence + _dl(rows) + _curve(ctx, c) + _triplets(ctx, c) + _grades(c.grades) + "</section>"
+    shown = _text_examples(c) if c.examples else ("" if c.edit_unit or c.tolerance is not None else _triplets(ctx, c))
+    return head + sentence + _dl(rows) + _curve(ctx, c) + shown + _grades(c.grades) + "</section>"
+
+
+def _marked_html(text: str, spans: Sequence[Sequence[int]]) -> str:
+    """The text, escaped, with the edited spans in <mark>; invisible characters shown as a visible placeholder."""
+    def show(t: str) -> str:
+        out = esc(t)
+        for zw, name in (("\u200b", "ZWSP"), ("\u200c", "ZWNJ"), ("\u200d", "ZWJ"), ("\u2060", "WJ")):
+            out = out.replace(zw, f'<span class="zw" title="invisible character U+{ord(zw):04X}">[{name}]</span>')
+        return out
+
+    parts, pos = [], 0
+    for a, b in sorted((int(x[0]), int(x[1])) for x in spans if len(x) == 2):
+        if a < pos or b > len(text):
+            continue
+        parts.append(show(text[pos:a]))
+        parts.append(f"<mark>{show(text[a:b])}</mark>")
+        pos = b
+    parts.append(show(text[pos:]))
+    return "".join(parts)
+
+
+def _text_examples(c: EvasionCheck) -> str:
+    rows = []
+    for ex in c.examples:
+        status = "fooled" if ex.success else "not fooled"
+        rows.append([esc(ex.index), esc(ex.original), _marked_html(ex.adversarial, ex.marked),
+                     esc(f"{ex.label} → {ex.adversarial_label} ({status})"), esc(ex.edits)])
+    return _table(["#", "original", "adversarial (edits marked)", "label", "edits"], rows,
+                  caption=f"{len(c.examples)} attacked texts, original and adversarial side by side (edited words marked)")
 
 
 def _checks(ctx: _Ctx) -> str:
@@ -727,11 +777,14 @@ def _static(ctx: _Ctx) -> str:
 def _limits(ctx: _Ctx) -> str:
     r = ctx.report
     items = [f"<li><strong>{esc(n.what)}</strong>: {esc(n.reason)}</li>" for n in r.not_tested]
-    if r.backdoor is None:
+    if r.model_ran is False:
+        items.insert(0, "<li><strong>the model itself</strong>: it could not be run, so this is a static-only report</li>")
+    if r.backdoor is None and not any(n.what == "backdoor search" for n in r.not_applicable):
         items.append("<li><strong>backdoor search</strong>: not part of this report</li>")
     if r.data is not None and r.data.synthetic:
         items.append("<li><strong>real inputs</strong>: no sample data was given; every figure was measured on synthetic inputs</li>")
     notes = "".join(f"<li>{esc(n)}</li>" for n in r.notes)
+    notes += "".join(f"<li>not applicable to this model (not graded): <strong>{esc(n.what)}</strong>: {esc(n.reason)}</li>" for n in r.not_applicable)
     out = '<section id="limits" aria-labelledby="limits-h"><h2 id="limits-h">What could not be tested, and why</h2>'
     out += f"<ul>{''.join(items)}</ul>" if items else "<p>Every check the policy asks for was run.</p>"
     if notes:

@@ -33,8 +33,16 @@ def fmt_rate(rate: object) -> str:
 def print_summary(report: Report, out: Callable[[str], None]) -> None:
     """Write the summary line by line through ``out`` (which sanitises, as every printer must)."""
     m = report.model
-    shape = f"{m.output_kind}, {m.n_classes or '?'} classes, input {m.sample_shape}" if m.output_kind else "not loaded (see below)"
-    out(f"model   {Path(m.path).name}  sha256:{m.sha256[:16]}…  {shape}")
+    if m.task == "regressor":
+        shape = f"regressor, input {m.sample_shape}"
+    elif m.output_kind:
+        shape = f"{m.output_kind}, {m.n_classes or '?'} classes" + (f", input {m.sample_shape}" if m.sample_shape is not None else "")
+    else:
+        shape = "not loaded (see below)"
+    task = f"  task: {m.task}" + (f" ({m.task_detail})" if m.task == "other" and m.task_detail else "") if m.task else ""
+    out(f"model   {Path(m.path).name}  sha256:{m.sha256[:16]}…  {shape}{task}")
+    if report.model_ran is False:
+        out("model   could not be run: static-only report (see not-tested below)")
     if report.data:
         d = report.data
         out(f"data    {d.source} ({d.n_samples} samples{', SYNTHETIC' if d.synthetic else ''}; labels: {d.labels})")

@@ -514,10 +514,12 @@ def build(out: Path) -> tuple[list[Case], Path, str]:
     m = onnx.ModelProto()
     m.ir_version = 8
     add("no_graph", _save(m, folder("no_graph")), (2,), "no graph")
-    add("no_inputs", _save(no_inputs(), folder("no_inputs")), (2,), "no inputs")
+    add("no_inputs", _save(no_inputs(), folder("no_inputs")), (0, 1), report=True,
+        what="a valid model with nothing to attack: a graded report whose checks are not run (issue 15)")
     add("huge_input_shape", _save(huge_input(), folder("huge_input_shape")), (2,), "values per sample")
     add("inconsistent_tensor", _save(inconsistent_tensor(), folder("inconsistent_tensor")), (2,), "onnxruntime cannot load")
-    add("custom_domain", _save(custom_domain(), folder("custom_domain")), (2,), "custom domain")
+    add("custom_domain", _save(custom_domain(), folder("custom_domain")), (0, 1), report=True, static_ids=("custom-domain",),
+        what="never loads the library: a static-only report, every check not run (issue 15)")
     add("unknown_op", _save(unknown_op(), folder("unknown_op")), (2,), "onnxruntime cannot load")
     m = tiny_classifier()
     m.opset_import[0].version = 99
@@ -527,7 +529,8 @@ def build(out: Path) -> tuple[list[Case], Path, str]:
     add("future_ir", _save(m, folder("future_ir")), (2,), "onnxruntime cannot load")
     add("hostile_metadata", _save(hostile_metadata(), folder("hostile_metadata")), (0, 1), report=True,
         static_ids=("metadata-control-chars", "metadata-markup"), what="ANSI/OSC escapes, bidi override, <script> in metadata")
-    add("escape_in_error", _save(escape_in_error(), folder("escape_in_error")), (2,), "tensor(int64)")
+    add("escape_in_error", _save(escape_in_error(), folder("escape_in_error")), (0, 1), report=True,
+        what="an int64 input held fixed: a graded report, and the escapes in its name stay off the terminal")
     add("deep_subgraphs", _save(nested_ifs(20), folder("deep_subgraphs")), (0, 1), report=True, static_ids=("deep-subgraphs",))
     add("nesting_beyond_parser", None, (2,), "does not parse")
     (folder("nesting_beyond_parser") / "model.onnx").write_bytes(nesting_beyond_parser(150))
