@@ -17,7 +17,6 @@ When no check of the policy fits the model, that gap is graded as not run too.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,7 +24,7 @@ import numpy as np
 
 from .assemble import static_model_info, task_report
 from .attacks import ATTACKS
-from .errors import CannotRunError, DataError, ModelLoadError, NotAClassifierError
+from .errors import CannotRunError, DataError, NotAClassifierError
 from .model import TaskInfo, TensorSpec, detect_task
 from .options import ProgressFactory, ScanOptions
 from .policy import CheckSpec, LoadedPolicy

@@ -274,3 +274,12 @@ def test_hostile_tokenizer_files_are_refused(zoo_dir, tmp_path):
     os.unlink(d / "tokenizer.json")
     (d / "tokenizer.json").write_text("TOP-SECRET-VALUE")
     assert main(["scan", str(d / "model.onnx"), "-q", "--no-sandbox", "--data", str(zoo_dir / "test.csv")]) == 2
+
+
+def test_labels_only_threat_model_text_checks_are_graded_not_run(zoo_dir, tmp_path):
+    pol = tmp_path / "labels.toml"
+    pol.write_text(POLICY.replace('[policy]\nname = "tasks"\nversion = "1"', '[policy]\nname = "labels"\nversion = "1"\n[threat_model]\naccess = "labels"'))
+    out = tmp_path / "l.json"
+    main(["scan", str(zoo_dir / "tfidf.onnx"), "--data", str(zoo_dir / "test.csv"), "--policy", str(pol), "-q", "--no-sandbox", "--json", str(out)])
+    c = _check(json.loads(out.read_text()), "char-edit-chars")
+    assert c["status"] == "not_run" and "labels-only" in c["reason"] and c["grades"][0]["verdict"] == "warn"

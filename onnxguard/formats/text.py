@@ -54,7 +54,12 @@ def print_summary(report: Report, out: Callable[[str], None]) -> None:
             rows.append((c.id, f"{c.epsilon:g}" if c.epsilon is not None else "-", f"not run: {c.reason}", "-", c.risk or "-"))
             continue
         q = c.queries
-        rows.append((c.id, f"{c.epsilon:g}", fmt_rate(c.success_rate), f"{q.median:.0f}" if q and q.median is not None else "-", c.risk or "-"))
+        extra = ""
+        if c.edits is not None and c.edits.median is not None:
+            extra = f"; median {c.edits.median:g} {c.edit_unit or 'edits'}"
+        elif c.output_change is not None and c.output_change.median is not None:
+            extra = f"; median change {c.output_change.median:.3g} (tolerance {c.tolerance:.3g})" if c.tolerance is not None else ""
+        rows.append((c.id, f"{c.epsilon:g}", fmt_rate(c.success_rate) + extra, f"{q.median:.0f}" if q and q.median is not None else "-", c.risk or "-"))
     if report.backdoor is not None:
         b = report.backdoor
         mai = f"{b.max_anomaly_index:.2f}" if b.max_anomaly_index is not None else "-"

@@ -8,7 +8,6 @@ broken at each epsilon whose budget for that sample is at least ``e``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -225,7 +224,3 @@ def run_text_check(
         adversarials=saved, space=space, edit_unit=unit, edits=Quantity.of(res.edits[succ].astype(np.float64)) if succ.any() else None,
         substitutes=substitutes, examples=examples,
     )
-
-
-def _digest(texts: list[str]) -> str:
-    return hashlib.sha256("\n".join(texts).encode()).hexdigest()
