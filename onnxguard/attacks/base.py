@@ -150,6 +150,16 @@ def pixel_channel_axes(shape: tuple[int, ...]) -> tuple[int, ...] | None:
     return (1,) if perm is None else (3,)
 
 
+DEFAULT_WORK_BYTES = 256 * 1024**2  # an attack's per-step temporaries, when the oracle does not say
+
+
+def work_chunk(oracle: "Oracle", sample_bytes: int, arrays: int = 4, floor: int = 1) -> int:
+    """Samples (or probes) to process at once so that ``arrays`` temporaries of ``sample_bytes`` each stay
+    within the oracle's working-memory budget (``oracle.work_bytes``): O(chunk x input), never O(input^2)."""
+    budget = int(getattr(oracle, "work_bytes", None) or DEFAULT_WORK_BYTES)
+    return max(floor, budget // max(1, arrays * int(sample_bytes)))
+
+
 class Meter:
     """What an attack's result reports about its own run: wall time, and the queries and time inside
     onnxruntime it spent on this oracle since it started."""
