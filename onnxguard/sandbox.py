@@ -11,7 +11,9 @@ child (``python -m onnxguard.sandbox``) with
 * no core dumps, one BLAS thread, at most four onnxruntime threads.
 
 The options travel as JSON on the child's stdin; progress, static findings and
-the finished report come back as JSON lines on a private pipe. Typed errors
+the finished report come back as JSON lines on a private pipe; each check's
+result is sent as soon as it completes, so when the child dies mid-scan the
+report built here keeps the figures of the checks that finished. Typed errors
 raised in the child (bad input: exit 2) are raised again here with the same
 class and message. When the child dies (segfault, out of memory, time limit)
 this process builds the report itself: the model's digest, what happened, what
@@ -240,7 +242,8 @@ def run_isolated(
     from .assemble import crash_report
 
     limits_text = f"limits: {lim.max_memory_mb} MB memory, {lim.timeout_s:g} s wall time"
-    report = crash_report(opts, policy, what, sha=sha, size=size, limits_text=limits_text, static=state.static, model=state.model, wall_s=wall)
+    report = crash_report(opts, policy, what, sha=sha, size=size, limits_text=limits_text, static=state.static, model=state.model,
+                          wall_s=wall, checks=state.checks)
     return IsolatedResult(report, crashed=what)
 
 
@@ -257,6 +260,7 @@ class _Channel:
         self.crash: str | None = None
         self.static: list[dict[str, Any]] = []
         self.model: dict[str, Any] | None = None
+        self.checks: list[str] = []  # each finished check's JSON, streamed as it completed
         self.stderr_tail = b""
 
     def handle(self, line: bytes) -> None:
@@ -277,6 +281,8 @@ class _Channel:
         elif t == "static":
             self.static = list(msg.get("findings") or [])
             self.model = msg.get("model")
+        elif t == "check":
+            self.checks.append(str(msg.get("json")))
         elif t == "report":
             self.report_json = str(msg.get("json"))
         elif t == "error":
@@ -429,8 +435,11 @@ def _child_main(argv: list[str]) -> int:
             info = static_model_info(raw, str(opts.model_path))
             send({"t": "static", "findings": [f.model_dump(mode="json") for f in findings], "model": info.model_dump(mode="json")})
 
+        def on_check(chk: Any) -> None:
+            send({"t": "check", "json": chk.model_dump_json()})
+
         try:
-            report = run_scan(opts, progress=_child_progress(send), on_static=on_static)
+            report = run_scan(opts, progress=_child_progress(send), on_static=on_static, on_check=on_check)
         except OnnxGuardError as exc:
             send({"t": "error", "kind": type(exc).__name__, "message": str(exc), "check": getattr(exc, "check", None)})
             return 0

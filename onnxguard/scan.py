@@ -36,12 +36,34 @@ def inspect_file(opts: ScanOptions, policy: LoadedPolicy) -> tuple[object, list]
     return raw, findings
 
 
+def _failure_reason(exc: BaseException) -> str:
+    """What a check that crashed says about it (the error's message, typed errors as they are)."""
+    from .errors import OnnxGuardError
+
+    if isinstance(exc, MemoryError):
+        return "the check ran out of memory (MemoryError) and was stopped; the other checks kept their figures"
+    if isinstance(exc, OnnxGuardError):
+        return f"the check failed: {str(exc)[:300]}"
+    return f"the check crashed ({type(exc).__name__}: {str(exc)[:300]}); the other checks kept their figures"
+
+
+def _failed_check(spec: object, threat: str, seed: int, reason: str) -> EvasionCheck:
+    return EvasionCheck(
+        id=spec.check_id, attack=spec.attack, norm=spec.norm, epsilon=max(spec.epsilons), epsilons=spec.epsilons,  # type: ignore[attr-defined]
+        threat_model=threat, targeted=spec.targeted, target=spec.target, status="failed", reason=reason, seed=seed,  # type: ignore[arg-type, attr-defined]
+    )
+
+
 def run_scan(
-    opts: ScanOptions, progress: ProgressFactory | None = None, *, on_static: Callable[[object, list], None] | None = None
+    opts: ScanOptions, progress: ProgressFactory | None = None, *, on_static: Callable[[object, list], None] | None = None,
+    on_check: Callable[[EvasionCheck], None] | None = None,
 ) -> Report:
     """Scan a model in this process and return the graded report.
 
-    Static checks run first; ``on_static(raw_model, findings)`` hears of them before the model runs."""
+    Static checks run first; ``on_static(raw_model, findings)`` hears of them before the model runs.
+    Each check runs guarded: one that crashes (an exception, ``MemoryError``) becomes a ``failed`` check
+    with the reason, graded by the policy's ``not_run`` rule, and the others keep their figures.
+    ``on_check(check)`` hears of every check as soon as it is done (the sandbox streams it to the parent)."""
     t0 = time.perf_counter()
     policy = opts.policy or load_policy(None)
     pol = policy.policy
@@ -66,11 +88,18 @@ def run_scan(
     checks: list[EvasionCheck] = []
     for spec in pol.checks:
         cb = progress(spec.check_id, len(spec.epsilons) * 1000) if progress else None
-        chk = run_evasion_check(
-            prep, spec, threat=threat, seed=opts.seed, budget=opts.budget, samples=opts.samples,
-            target=opts.target, progress=cb, save_dir=opts.save_adversarials,
-        )
+        try:
+            chk = run_evasion_check(
+                prep, spec, threat=threat, seed=opts.seed, budget=opts.budget, samples=opts.samples,
+                target=opts.target, progress=cb, save_dir=opts.save_adversarials,
+            )
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - one check's crash must not lose the others' figures
+            chk = _failed_check(spec, threat, opts.seed, _failure_reason(exc))
         checks.append(chk)
+        if on_check is not None:
+            on_check(chk)
         if chk.status != "completed":
             not_tested.append(NotTested(what=f"check {chk.id}", reason=chk.reason or "not run"))
 
@@ -83,8 +112,15 @@ def run_scan(
     if pol.backdoor.enabled:
         from .backdoor import search_backdoors
 
+        from .report import BackdoorSection
+
         cb = progress("backdoor", pol.backdoor.budget) if progress else None
-        backdoor = search_backdoors(prep, pol.backdoor, threat=threat, seed=opts.seed, progress=cb, out_dir=opts.backdoor_out)
+        try:
+            backdoor = search_backdoors(prep, pol.backdoor, threat=threat, seed=opts.seed, progress=cb, out_dir=opts.backdoor_out)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # noqa: BLE001
+            backdoor = BackdoorSection(status="failed", reason=_failure_reason(exc).replace("the check", "the backdoor search"), threat_model=threat)  # type: ignore[arg-type]
         if backdoor.status != "completed":
             not_tested.append(NotTested(what="backdoor search", reason=backdoor.reason or backdoor.status))
 
