@@ -29,6 +29,7 @@ from .report import (
     Environment,
     EvasionCheck,
     FileDigest,
+    InputInfo,
     ModelInfo,
     NotTested,
     PolicyInfo,
@@ -115,6 +116,24 @@ def _range_value(a: Any) -> float | list[float]:
     return float(a[0]) if np.all(a == a[0]) else [float(v) for v in a]
 
 
+def _input_info(prep: "Prepared") -> "InputInfo | None":
+    ri = getattr(prep, "inputs", None)
+    if ri is None:
+        return None
+    return InputInfo(layout=ri.layout, layout_source=ri.layout_source, channels=ri.channels, normalization=ri.normalization,  # type: ignore[arg-type]
+                     sample_shape=list(prep.model.sample_shape), shape_source=ri.shape_source, degenerate_features=ri.degenerate)
+
+
+def _domain_range(prep: "Prepared", a: Any) -> float | list[float]:
+    """A range bound for the report: one number, one per channel (images), or one per feature (tabular)."""
+    ri = getattr(prep, "inputs", None)
+    if ri is not None and ri.layout in ("NCHW", "NHWC", "HW", "flat"):
+        from .conventions import per_channel
+
+        return per_channel(a, prep.model.sample_shape, ri.layout)
+    return _range_value(a)
+
+
 def scan_report(
     opts: "ScanOptions", policy: LoadedPolicy, prep: "Prepared", *, checks: list[EvasionCheck],
     transfers: list[tuple[TransferResult, int]], backdoor: BackdoorSection | None, static_findings: list[StaticFinding],
@@ -131,10 +150,11 @@ def scan_report(
             n_samples=int(len(prep.z)),
             synthetic=prep.samples.synthetic,
             labels="given" if prep.labels_given else "model_predictions",
-            value_range=RangeInfo(source=prep.domain_source, lo=_range_value(prep.domain.lo), hi=_range_value(prep.domain.hi)),  # type: ignore[arg-type]
+            value_range=RangeInfo(source=prep.domain_source, lo=_domain_range(prep, prep.domain.lo), hi=_domain_range(prep, prep.domain.hi)),  # type: ignore[arg-type]
+            input=_input_info(prep),
         ),
         seed=opts.seed,
-        environment=environment(),
+        environment=environment(getattr(prep.model, "provider", "CPUExecutionProvider")),
         policy=policy_info(policy),
         clean_accuracy=Rate.of(int((prep.pred == prep.y).sum()), len(prep.y)) if prep.labels_given else None,
         checks=checks,

@@ -83,6 +83,7 @@ class Oracle:
         labels_only: bool = False,
         max_batch: int | None = None,
         work_bytes: int | None = None,
+        layout: str | None = None,
     ) -> None:
         if labels_only is False and not model.has_scores:
             labels_only = True
@@ -92,6 +93,7 @@ class Oracle:
         self.budget = budget
         self.labels_only = labels_only
         self.max_batch = max_batch or batch_for(model)
+        self.layout = layout  # the resolved sample layout (NCHW / NHWC ...), how attacks see an image
         self.work_bytes = work_bytes or WORK_BYTES  # what an attack's per-step temporaries may hold (see attacks.base.work_chunk)
         self.queries = np.zeros(n_samples, dtype=np.int64)
         self.ort_time = 0.0

@@ -44,6 +44,7 @@ class Meta(_Strict):
 class ThreatModel(_Strict):
     access: Literal["scores", "labels"] = "scores"
     range: tuple[float, float] | None = None
+    bounds: list[tuple[float, float]] | None = Field(default=None, description="per-feature [lo, hi] of a tabular input")
     allow_synthetic: bool = True
 
     @field_validator("range")
@@ -51,6 +52,14 @@ class ThreatModel(_Strict):
     def _range(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
         if v is not None and not v[0] < v[1]:
             raise ValueError(f"range must be [lo, hi] with lo < hi, got {list(v)}")
+        return v
+
+    @field_validator("bounds")
+    @classmethod
+    def _bounds(cls, v: list[tuple[float, float]] | None) -> list[tuple[float, float]] | None:
+        for i, (lo, hi) in enumerate(v or []):
+            if not lo <= hi:
+                raise ValueError(f"bounds[{i}] must be [lo, hi] with lo <= hi, got {[lo, hi]}")
         return v
 
 
@@ -92,6 +101,9 @@ class CheckSpec(_Strict):
     target: int | None = Field(default=None, ge=0)
     min_perturbation: bool = False
     success_rate: Thresholds | None = None
+    early_stop: bool = Field(default=True, description="stop taking samples once the grade can no longer change (sequential, anytime-valid)")
+    looks: int = Field(default=5, ge=1, le=50, description="pre-registered looks of the sequential design")
+    time_limit_s: float | None = Field(default=None, gt=0, description="wall-time budget of the check; figures cover the samples that finished")
 
     @field_validator("epsilon")
     @classmethod
@@ -150,6 +162,7 @@ class Limits(_Strict):
     timeout_s: float = Field(default=1800.0, gt=0)
     cpu_time_s: float | None = Field(default=None, gt=0)
     max_model_mb: int = Field(default=2048, ge=1)
+    scan_time_s: float | None = Field(default=None, gt=0, description="soft wall-time budget of all checks: once spent, checks stop taking samples")
 
 
 class LevelRule(_Strict):

@@ -14,9 +14,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .stats import median_ci, wilson
+from .stats import median_ci, sequential_interval, wilson
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 REPORT_MEDIA_TYPE = "application/vnd.onnxguard.report+json"
 
 Level = Literal["low", "medium", "high", "critical"]
@@ -54,6 +54,15 @@ class Rate(_Model):
     def of(cls, successes: int, n: int, confidence: float = 0.95) -> "Rate":
         lo, hi = wilson(successes, n, confidence)
         return cls(value=(successes / n) if n else None, successes=int(successes), n=int(n), ci=Interval(low=lo, high=hi, confidence=confidence, method="wilson"))
+
+
+def sequential_rate(successes: int, n: int, looks: int, confidence: float = 0.95) -> Rate:
+    """A rate from a check with up to ``looks`` looks at its data (see ``stats.sequential_interval``)."""
+    if looks <= 1:
+        return Rate.of(successes, n, confidence)
+    lo, hi = sequential_interval(successes, n, looks, confidence)
+    return Rate(value=(successes / n) if n else None, successes=int(successes), n=int(n),
+                ci=Interval(low=lo, high=hi, confidence=confidence, method=f"clopper-pearson, Bonferroni over {looks} pre-registered looks (anytime-valid)"))
 
 
 class Quantity(_Model):
@@ -143,9 +152,22 @@ class ModelInfo(_Model):
 
 
 class RangeInfo(_Model):
-    source: Literal["given", "policy", "data", "assumed"]
+    source: Literal["given", "policy", "normalization", "bounds", "data", "assumed"]
     lo: float | list[float]
     hi: float | list[float]
+
+
+class InputInfo(_Model):
+    """The input conventions the scan resolved, each with where it came from."""
+
+    layout: str = Field(description="NCHW, NHWC, HW (gray image), features (tabular) or flat")
+    layout_source: Literal["given", "metadata", "shape", "assumed"]
+    channels: str | None = Field(default=None, description="gray, rgb or bgr for images")
+    normalization: str | None = Field(default=None, description="the model's (pixel - mean) / std convention, when given")
+    sample_shape: list[int]
+    shape_source: Literal["model", "data", "metadata", "given", "assumed"]
+    degenerate_features: list[int] = Field(default_factory=list, description="tabular features whose valid range has zero width: no attack can move them")
+    epsilon_meaning: str = "epsilons are fractions of each channel's (feature's) valid range: 8/255 is 8 grey levels of the original pixel"
 
 
 class DataInfo(_Model):
@@ -156,6 +178,7 @@ class DataInfo(_Model):
     labels: Literal["given", "model_predictions"]
     value_range: RangeInfo
     note: str | None = None
+    input: InputInfo | None = None
 
 
 class Environment(_Model):
@@ -211,6 +234,10 @@ class EvasionCheck(_Model):
     wall_time_s: float = 0.0
     ort_time_s: float = 0.0
     adversarials: str | None = None
+    n_planned: int | None = Field(default=None, description="samples the policy asked for; n_samples is how many were attacked")
+    sequential: str | None = Field(default=None, description="the sequential design: looks and the interval that keeps 95% under them")
+    stopped_early: str | None = Field(default=None, description="why the check stopped before its planned samples, if it did")
+    peak_rss_mb: float | None = Field(default=None, description="the scanning process's peak resident memory when the check finished")
     grades: list[Grade] = Field(default_factory=list)
     risk: Level | None = None
 

@@ -84,14 +84,33 @@ def run_scan(
         notes.append("no labels supplied: the model's own predictions are the reference, so clean accuracy is not measured")
     if not model.has_scores:
         notes.append("the model outputs labels only: score-based attacks do not apply")
+    ri = prep.inputs
+    if ri is not None and ri.degenerate:
+        shown = ", ".join(map(str, ri.degenerate[:20])) + (" ..." if len(ri.degenerate) > 20 else "")
+        notes.append(f"{len(ri.degenerate)} feature(s) have a valid range of width 0 (constant in the data: {shown}); no attack can move "
+                     "them. Give their real bounds with --bounds or the policy's threat_model.bounds")
+    if ri is not None and (ri.layout_source == "assumed" or ri.shape_source == "assumed"):
+        what = [f"layout {ri.layout}"] if ri.layout_source == "assumed" else []
+        what += [f"sample shape {list(model.sample_shape)}"] if ri.shape_source == "assumed" else []
+        notes.append(f"assumed {' and '.join(what)}: pass --layout / --input-shape (or --data) if that is wrong")
 
     checks: list[EvasionCheck] = []
+    deadline = time.monotonic() + pol.limits.scan_time_s if pol.limits.scan_time_s else None
     for spec in pol.checks:
-        cb = progress(spec.check_id, len(spec.epsilons) * 1000) if progress else None
+        if deadline is not None and time.monotonic() >= deadline:
+            chk = _failed_check(spec, threat, opts.seed, f"not run: the scan's time budget (limits.scan_time_s = {pol.limits.scan_time_s:g} s) was spent before this check")
+            chk.status = "not_run"
+            checks.append(chk)
+            not_tested.append(NotTested(what=f"check {chk.id}", reason=chk.reason or "not run"))
+            if on_check is not None:
+                on_check(chk)
+            continue
+        cb = progress(spec.check_id, 1000) if progress else None
         try:
             chk = run_evasion_check(
                 prep, spec, threat=threat, seed=opts.seed, budget=opts.budget, samples=opts.samples,
                 target=opts.target, progress=cb, save_dir=opts.save_adversarials,
+                thresholds=spec.success_rate or pol.grading.attack_success_rate, deadline=deadline,
             )
         except (KeyboardInterrupt, SystemExit):
             raise

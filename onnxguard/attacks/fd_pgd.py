@@ -48,9 +48,9 @@ SUBSPACE_DIM = 3 * 32 * 32  # above this many features, NES directions are drawn
 class _Tiles:
     """The tiling subspace of an image input: ``lift`` maps (..., C*hl*wl) grid values to (..., *shape)."""
 
-    def __init__(self, shape: tuple[int, ...], target: int = SUBSPACE_DIM) -> None:
-        (self.c, self.h, self.w), _ = image_view_shape(shape)
-        self.shape = shape
+    def __init__(self, shape: tuple[int, ...], layout: str | None = None, target: int = SUBSPACE_DIM) -> None:
+        (self.c, self.h, self.w), _ = image_view_shape(shape, layout)
+        self.shape, self.layout = shape, layout
         self.t = 1
         if len(shape) >= 2 and self.c * self.h * self.w > target and self.h > 1:
             self.t = int(np.ceil(np.sqrt(self.c * self.h * self.w / target)))
@@ -63,7 +63,7 @@ class _Tiles:
         lead = u.shape[:-1]
         g = u.reshape(-1, self.c, self.hl, self.wl)
         g = np.repeat(np.repeat(g, self.t, axis=2), self.t, axis=3)[:, :, : self.h, : self.w]
-        return from_chw(np.ascontiguousarray(g), self.shape).reshape(*lead, -1)
+        return from_chw(np.ascontiguousarray(g), self.shape, self.layout).reshape(*lead, -1)
 
 
 def _probe_directions(estimator: str, d: int, q: int, na: int, rng: np.random.Generator, dtype: type = np.float64) -> np.ndarray:
@@ -152,7 +152,7 @@ def fd_pgd(
     x_cur = _random_start(z, norm, epsilon, rng) if random_start else z.copy()
     if progress:
         progress(0, n_steps)
-    tiles = _Tiles(shape) if estimator == "nes" else None
+    tiles = _Tiles(shape, oracle.layout) if estimator == "nes" else None
     dl = tiles.dim if tiles is not None else d
     # samples per oracle call: the iterate and its probes, plus the directions, within the working memory
     chunk = work_chunk(oracle, cost * d * np.dtype(pdt).itemsize, arrays=3)

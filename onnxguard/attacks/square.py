@@ -220,12 +220,12 @@ def square_attack(
     norm = check_norm(norm, ("linf", "l2"))
     meter = Meter(oracle, "square", norm, epsilon, target)
     shape = oracle.sample_shape
-    (c, h, w), _ = image_view_shape(shape)
+    (c, h, w), _ = image_view_shape(shape, oracle.layout)
     n = z.shape[0]
     idx = np.arange(n)
     # work in the model's own precision: float32 for float32/float16 models (half the memory traffic)
     pdt = np.float64 if oracle.model.input_dtype == np.float64 else np.float32
-    x = to_chw(np.asarray(z, dtype=pdt), shape)
+    x = to_chw(np.asarray(z, dtype=pdt), shape, oracle.layout)
     if p_init is None:
         p_init = default_p_init(norm, h * w)
     budget = int(min(budget, oracle.remaining().min())) if oracle.budget is not None else int(budget)
@@ -233,21 +233,21 @@ def square_attack(
     skipped = 0
 
     def done(x_best: np.ndarray, success: np.ndarray) -> AttackResult:
-        z_adv = from_chw(x_best, shape)
+        z_adv = from_chw(x_best, shape, oracle.layout)
         return meter.result(z_adv, success, perturbation_norm(z_adv - z, norm), budget, {"unchanged_skipped": skipped})
 
     if budget <= 0 or n == 0:
         return done(x.copy(), np.zeros(n, dtype=bool))
 
     if epsilon <= 0:
-        labels = oracle.labels(from_chw(x, shape), idx)
+        labels = oracle.labels(from_chw(x, shape, oracle.layout), idx)
         return done(x.copy(), is_success(labels, y, target))
 
     if norm == "linf":
         x_best = np.clip(x + (epsilon * rng.choice([-1.0, 1.0], size=(n, c, 1, w))).astype(pdt), 0.0, 1.0)
     else:
         x_best = np.clip(x + _l2_init(n, c, h, w, epsilon, rng).astype(pdt), 0.0, 1.0)
-    scores, labels = oracle.scores(from_chw(x_best, shape), idx)
+    scores, labels = oracle.scores(from_chw(x_best, shape, oracle.layout), idx)
     loss = margin(scores, y, target)
     success = is_success(labels, y, target)
     n_iters = budget - 1
@@ -277,7 +277,7 @@ def square_attack(
                 continue
             rows = np.arange(sl.start, sl.stop)[q]
             xq = x_new[q] if q.size < x_new.shape[0] else x_new
-            s_new, l_new = oracle.scores(from_chw(xq, shape), act[rows])
+            s_new, l_new = oracle.scores(from_chw(xq, shape, oracle.layout), act[rows])
             t_q = None if ta is None else ta[rows]
             loss_new = margin(s_new, ya[rows], t_q)
             succ_new = is_success(l_new, ya[rows], t_q)
