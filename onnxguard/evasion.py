@@ -227,7 +227,7 @@ def run_evasion_check(
         step = stop_at - done_to
         if limit_left is not None and prep.clean_queries:
             per_sample_s = n_budget * 1.5 * prep.clean_ort_time / max(prep.clean_queries, 1)  # from the clean pass only
-            step = int(max(1, min(step, (limit_left / 8) // max(per_sample_s, 1e-9))))
+            step = int(max(min(step, 4), min(step, (limit_left / 8) // max(per_sample_s, 1e-9))))  # >= 4: batches stay efficient
         pos = done_to
         while pos < stop_at:
             end = min(pos + step, stop_at)
