@@ -125,3 +125,33 @@ def test_constant_tabular_feature_is_listed_and_bounds_fix_it(tabular, tmp_path)
     bounds.write_text(json.dumps([[float(a), float(b)] for a, b in zip(lo, hi)]))
     r2 = run_scan(ScanOptions(model_path=mp, data_path=data, policy=pol, bounds_path=bounds))
     assert r2.data.value_range.source == "bounds" and r2.data.input.degenerate_features == []
+
+
+def test_provider_and_threads_recorded(tmp_path):
+    from onnxguard.errors import BadInputError
+
+    model = pooled_classifier(tmp_path / "p.onnx", h=32, w=32, pool=8)
+    r = run_scan(ScanOptions(model_path=model, policy=POLICY, provider="cpu", threads=1))
+    assert r.environment.execution_provider == "CPUExecutionProvider"
+    with pytest.raises(BadInputError, match="not offered"):
+        run_scan(ScanOptions(model_path=model, policy=POLICY, provider="NoSuchExecutionProvider"))
+
+
+def test_cli_conventions_flags(tmp_path):
+    from onnxguard.cli import main
+
+    model = pooled_classifier(tmp_path / "nhwc.onnx", h=32, w=32, layout="NHWC", pool=8)
+    px = _pixels(6, 32, 32)
+    data = tmp_path / "d.npz"
+    np.savez(data, x=((px - MEAN) / STD).astype(np.float32))
+    pol = tmp_path / "p.toml"
+    pol.write_text(f'[policy]\nname = "c"\nversion = "1"\n[[checks]]\nattack = "square"\nnorm = "linf"\nepsilon = {EPS}\nsamples = 4\nbudget = 10\n[backdoor]\nenabled = false\n')
+    out = tmp_path / "r.json"
+    code = main(["scan", str(model), "--data", str(data), "--policy", str(pol), "--layout", "NHWC", "--normalize", "imagenet",
+                 "--provider", "CPU", "--threads", "1", "--json", str(out), "-q"])
+    assert code in (0, 1)
+    rep = json.loads(out.read_text())
+    assert rep["data"]["input"]["layout"] == "NHWC" and rep["data"]["input"]["layout_source"] == "given"
+    assert rep["data"]["value_range"]["source"] == "normalization"
+    assert main(["scan", str(model), "--policy", str(pol), "--normalize", "mean=1,2,std=1", "-q", "--no-sandbox"]) == 2
+    assert main(["scan", str(model), "--policy", str(pol), "--range", "0,1;0,1", "-q", "--no-sandbox"]) == 2
