@@ -43,6 +43,7 @@ class Prepared:
     clean_queries: int
     clean_ort_time: float
     inputs: ResolvedInput | None = None  # layout, channels, normalisation and where each came from
+    work_bytes: int | None = None  # attacks' per-step working memory, from the policy's memory limit
 
     @property
     def layout(self) -> str | None:
@@ -88,7 +89,9 @@ def prepare(opts: ScanOptions, policy: LoadedPolicy, rng: np.random.Generator, n
     pred = clean.labels(z, np.arange(len(z)))
     y_given = labels_for(samples, model)
     y = y_given if y_given is not None else pred
-    return Prepared(model, samples, domain, dsrc, z, y, pred, y_given is not None, int(clean.queries.sum()), clean.ort_time, resolved)
+    # a sixteenth of the sandbox's memory limit for an attack's per-step temporaries (32 MB to 512 MB)
+    work = int(min(512, max(32, policy.policy.limits.max_memory_mb // 16))) * 1024**2
+    return Prepared(model, samples, domain, dsrc, z, y, pred, y_given is not None, int(clean.queries.sum()), clean.ort_time, resolved, work)
 
 
 def _pick(n_total: int, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -200,7 +203,8 @@ def run_evasion_check(
         opts["starts"] = (prep.z, prep.pred)  # the other samples, whose labels the clean pass already knows
 
     def make_oracle(k: int, b: int) -> Oracle:
-        return Oracle(prep.model, prep.domain, n_samples=k, budget=b, labels_only=(threat == "labels"), layout=prep.layout)
+        return Oracle(prep.model, prep.domain, n_samples=k, budget=b, labels_only=(threat == "labels"), layout=prep.layout,
+                      work_bytes=prep.work_bytes)
 
     looks = look_schedule(n_planned, spec.looks) if n_planned else [0]
     k_looks = len(looks)

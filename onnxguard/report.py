@@ -343,7 +343,7 @@ class Report(_Model):
         Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
 
 
-VOLATILE_FIELDS = ("created_at", "wall_time_s", "ort_time_s", "timing", "wall_s", "ort_s", "ort_share")
+VOLATILE_FIELDS = ("created_at", "wall_time_s", "ort_time_s", "timing", "wall_s", "ort_s", "ort_share", "peak_rss_mb")
 
 
 def stable_view(obj: Any) -> Any:

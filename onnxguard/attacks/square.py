@@ -261,10 +261,16 @@ def square_attack(
     la = loss[act]
     # samples per oracle call: the step's temporaries stay within the oracle's working-memory budget
     chunk = work_chunk(oracle, c * h * w * np.dtype(pdt).itemsize, arrays=4)
-    for it in range(n_iters):
+    # a step that a sample sat out (its proposals left the input unchanged) costs it no query, so the loop
+    # runs on (at the schedule's smallest windows) until every sample has spent its budget, up to 2x the steps
+    for it in range(2 * n_iters):
         if act.size == 0:
             break
-        p = p_selection(p_init, it, n_iters)
+        if it >= n_iters:
+            left = budget - meter.queries()[act]
+            if not (left > 0).any():
+                break
+        p = p_selection(p_init, min(it, n_iters - 1), n_iters)
         na = act.size
         done_now = np.zeros(na, dtype=bool)
         for s0 in range(0, na, chunk):
@@ -272,6 +278,8 @@ def square_attack(
             x_new, changed = _proposal(norm, xa[sl], xb[sl], p, epsilon, rng, c, h, w)
             if not changed.all():
                 skipped += int((~changed).sum())  # no query on an input identical to the current best
+            if it >= n_iters:
+                changed &= (budget - meter.queries()[act[sl]]) > 0
             q = np.flatnonzero(changed)
             if q.size == 0:
                 continue
@@ -295,7 +303,7 @@ def square_attack(
             act, xa, xb, ya, la = act[keep], xa[keep], xb[keep], ya[keep], la[keep]
             ta = None if ta is None else ta[keep]
         if progress and (it % 25 == 0 or it == n_iters - 1):
-            progress(it + 1, n_iters)
+            progress(min(it + 1, n_iters), n_iters)
     if act.size:
         x_best[act] = xb
         loss[act] = la
