@@ -29,6 +29,7 @@ from .report import (
     Environment,
     EvasionCheck,
     FileDigest,
+    InputInfo,
     InputSpaceInfo,
     ModelInfo,
     NotTested,
@@ -115,6 +116,24 @@ def _range_value(a: Any) -> float | list[float]:
     return float(a[0]) if np.all(a == a[0]) else [float(v) for v in a]
 
 
+def _input_info(prep: "Prepared") -> "InputInfo | None":
+    ri = getattr(prep, "inputs", None)
+    if ri is None:
+        return None
+    return InputInfo(layout=ri.layout, layout_source=ri.layout_source, channels=ri.channels, normalization=ri.normalization,  # type: ignore[arg-type]
+                     sample_shape=list(prep.model.sample_shape), shape_source=ri.shape_source, degenerate_features=ri.degenerate)
+
+
+def _domain_range(prep: "Prepared", a: Any) -> float | list[float]:
+    """A range bound for the report: one number, one per channel (images), or one per feature (tabular)."""
+    ri = getattr(prep, "inputs", None)
+    if ri is not None and ri.layout in ("NCHW", "NHWC", "HW", "flat"):
+        from .conventions import per_channel
+
+        return per_channel(a, prep.model.sample_shape, ri.layout)
+    return _range_value(a)
+
+
 def scan_report(
     opts: "ScanOptions", policy: LoadedPolicy, prep: "Prepared", *, checks: list[EvasionCheck],
     transfers: list[tuple[TransferResult, int]], backdoor: BackdoorSection | None, static_findings: list[StaticFinding],
@@ -132,10 +151,11 @@ def scan_report(
             n_samples=int(len(prep.z)),
             synthetic=prep.samples.synthetic,
             labels="given" if prep.labels_given else "model_predictions",
-            value_range=RangeInfo(source=prep.domain_source, lo=_range_value(prep.domain.lo), hi=_range_value(prep.domain.hi)),  # type: ignore[arg-type]
+            value_range=RangeInfo(source=prep.domain_source, lo=_domain_range(prep, prep.domain.lo), hi=_domain_range(prep, prep.domain.hi)),  # type: ignore[arg-type]
+            input=_input_info(prep),
         ),
         seed=opts.seed,
-        environment=environment(),
+        environment=environment(getattr(prep.model, "provider", "CPUExecutionProvider")),
         policy=policy.info(),
         clean_accuracy=Rate.of(int((prep.pred == prep.y).sum()), len(prep.y)) if prep.labels_given else None,
         checks=checks,
@@ -159,16 +179,31 @@ def scan_report(
 def crash_report(
     opts: "ScanOptions", policy: LoadedPolicy, what: str, *, sha: str, size: int, limits_text: str,
     static: list[dict[str, Any]] | None = None, model: dict[str, Any] | None = None, wall_s: float = 0.0,
+    checks: list[str] | None = None,
 ) -> Report:
-    """The report for a scan whose process died: nothing measured, graded by ``grading.scan_crashed``."""
+    """The report for a scan whose process died, graded by ``grading.scan_crashed``.
+
+    ``checks`` are the JSON results the child streamed as each check completed: a completed check keeps
+    its figures (and is graded on them); every other policy check is ``failed`` with the reason."""
     pol = policy.policy
     reason = f"the scan failed: {what} ({limits_text})"
-    checks = [
+    streamed: dict[str, EvasionCheck] = {}
+    for text in checks or []:
+        try:
+            chk = EvasionCheck.model_validate_json(text)
+        except Exception:
+            continue  # the child is not trusted once the model ran: a malformed message is dropped
+        if chk.id in {c.check_id for c in pol.checks} and chk.id not in streamed:
+            chk.grades, chk.risk = [], None
+            streamed[chk.id] = chk
+    checks_out = [
+        streamed.get(c.check_id) or
         EvasionCheck(id=c.check_id, attack=c.attack, norm=c.norm, epsilon=max(c.epsilons), epsilons=c.epsilons,
                      threat_model=pol.threat_model.access, targeted=c.targeted, target=c.target, status="failed",
                      reason=reason, seed=opts.seed)
         for c in pol.checks
     ]
+    kept = [c.id for c in checks_out if c.id in streamed]
     backdoor = BackdoorSection(status="failed", reason=reason) if pol.backdoor.enabled else None
     findings = []
     for f in static or []:
@@ -187,20 +222,24 @@ def crash_report(
         if getattr(opts, "follow_symlinks", False):
             shown = os.path.realpath(shown)
         info = ModelInfo(path=shown, sha256=sha, size_bytes=size, opset={}, ir_version=0, producer="", inputs=[], outputs=[])
-    not_tested = [NotTested(what=f"check {c.id}", reason=reason) for c in checks]
+    not_tested = [NotTested(what=f"check {c.id}", reason=c.reason or reason) for c in checks_out if c.status != "completed"]
     if backdoor is not None:
         not_tested.append(NotTested(what="backdoor search", reason=reason))
-    if not checks and backdoor is None:
+    if not checks_out and backdoor is None:
         not_tested.append(NotTested(what="the model's behaviour", reason=reason))
     report = Report(
         tool=ToolInfo(version=__version__),
         created_at=now(),
         model=info, data=None, seed=opts.seed, environment=environment(),
         policy=policy.info(),
-        checks=checks, backdoor=backdoor, static_findings=findings,
+        checks=checks_out, backdoor=backdoor, static_findings=findings,
         not_tested=not_tested,
-        timing=Timing(wall_s=wall_s, ort_s=0.0, ort_share=None, queries_total=0),
-        notes=[f"scan failed in the sandbox: {what}. No figure in this report was measured; the verdict follows the policy's grading.scan_crashed rule."],
+        timing=Timing(wall_s=wall_s, ort_s=sum(c.ort_time_s for c in checks_out), ort_share=None,
+                      queries_total=sum(c.queries.total for c in checks_out if c.queries)),
+        notes=[f"scan failed in the sandbox: {what}. "
+               + (f"Checks completed before the failure keep their measured figures: {', '.join(kept)}; the others were not measured. "
+                  if kept else "No figure in this report was measured; ")
+               + "the verdict follows the policy's grading.scan_crashed rule."],
     )
     return grade_failed_scan(report, policy, reason)
 

@@ -69,10 +69,22 @@ class ProgressBars:
         return update
 
 
-def _parse_range(value: Optional[str]) -> Optional[tuple[float, float]]:
+def _parse_range(value: Optional[str]) -> Optional[tuple]:
+    """'lo,hi' (every channel or feature) or 'lo,hi;lo,hi;lo,hi' (one pair per channel)."""
+    from .conventions import parse_channel_ranges
     from .data import parse_range
 
-    return parse_range(value) if value else None
+    if not value:
+        return None
+    if ";" in value:
+        return parse_channel_ranges(value)
+    return parse_range(value)
+
+
+def _parse_shape(value: Optional[str]) -> Optional[tuple[int, ...]]:
+    from .conventions import parse_shape
+
+    return parse_shape(value) if value else None
 
 
 @app.command()
@@ -83,7 +95,14 @@ def scan(
     fmt: Optional[str] = typer.Option(None, "--format", help="output format: " + ", ".join(FORMATS) + " (default with --out: dsse, the signed envelope); other formats are unsigned and go to --out, else to stdout"),
     policy: Optional[str] = typer.Option(None, "--policy", help="shipped policy name or a policy file (default: standard)"),
     seed: int = typer.Option(0, "--seed", help="random seed; the same seed gives the same report"),
-    value_range: Optional[str] = typer.Option(None, "--range", help="valid input range 'lo,hi'"),
+    value_range: Optional[str] = typer.Option(None, "--range", help="valid input range 'lo,hi', or one 'lo,hi' per channel separated by ';'"),
+    layout: Optional[str] = typer.Option(None, "--layout", help="image layout NCHW or NHWC (default: model metadata, then the shape)"),
+    normalize: Optional[str] = typer.Option(None, "--normalize", help="the model takes (pixel - mean) / std: 'imagenet' or 'mean=M1,M2,M3,std=S1,S2,S3' (pixels in [0,1]; [0,255] when a mean exceeds 1)"),
+    channels: Optional[str] = typer.Option(None, "--channels", help="channel order rgb, bgr or gray (with --normalize imagenet)"),
+    input_shape: Optional[str] = typer.Option(None, "--input-shape", help="per-sample shape for dynamic axes, e.g. 3,224,224 (after the data and the model's metadata)"),
+    bounds: Optional[Path] = typer.Option(None, "--bounds", help="per-feature bounds of a tabular input: JSON [[lo,hi],...] or CSV lo,hi rows"),
+    provider: Optional[str] = typer.Option(None, "--provider", help="onnxruntime execution provider (any the installed onnxruntime offers; default CPU)"),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="onnxruntime intra-op threads"),
     budget: Optional[int] = typer.Option(None, "--budget", min=1, help="override every check's queries per sample"),
     samples: Optional[int] = typer.Option(None, "--samples", min=1, help="override every check's sample count"),
     target: Optional[int] = typer.Option(None, "--target", min=0, help="run every attack targeted at this class"),
@@ -143,6 +162,8 @@ def scan(
     opts = ScanOptions(
         model_path=model, data_path=data, policy=pol, seed=seed, save_adversarials=save_adversarials,
         transfer_from=transfer_from, backdoor_out=backdoor_out, follow_symlinks=follow_symlinks, tokenizer_path=tokenizer,
+        layout=layout, normalize=normalize, channels=channels,
+        input_shape=_parse_shape(input_shape), bounds_path=bounds, provider=provider, threads=threads,
     )
     crashed = None
     if executor is None and (workers is not None or address is not None):

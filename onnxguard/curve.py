@@ -16,6 +16,14 @@ attack per epsilon:
   sample, one for a robust one (the old ascending scheme paid one run per
   epsilon for every robust sample).
 
+The query budget is **one total per sample over the whole curve**: the first
+run (at the largest epsilon) may spend all of it; what a sample did not spend
+there is shared out over the bisection rounds it still needs (the remaining
+queries divided by the rounds left). A sample with too few queries left for
+another run keeps the epsilons it has decided; the smaller ones count as not
+broken (conservative for the curve; the graded rate at the largest epsilon had
+the full budget).
+
 The result per sample is the smallest perturbation found (``inf`` where none):
 the curve ``success(eps) = found <= eps`` is monotone by construction. With
 ``minimise``, a fixed-epsilon attack's grid is refined with a log-spaced grid
@@ -37,7 +45,7 @@ from .attacks.base import AttackResult
 from .errors import OnnxGuardError
 from .oracle import Oracle
 
-MakeOracle = Callable[[np.ndarray], Oracle]  # the oracle for these samples (indices into z)
+MakeOracle = Callable[[np.ndarray, int], Oracle]  # (the samples, as indices into z; per-sample budget of this run) -> a fresh oracle
 
 
 @dataclass
@@ -91,11 +99,12 @@ def attack_over_epsilons(
     runs = np.zeros(n, dtype=np.int64)
     wall = ort = 0.0
 
-    def run(sel: np.ndarray, eps: float | None) -> AttackResult:
+    def run(sel: np.ndarray, eps: float | None, run_budget: int | None = None) -> AttackResult:
         nonlocal wall, ort
-        oracle = make_oracle(sel)
+        b = budget if run_budget is None else int(run_budget)
+        oracle = make_oracle(sel, b)
         res: AttackResult = attack.fn(
-            oracle, z[sel], y[sel], norm=norm, epsilon=eps, budget=budget, rng=rng,
+            oracle, z[sel], y[sel], norm=norm, epsilon=eps, budget=b, rng=rng,
             target=None if target is None else target[sel], **opts,
         )
         if oracle.budget is not None and (oracle.queries > oracle.budget).any():
@@ -134,7 +143,16 @@ def attack_over_epsilons(
             break
         for j in np.unique(want[want >= 0]):
             sel = np.flatnonzero(want == j)
-            res = run(sel, float(g[j]))
+            if runs[sel].max() == 0:
+                b = budget  # the first run, at the largest epsilon, may spend the whole budget
+            else:
+                und = np.array([np.count_nonzero((np.arange(len(g)) > lo[i]) & (g < found[i] * (1 - 1e-9) - 1e-12)) for i in sel])
+                rounds_left = np.ceil(np.log2(und + 1)).astype(np.int64).clip(min=1)
+                b = int(((budget - queries[sel]) // rounds_left).min())
+            if b < 2:  # too few queries left for another run: the undecided smaller epsilons count as not broken
+                lo[sel] = np.maximum(lo[sel], j)
+                continue
+            res = run(sel, float(g[j]), b)
             hit = res.success
             # a success at g[j] is an adversarial within g[j]; its own norm may be smaller
             pert = np.minimum(np.nan_to_num(res.perturbation, nan=g[j]), g[j])

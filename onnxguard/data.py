@@ -198,10 +198,146 @@ def parse_range(text: str) -> tuple[float, float]:
     return lo, hi
 
 
+@dataclass
+class ResolvedInput:
+    """The input conventions a scan works under, each with where it came from (all go in the report)."""
+
+    domain: Domain
+    range_source: str  # given, policy, normalization, bounds, data, assumed
+    layout: str  # NCHW, NHWC, HW, features, flat
+    layout_source: str  # given, metadata, shape, assumed
+    channels: str | None  # gray, rgb, bgr (images), None for tabular
+    normalization: str | None
+    shape_source: str
+    degenerate: list[int]  # features (tabular) whose valid range has zero width: no attack can move them
+
+
+def load_bounds(path: str | os.PathLike[str], n_features: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature bounds from a file: JSON ``[[lo, hi], ...]`` or ``{"lo": [...], "hi": [...]}``, or a CSV
+    with one ``lo,hi`` row per feature (an optional header)."""
+    import json
+
+    p = Path(path)
+    try:
+        if p.stat().st_size > 64 * 1024**2:
+            raise DataError(f"bounds file {p.name} is over 64 MB")
+        text = p.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise DataError(f"cannot read bounds file {p}: {exc.strerror}") from None
+    try:
+        if p.suffix.lower() == ".json":
+            doc = json.loads(text)
+            pairs = list(zip(doc["lo"], doc["hi"])) if isinstance(doc, dict) else [tuple(r) for r in doc]
+        else:
+            import io
+
+            rows = [r for r in csv_rows(io.StringIO(text), str(p)) if r]
+            if rows and not _numeric(rows[0]):
+                rows = rows[1:]
+            pairs = [(r[0], r[1]) for r in rows]
+        lo = np.array([float(a) for a, _ in pairs])
+        hi = np.array([float(b) for _, b in pairs])
+    except (ValueError, KeyError, TypeError, IndexError, RecursionError):
+        raise DataError(f"bounds file {p.name}: expected one [lo, hi] pair per feature (JSON or CSV)") from None
+    if lo.size != n_features:
+        raise DataError(f"bounds file {p.name} gives {lo.size} features; the model takes {n_features}")
+    if not (np.isfinite(lo).all() and np.isfinite(hi).all()) or (hi < lo).any():
+        raise DataError(f"bounds file {p.name}: bounds must be finite with lo <= hi")
+    return lo, hi
+
+
+def _numeric(row: list[str]) -> bool:
+    try:
+        [float(v) for v in row]
+        return True
+    except ValueError:
+        return False
+
+
+def resolve_input(
+    model: LoadedModel,
+    samples: Samples | None,
+    value_range: tuple | None = None,
+    *,
+    range_source: str = "given",
+    layout: str | None = None,
+    normalize: str | None = None,
+    channels: str | None = None,
+    bounds: tuple[np.ndarray, np.ndarray] | None = None,
+    bounds_source: str = "bounds",
+) -> ResolvedInput:
+    """Layout, channels and the per-channel (images) or per-feature (tabular) valid range.
+
+    Precedence for the range: ``value_range`` (``--range``: one pair, or one per channel), then
+    ``normalize`` (``--normalize``), then ``bounds`` (tabular, from the policy or a bounds file), then
+    the data, then [0, 1] ("assumed")."""
+    from .conventions import broadcast_channels, n_channels, normalization_range, parse_normalize, resolve_layout
+
+    shape = model.sample_shape
+    lay, lay_src = resolve_layout(shape, getattr(model, "metadata", None), layout)
+    nch = n_channels(shape, lay)
+    order = (channels or "").lower() or None
+    if order not in (None, "rgb", "bgr", "gray"):
+        raise DataError(f"--channels takes rgb, bgr or gray, got '{channels}'")
+    if lay in ("NCHW", "NHWC", "HW"):
+        chan = order or ("gray" if nch == 1 else "rgb" if nch == 3 else f"{nch} channels")
+    else:
+        chan = None
+    norm_desc = None
+    src = range_source
+    if value_range is not None and len(value_range) and isinstance(value_range[0], (tuple, list)) and len(value_range) == 1:
+        value_range = tuple(value_range[0])
+    if value_range is not None and len(value_range) and isinstance(value_range[0], (tuple, list)):
+        if lay not in ("NCHW", "NHWC") or len(value_range) != nch:
+            raise DataError(f"--range gives {len(value_range)} per-channel ranges; the model's input {list(shape)} ({lay}) has {nch} channel(s)")
+        lo_c = np.array([float(a) for a, _ in value_range])
+        hi_c = np.array([float(b) for _, b in value_range])
+        dom = Domain(broadcast_channels(shape, lay, lo_c), broadcast_channels(shape, lay, hi_c))
+        _check_inside(samples, dom)
+    elif value_range is not None:
+        dom, _ = resolve_domain(model, samples, value_range)  # type: ignore[arg-type]
+    elif normalize:
+        if lay not in ("NCHW", "NHWC", "HW"):
+            raise DataError(f"--normalize applies to image inputs; the model's input {list(shape)} is {lay}")
+        nm = parse_normalize(normalize, nch, order or "rgb")
+        lo_c, hi_c = normalization_range(nm)
+        dom = Domain(broadcast_channels(shape, lay, lo_c), broadcast_channels(shape, lay, hi_c))
+        _check_inside(samples, dom, tol_frac=1e-3)
+        src, norm_desc = "normalization", nm.describe()
+    elif bounds is not None:
+        lo, hi = bounds
+        if lo.size != int(np.prod(shape)):
+            raise DataError(f"bounds give {lo.size} features; the model takes {int(np.prod(shape))}")
+        dom = Domain(lo.reshape(shape).astype(np.float64), hi.reshape(shape).astype(np.float64))
+        _check_inside(samples, dom)
+        src = bounds_source
+    else:
+        dom, src = resolve_domain(model, samples, None, layout=lay)
+    width = np.asarray(dom.width).reshape(-1)
+    degenerate = np.flatnonzero(width <= 0).tolist() if lay == "features" else []
+    return ResolvedInput(dom, src, lay, lay_src, chan, norm_desc, getattr(model, "shape_source", "model"), degenerate[:1000])
+
+
+def _check_inside(samples: Samples | None, dom: Domain, tol_frac: float = 1e-9) -> None:
+    if samples is None or samples.synthetic:
+        return
+    tol = tol_frac * np.maximum(np.asarray(dom.width), 1.0)
+    below = samples.x < dom.lo - tol - 1e-9
+    above = samples.x > dom.hi + tol + 1e-9
+    if below.any() or above.any():
+        raise DataError(
+            f"data values span [{samples.x.min():.4g}, {samples.x.max():.4g}], outside the valid range "
+            f"[{float(np.min(dom.lo)):.4g}, {float(np.max(dom.hi)):.4g}] (--range / --normalize / bounds)"
+        )
+
+
 def resolve_domain(
-    model: LoadedModel, samples: Samples | None, value_range: tuple[float, float] | None
+    model: LoadedModel, samples: Samples | None, value_range: tuple[float, float] | None, *, layout: str | None = None
 ) -> tuple[Domain, str]:
-    """The valid input range and where it came from ('given', 'data', 'assumed')."""
+    """The valid input range and where it came from ('given', 'data', 'assumed').
+
+    From data, images snap to [0, 1], [0, 255] or [-1, 1] when the data fit inside; otherwise the
+    per-channel (``layout`` NCHW/NHWC) or global min and max of the data."""
     shape = model.sample_shape
     if value_range is not None:
         lo, hi = value_range
@@ -223,6 +359,15 @@ def resolve_domain(
         lo, hi = 0.0, 1.0
     elif lo >= 0 and hi <= 255:
         lo, hi = 0.0, 255.0
+    elif lo >= -1 and hi <= 1:
+        lo, hi = -1.0, 1.0
+    elif layout in ("NCHW", "NHWC"):  # e.g. mean-subtracted channels: each its own span
+        from .conventions import broadcast_channels, channel_axis
+
+        ax = channel_axis(layout)
+        assert ax is not None
+        red = tuple(i for i in range(x.ndim) if i != ax + 1)
+        return Domain(broadcast_channels(shape, layout, x.min(axis=red)), broadcast_channels(shape, layout, x.max(axis=red))), "data"
     return Domain(np.full(shape, lo), np.full(shape, hi)), "data"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -17,15 +18,16 @@ import numpy as np
 
 from . import __version__
 from .attacks import ATTACKS, labels_only_attack
-from .curve import attack_over_epsilons
-from .data import Samples, fit_to_model, labels_for, load_data, resolve_domain, synthetic_samples
+from .curve import CurveRun, attack_over_epsilons
+from .data import ResolvedInput, Samples, fit_to_model, labels_for, load_bounds, load_data, resolve_input, synthetic_samples
 from .errors import DataError
 from .model import LoadedModel, load_model
 from .options import ScanOptions
 from .outputs import Protected, as_output_dir
 from .oracle import Domain, Oracle
-from .policy import CheckSpec, LoadedPolicy
-from .report import CurvePoint, EvasionCheck, QueryStats, Quantity, Rate
+from .policy import CheckSpec, LoadedPolicy, Thresholds
+from .report import CurvePoint, EvasionCheck, QueryStats, Quantity, sequential_rate
+from .stats import look_schedule, sequential_interval
 
 
 @dataclass
@@ -42,6 +44,12 @@ class Prepared:
     labels_given: bool
     clean_queries: int
     clean_ort_time: float
+    inputs: ResolvedInput | None = None  # layout, channels, normalisation and where each came from
+    work_bytes: int | None = None  # attacks' per-step working memory, from the policy's memory limit
+
+    @property
+    def layout(self) -> str | None:
+        return self.inputs.layout if self.inputs is not None and self.inputs.layout in ("NCHW", "NHWC") else None
 
 
 def prepare(opts: ScanOptions, policy: LoadedPolicy, rng: np.random.Generator, n_needed: int, raw: object = None) -> Prepared:
@@ -49,16 +57,32 @@ def prepare(opts: ScanOptions, policy: LoadedPolicy, rng: np.random.Generator, n
     model = load_model(
         opts.model_path,
         probe=samples.x if samples is not None and samples.x.ndim > 1 else None,
+        sample_shape=tuple(opts.input_shape) if opts.input_shape else None,
         max_bytes=policy.policy.limits.max_model_mb * 1024 * 1024,
         raw=raw,
         inference_timeout_s=policy.policy.limits.inference_timeout_s,
+        provider=opts.provider,
+        intra_op_threads=int(opts.threads or 0),
     )
-    value_range = opts.value_range or policy.policy.threat_model.range
+    tm = policy.policy.threat_model
+    value_range = opts.value_range or (tuple(tuple(p) for p in tm.range) if isinstance(tm.range, list) else tm.range)
     if samples is not None:
         samples = fit_to_model(samples, model)
-    domain, dsrc = resolve_domain(model, samples, value_range)
-    if opts.value_range is None and value_range is not None:
-        dsrc = "given" if any(d.key == "threat_model.range" for d in policy.deviations) else "policy"
+    bounds = None
+    bsrc = "bounds"
+    if opts.bounds_path is not None:
+        bounds = load_bounds(opts.bounds_path, model.n_features)
+    elif tm.bounds is not None:
+        bounds = (np.array([b[0] for b in tm.bounds], dtype=np.float64), np.array([b[1] for b in tm.bounds], dtype=np.float64))
+        bsrc = "policy"
+    # --range reaches the policy as a recorded deviation (policy.apply_overrides); it is then the user's range
+    range_given = opts.value_range is not None or any(d.key == "threat_model.range" for d in policy.deviations)
+    resolved = resolve_input(
+        model, samples, value_range, range_source="given" if range_given else "policy",
+        layout=opts.layout, normalize=opts.normalize if not range_given else None, channels=opts.channels,
+        bounds=bounds, bounds_source=bsrc,
+    )
+    domain, dsrc = resolved.domain, resolved.range_source
     if samples is None:
         if not policy.policy.threat_model.allow_synthetic:
             raise DataError(
@@ -70,11 +94,44 @@ def prepare(opts: ScanOptions, policy: LoadedPolicy, rng: np.random.Generator, n
     pred = clean.labels(z, np.arange(len(z)))
     y_given = labels_for(samples, model)
     y = y_given if y_given is not None else pred
-    return Prepared(model, samples, domain, dsrc, z, y, pred, y_given is not None, int(clean.queries.sum()), clean.ort_time)
+    # a sixteenth of the sandbox's memory limit for an attack's per-step temporaries (32 MB to 512 MB)
+    work = int(min(512, max(32, policy.policy.limits.max_memory_mb // 16))) * 1024**2
+    return Prepared(model, samples, domain, dsrc, z, y, pred, y_given is not None, int(clean.queries.sum()), clean.ort_time, resolved, work)
 
 
 def _pick(n_total: int, n: int, rng: np.random.Generator) -> np.ndarray:
-    return np.sort(rng.permutation(n_total)[: min(n, n_total)])
+    """``n`` samples in a random order: any prefix (a check stopped early or out of time) is an unbiased sample."""
+    return rng.permutation(n_total)[: min(n, n_total)]
+
+
+def grade_settled(successes: int, n: int, looks: int, thresholds: Thresholds, confidence: float = 0.95) -> tuple[bool, float, float]:
+    """The sequential stopping rule: the anytime-valid interval of the success rate, and whether both of
+    its ends fall in the same risk band of ``thresholds`` (so more samples cannot change the grade)."""
+    lo, hi = sequential_interval(successes, n, looks, confidence)
+    return bool(n > 0 and thresholds.level(lo) == thresholds.level(hi)), lo, hi
+
+
+def _peak_rss_mb() -> float | None:
+    try:
+        import resource
+        import sys
+
+        r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return float(r) / (1024**2 if sys.platform == "darwin" else 1024)
+    except (ImportError, OSError):
+        return None
+
+
+def _merge(runs: list[CurveRun], z_shape: tuple[int, ...]) -> CurveRun:
+    if not runs:
+        return CurveRun(np.zeros(0), np.zeros((0, *z_shape)), np.zeros(0, np.int64), np.zeros(0, np.int64), [])
+    if len(runs) == 1:
+        return runs[0]
+    return CurveRun(
+        found=np.concatenate([r.found for r in runs]), z_adv=np.concatenate([r.z_adv for r in runs]),
+        queries=np.concatenate([r.queries for r in runs]), runs=np.concatenate([r.runs for r in runs]),
+        grid=runs[0].grid, wall_time=sum(r.wall_time for r in runs), ort_time=sum(r.ort_time for r in runs), extra=dict(runs[0].extra),
+    )
 
 
 def _not_run(spec: CheckSpec, threat: str, reason: str, seed: int) -> EvasionCheck:
@@ -102,6 +159,8 @@ def run_evasion_check(
     save_dir: Path | None = None,
     min_perturbation: bool | None = None,
     collect: list | None = None,
+    thresholds: Thresholds | None = None,
+    deadline: float | None = None,
 ) -> EvasionCheck:
     """Run one policy check over its epsilons (see ``onnxguard.curve``), clean accuracy, the figures.
 
@@ -109,7 +168,14 @@ def run_evasion_check(
     score-based L2 / L-infinity check runs HopSkipJump in its place, with the
     check's id, norm, epsilons, samples and budget, and says so in its finding;
     a score-based L0 check is not run (there is no labels-only L0 attack here).
-    ``collect``, when given, receives ``(sample indices, labels, targets, CurveRun)``."""
+    ``collect``, when given, receives ``(sample indices, labels, targets, CurveRun)``.
+
+    Samples are attacked in a random order, in the groups between the check's pre-registered looks
+    (``spec.looks``). After each look the check stops when its grade can no longer change: with
+    ``thresholds`` (the ones that grade its success rate) and ``spec.early_stop``, once both ends of
+    the anytime-valid interval (``stats.sequential_interval``) fall in the same risk band. It also stops
+    when its own ``spec.time_limit_s`` or the scan's ``deadline`` (``time.monotonic()``) has passed; the
+    figures then cover the samples that finished, with the real n, and the check says why it stopped."""
     attack = ATTACKS.get(spec.attack)
     if attack is None:
         return _not_run(spec, threat, f"attack '{spec.attack}' is not available in onnxguard {__version__}", seed)
@@ -125,44 +191,122 @@ def run_evasion_check(
         attack = sub
     rng = np.random.default_rng([seed, _stable_hash(spec.check_id)])
     n_budget = spec.budget
-    sel = _pick(len(prep.z), spec.samples, rng)
-    y = prep.y[sel]
-    correct = prep.pred[sel] == y
+    sel_all = _pick(len(prep.z), spec.samples, rng)
+    n_planned = int(len(sel_all))
     tgt_class = spec.target
     targeted = spec.targeted or tgt_class is not None
-    targets_all = pick_targets(y, prep.model.n_classes, tgt_class, rng) if targeted else None
-    attackable = correct & (targets_all != y if targets_all is not None else True)
-    idx = sel[attackable]
-    z = prep.z[idx]
-    ya = y[attackable]
-    ta = targets_all[attackable] if targets_all is not None else None
-    clean_acc = Rate.of(int(correct.sum()), int(len(sel)))
-
+    y_all = prep.y[sel_all]
+    targets_full = pick_targets(y_all, prep.model.n_classes, tgt_class, rng) if targeted else None
     eps_list = spec.epsilons
-    n = len(idx)
     want_min = spec.min_perturbation if min_perturbation is None else min_perturbation
     opts: dict = {}
     if "starts" in attack.options:
         opts["starts"] = (prep.z, prep.pred)  # the other samples, whose labels the clean pass already knows
 
-    def make_oracle(part: np.ndarray) -> Oracle:
-        return Oracle(prep.model, prep.domain, n_samples=len(part), budget=n_budget, labels_only=(threat == "labels"), rows=idx[part])
+    def oracle_for(rows: np.ndarray) -> Callable[[np.ndarray, int], Oracle]:
+        """Oracles for one group of samples (``rows``: their indices in the prepared samples, for inputs held fixed)."""
 
-    run = attack_over_epsilons(
-        attack, make_oracle, z, ya, ta, eps_list, norm=spec.norm, budget=n_budget, rng=rng,
-        minimise=want_min, progress=progress, opts=opts,
-    )
+        def make_oracle(part: np.ndarray, b: int) -> Oracle:
+            return Oracle(prep.model, prep.domain, n_samples=len(part), budget=b, labels_only=(threat == "labels"), layout=prep.layout,
+                          work_bytes=prep.work_bytes, rows=rows[part])
+
+        return make_oracle
+
+    looks = look_schedule(n_planned, spec.looks) if n_planned else [0]
+    k_looks = len(looks)
+    t_start = time.monotonic()
+    pieces: list[CurveRun] = []
+    stopped = None
+    time_look = False  # a time budget stopped the check between two pre-registered looks
+    done_to = 0
+    eps_max = max(eps_list)
+    for li, stop_at in enumerate(looks):
+        if li > 0 or deadline is not None:
+            now = time.monotonic()
+            if spec.time_limit_s is not None and now - t_start >= spec.time_limit_s:
+                stopped = f"its time budget of {spec.time_limit_s:g} s was spent after {done_to} of {n_planned} samples"
+            elif deadline is not None and now >= deadline:
+                stopped = f"the scan's time budget was spent after {done_to} of {n_planned} samples"
+            if stopped:
+                break
+        # a look's group is attacked in sub-chunks small enough that a time budget can stop between them
+        limit_left = min([x for x in (
+            (spec.time_limit_s - (time.monotonic() - t_start)) if spec.time_limit_s is not None else None,
+            (deadline - time.monotonic()) if deadline is not None else None,
+        ) if x is not None], default=None)
+        step = stop_at - done_to
+        if limit_left is not None and prep.clean_queries:
+            per_sample_s = n_budget * 1.5 * prep.clean_ort_time / max(prep.clean_queries, 1)  # from the clean pass only
+            step = int(max(min(step, 4), min(step, (limit_left / 8) // max(per_sample_s, 1e-9))))  # >= 4: batches stay efficient
+        pos = done_to
+        while pos < stop_at:
+            end = min(pos + step, stop_at)
+            if pos > done_to and (
+                (spec.time_limit_s is not None and time.monotonic() - t_start >= spec.time_limit_s)
+                or (deadline is not None and time.monotonic() >= deadline)
+            ):
+                what = f"its time budget of {spec.time_limit_s:g} s" if spec.time_limit_s is not None and time.monotonic() - t_start >= spec.time_limit_s else "the scan's time budget"
+                stopped = f"{what} was spent after {pos} of {n_planned} samples (between looks: counted as one extra look)"
+                time_look = True
+                break
+            grp = slice(pos, end)
+            yg = y_all[grp]
+            tg = targets_full[grp] if targets_full is not None else None
+            ok = (prep.pred[sel_all[grp]] == yg) & (tg != yg if tg is not None else True)
+            if ok.any():
+                cb = None
+                if progress is not None:
+
+                    def cb(d: int, t: int, base_done: int = pos, size: int = end - pos) -> None:
+                        progress(int((base_done + size * d / max(t, 1)) * 1000 / max(n_planned, 1)), 1000)
+
+                pieces.append(attack_over_epsilons(
+                    attack, oracle_for(sel_all[grp][ok]), prep.z[sel_all[grp]][ok], yg[ok], tg[ok] if tg is not None else None, eps_list,
+                    norm=spec.norm, budget=n_budget, rng=rng, minimise=want_min, progress=cb, opts=opts,
+                ))
+            pos = end
+        if stopped:
+            done_to = pos
+            break
+        done_to = stop_at
+        if li == k_looks - 1:
+            break
+        if spec.early_stop and thresholds is not None and k_looks > 1:
+            part = _merge(pieces, prep.z.shape[1:])
+            n_now = int(part.found.size)
+            s_now = int(part.broken_at(eps_max).sum()) if n_now else 0
+            settled, lo, hi = grade_settled(s_now, n_now, k_looks, thresholds)
+            if settled:
+                stopped = (f"stopped early after {done_to} of {n_planned} samples (look {li + 1} of {k_looks}): the success rate's "
+                           f"anytime-valid 95% interval [{lo:.3f}, {hi:.3f}] lies inside one risk band ({thresholds.level(hi)}), "
+                           "so more samples cannot change the grade")
+                break
+    sel = sel_all[:done_to]
+    y = y_all[:done_to]
+    targets_all = targets_full[:done_to] if targets_full is not None else None
+    correct = prep.pred[sel] == y
+    attackable = correct & (targets_all != y if targets_all is not None else True)
+    idx = sel[attackable]
+    z = prep.z[idx]
+    ya = y[attackable]
+    ta = targets_all[attackable] if targets_all is not None else None
+    seq_looks = k_looks if (spec.early_stop and k_looks > 1) else 1
+    if time_look:
+        seq_looks += 1  # the time stop is one more look in the Bonferroni budget
+    clean_acc = sequential_rate(int(correct.sum()), int(len(sel)), seq_looks)
+    n = len(idx)
+    run = _merge(pieces, prep.z.shape[1:])
     if collect is not None:
         collect.append((idx, ya, ta, run))
-    eps_max = max(eps_list)
     succ = run.broken_at(eps_max)
     curve = []
     for eps in eps_list:
         s = int(run.broken_at(eps).sum())
-        curve.append(CurvePoint(epsilon=eps, success_rate=Rate.of(s, n), robust_accuracy=Rate.of(n - s, int(len(sel)))))
-    rate = Rate.of(int(succ.sum()), n)
-    runs_note = "" if attack.minimisation else (f", up to {int(run.runs.max())} runs per sample over the epsilons" if n and run.runs.max() > 1 else "")
-    budget_note = f"{n_budget} queries per sample" + (" per run" if runs_note else "") + runs_note
+        curve.append(CurvePoint(epsilon=eps, success_rate=sequential_rate(s, n, seq_looks),
+                                robust_accuracy=sequential_rate(n - s, int(len(sel)), seq_looks)))
+    rate = sequential_rate(int(succ.sum()), n, seq_looks)
+    runs_note = "" if attack.minimisation else (f", shared by up to {int(run.runs.max())} runs over the epsilons" if n and run.runs.max() > 1 else "")
+    budget_note = f"{n_budget} queries per sample in total" + runs_note
     if n == 0:
         finding = "no correctly classified sample to attack"
     elif succ.sum() == 0:
@@ -174,6 +318,8 @@ def run_evasion_check(
         finding += f"; median smallest perturbation found {med:.4g}" if np.isfinite(med) else ""
     if substituted:
         finding = f"{substituted}. {finding}"
+    if stopped:
+        finding += f". The check {stopped if stopped.startswith('stopped') else 'stopped: ' + stopped}"
     if targeted and n:
         finding += f" (targeted{' at class ' + str(tgt_class) if tgt_class is not None else ', a random other class per sample'})"
     saved = None
@@ -193,6 +339,11 @@ def run_evasion_check(
         min_perturbation=Quantity.of(run.found) if (want_min or attack.minimisation) and n else None,
         robustness_curve=curve if len(eps_list) > 1 else [], seed=seed,
         wall_time_s=run.wall_time, ort_time_s=run.ort_time, adversarials=saved,
+        n_planned=n_planned,
+        sequential=(f"samples in a random order, {seq_looks} pre-registered looks at {looks} samples; Clopper-Pearson at "
+                    f"1 - 0.05/{seq_looks} per look (Bonferroni), so every interval holds at 95% whichever look the check stops at"
+                    if seq_looks > 1 else None),
+        stopped_early=stopped, peak_rss_mb=_peak_rss_mb(),
     )
 
 

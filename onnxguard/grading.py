@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .policy import Grading, LoadedPolicy, Thresholds
-from .report import LEVELS, VERDICTS, Grade, Level, Quantity, Rate, Report, Summary, Verdict
+from .report import LEVELS, VERDICTS, EvasionCheck, Grade, Level, Quantity, Rate, Report, Summary, Verdict
 
 
 def verdict_for(level: Level, grading: Grading) -> Verdict:
@@ -54,6 +54,21 @@ def worst_verdict(verdicts: list[str]) -> Verdict:
     return max(verdicts, key=VERDICTS.index) if verdicts else "pass"  # type: ignore[return-value]
 
 
+def _check_grades(chk: "EvasionCheck", specs: dict, g: Grading) -> list[Grade]:
+    grades: list[Grade] = []
+    if chk.status != "completed" or chk.success_rate is None:
+        grades.append(grade_not_run(f"{chk.id}:attack_success_rate", chk.reason or "check did not complete", g))
+    elif chk.n_attacked == 0:
+        grades.append(grade_not_run(f"{chk.id}:attack_success_rate", "no correctly classified sample could be attacked", g))
+    else:
+        spec = specs.get(chk.id)
+        thr = (spec.success_rate if spec and spec.success_rate else None) or g.attack_success_rate
+        grades.append(grade_rate(f"{chk.id}:attack_success_rate", chk.success_rate, thr, g))
+        if chk.min_perturbation is not None and g.median_min_perturbation is not None:
+            grades.append(grade_quantity(f"{chk.id}:median_min_perturbation", chk.min_perturbation, g.median_min_perturbation, g))
+    return grades
+
+
 def grade_report(report: Report, policy: LoadedPolicy) -> Report:
     """Fill in grades, risk levels and the summary, in place; returns the report."""
     g = policy.policy.grading
@@ -61,17 +76,7 @@ def grade_report(report: Report, policy: LoadedPolicy) -> Report:
     all_grades: list[tuple[str, Grade]] = []
 
     for chk in report.checks:
-        grades: list[Grade] = []
-        if chk.status != "completed" or chk.success_rate is None:
-            grades.append(grade_not_run(f"{chk.id}:attack_success_rate", chk.reason or "check did not complete", g))
-        elif chk.n_attacked == 0:
-            grades.append(grade_not_run(f"{chk.id}:attack_success_rate", "no correctly classified sample could be attacked", g))
-        else:
-            spec = specs.get(chk.id)
-            thr = (spec.success_rate if spec and spec.success_rate else None) or g.attack_success_rate
-            grades.append(grade_rate(f"{chk.id}:attack_success_rate", chk.success_rate, thr, g))
-            if chk.min_perturbation is not None and g.median_min_perturbation is not None:
-                grades.append(grade_quantity(f"{chk.id}:median_min_perturbation", chk.min_perturbation, g.median_min_perturbation, g))
+        grades = _check_grades(chk, specs, g)
         chk.grades = grades
         chk.risk = worst_level([x.level for x in grades])
         all_grades += [(chk.id, x) for x in grades]
@@ -127,12 +132,18 @@ def grade_failed_scan(report: Report, policy: LoadedPolicy, reason: str) -> Repo
         return Grade(metric=metric, value=None, graded_value=None, level=rule.level, verdict=rule.verdict,
                      rule=f"{reason} (policy rule grading.scan_crashed)")
 
+    specs = {c.check_id: c for c in policy.policy.checks}
     for chk in report.checks:
-        chk.grades = [crash_grade(f"{chk.id}:scan_crashed")]
-        chk.risk = rule.level
+        if chk.status == "completed" and chk.success_rate is not None:
+            chk.grades = _check_grades(chk, specs, g)  # streamed before the crash: graded on its figures
+            chk.risk = worst_level([x.level for x in chk.grades])
+        else:
+            chk.grades = [crash_grade(f"{chk.id}:scan_crashed")]
+            chk.risk = rule.level
     if report.backdoor is not None:
         report.backdoor.grades = [crash_grade("backdoor:scan_crashed")]
         report.backdoor.risk = rule.level
     report.static_grades = [grade_static(f.severity, f.id, g) for f in report.static_findings] if policy.policy.static.enabled else []
-    report.summary = summarise([("scan", crash_grade("scan_crashed"))] + [("static", x) for x in report.static_grades])
+    kept = [(chk.id, x) for chk in report.checks if chk.status == "completed" for x in chk.grades]
+    report.summary = summarise([("scan", crash_grade("scan_crashed"))] + kept + [("static", x) for x in report.static_grades])
     return report

@@ -123,6 +123,9 @@ class LoadedModel:
     inference_timeout_s: float | None = None  # per-run watchdog (policy limits.inference_timeout_s)
     _watchdog: "Watchdog | None" = field(default=None, repr=False)
     external_files: list[tuple[str, str, int]] = field(default_factory=list)  # (relative path, sha256, size)
+    shape_source: str = "model"  # where the per-sample shape came from: model, data, metadata, given
+    metadata: dict[str, str] = field(default_factory=dict)  # the model's metadata_props (sanitised, bounded)
+    provider: str = "CPUExecutionProvider"  # the execution provider onnxruntime actually used
     _score_name: str | None = field(default=None, repr=False)
     _label_name: str | None = field(default=None, repr=False)
     _zipmap_keys: list[Any] | None = field(default=None, repr=False)
@@ -377,8 +380,12 @@ def _producer_of(model_proto: Any, output_name: str) -> str | None:
     return None
 
 
-def open_session(p: Path, *, raw: Any = None, max_bytes: int = DEFAULT_MAX_MODEL_BYTES, intra_op_threads: int = 0) -> tuple[Any, Any]:
-    """An onnxruntime session for the model at ``p`` (read safely unless ``raw`` is given); returns (session, RawModel)."""
+def open_session(
+    p: Path, *, raw: Any = None, max_bytes: int = DEFAULT_MAX_MODEL_BYTES, intra_op_threads: int = 0, provider: str | None = None,
+) -> tuple[Any, Any]:
+    """An onnxruntime session for the model at ``p`` (read safely unless ``raw`` is given); returns (session, RawModel).
+
+    ``provider``: any execution provider the installed onnxruntime offers (CPU when None)."""
     from . import safeload
 
     loaded = raw if raw is not None else safeload.read_model(p, max_bytes=max_bytes)
@@ -396,8 +403,18 @@ def open_session(p: Path, *, raw: Any = None, max_bytes: int = DEFAULT_MAX_MODEL
         names = list(loaded.external.keys())
         arrays = [loaded.external[n] for n in names]
         so.add_external_initializers_from_files_in_memory(names, arrays, [len(a) for a in arrays])
+    providers = ["CPUExecutionProvider"]
+    if provider:
+        want = provider if provider.endswith("ExecutionProvider") else provider[:1].upper() + provider[1:] + "ExecutionProvider"
+        offered = {a.lower(): a for a in ort.get_available_providers()}
+        match = offered.get(want.lower()) or offered.get(provider.lower())
+        if match is None:
+            from .errors import BadInputError
+
+            raise BadInputError(f"execution provider '{provider[:60]}' is not offered by this onnxruntime (available: {', '.join(ort.get_available_providers())})")
+        providers = [match] + ([] if match == "CPUExecutionProvider" else ["CPUExecutionProvider"])
     try:
-        sess = ort.InferenceSession(loaded.session_bytes or loaded.model_bytes, sess_options=so, providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(loaded.session_bytes or loaded.model_bytes, sess_options=so, providers=providers)
     except Exception as exc:
         raise _load_error(exc, proto, p.name) from exc
     return sess, loaded
@@ -412,6 +429,7 @@ def load_model(
     intra_op_threads: int = 0,
     raw: Any = None,
     inference_timeout_s: float | None = None,
+    provider: str | None = None,
 ) -> LoadedModel:
     """Load ``path`` safely and work out how to query it.
 
@@ -419,10 +437,15 @@ def load_model(
     probabilities from logits; without it, dynamic non-batch axes must be
     given in ``sample_shape`` and a small synthetic probe is used.
     ``raw`` is a :class:`onnxguard.safeload.RawModel` already read from ``path``.
+
+    Dynamic non-batch axes are resolved from ``probe`` (the data), then from the model's metadata
+    (``input_shape`` / ``image_size``), then from ``sample_shape`` (``--input-shape``); with none of
+    these the model is not attacked (the report says so). ``provider``: see :func:`open_session`.
     """
     p = Path(path)
-    sess, loaded = open_session(p, raw=raw, max_bytes=max_bytes, intra_op_threads=intra_op_threads)
+    sess, loaded = open_session(p, raw=raw, max_bytes=max_bytes, intra_op_threads=intra_op_threads, provider=provider)
     proto = loaded.proto
+    meta = {_clean(str(m.key), 60): _clean(str(m.value), 200) for m in list(proto.metadata_props)[:64]}
 
     inputs = [TensorSpec(i.name, i.type, _shape_of(i.shape)) for i in sess.get_inputs()]
     outputs = [TensorSpec(o.name, o.type, _shape_of(o.shape)) for o in sess.get_outputs()]
@@ -447,20 +470,35 @@ def load_model(
     batch = shape[0]
     fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
     rest = list(shape[1:])
+    shape_source = "model"
     if any(not isinstance(d, int) or d <= 0 for d in rest):
+        from .conventions import metadata_shape
+        from .errors import DataError
+
         if probe is not None and probe.ndim == len(shape):
             rest = [d if isinstance(d, int) and d > 0 else probe.shape[i + 1] for i, d in enumerate(rest)]
             if tuple(rest) != probe.shape[1:]:
-                from .errors import DataError
-
                 raise DataError(f"data samples have shape {list(probe.shape[1:])} but the model expects {list(shape[1:])}")
-        elif sample_shape is not None:
-            rest = list(sample_shape)
+            if sample_shape is not None and tuple(sample_shape) != tuple(rest):
+                raise DataError(f"--input-shape {list(sample_shape)} disagrees with the data's samples {list(rest)}")
+            shape_source = "data"
         else:
-            raise NotAClassifierError(
-                f"the model's input shape {list(shape)} has dynamic axes besides the batch; pass --data with samples so they can be resolved"
-            )
+            filled = None
+            for src, cand in (("metadata", metadata_shape(meta)), ("given", sample_shape)):
+                filled = _fill_dynamic(rest, cand)
+                if filled is not None:
+                    rest, shape_source = filled, src
+                    break
+            if filled is None:
+                raise NotAClassifierError(
+                    f"the model's input shape {list(shape)} has dynamic axes besides the batch; pass --data with samples "
+                    "so they can be resolved, or --input-shape"
+                )
     s_shape = tuple(int(d) for d in rest)
+    if sample_shape is not None and shape_source == "model" and tuple(sample_shape) != s_shape:
+        from .errors import DataError
+
+        raise DataError(f"--input-shape {list(sample_shape)} does not match the model's fixed input shape {list(s_shape)}")
     n_values = 1
     for d in s_shape:
         n_values *= d
@@ -490,11 +528,30 @@ def load_model(
         session=sess,
         inference_timeout_s=inference_timeout_s,
         external_files=loaded.external_files,
+        shape_source=shape_source,
+        metadata=meta,
+        provider=(sess.get_providers() or ["CPUExecutionProvider"])[0],
         _score_name=score_name,
         _label_name=label_name,
     )
     _resolve_kind(model, proto, probe)
     return model
+
+
+def _fill_dynamic(rest: list, cand: tuple[int, ...] | None) -> list[int] | None:
+    """``rest`` (per-sample dims, some dynamic) filled from ``cand``: a full per-sample shape that agrees
+    with the fixed dims, or just the values of the dynamic dims in order (e.g. H, W)."""
+    if cand is None:
+        return None
+    dyn = [i for i, d in enumerate(rest) if not isinstance(d, int) or d <= 0]
+    if len(cand) == len(rest) and all(not (isinstance(d, int) and d > 0) or d == c for d, c in zip(rest, cand)):
+        return [int(c) for c in cand]
+    if len(cand) == len(dyn):
+        out = list(rest)
+        for i, c in zip(dyn, cand):
+            out[i] = int(c)
+        return out
+    return None
 
 
 def _resolve_kind(model: LoadedModel, proto: Any, probe: np.ndarray | None) -> None:

@@ -16,7 +16,14 @@ ProgressFactory = Callable[[str, int], Callable[[int, int], None]]
 class ScanOptions:
     model_path: Path
     data_path: Path | None = None
-    value_range: tuple[float, float] | None = None
+    value_range: tuple | None = None  # (lo, hi), or one (lo, hi) per channel
+    layout: str | None = None  # NCHW / NHWC (--layout); else metadata, then shape
+    normalize: str | None = None  # "imagenet" or "mean=..,std=.." (--normalize)
+    channels: str | None = None  # rgb / bgr / gray (--channels)
+    input_shape: tuple[int, ...] | None = None  # per-sample shape for dynamic axes (--input-shape)
+    bounds_path: Path | None = None  # per-feature bounds file for tabular inputs (--bounds)
+    provider: str | None = None  # onnxruntime execution provider (--provider); CPU when None
+    threads: int | None = None  # onnxruntime intra-op threads (--threads)
     policy: "LoadedPolicy | None" = None
     seed: int = 0
     # library convenience: overrides that run_scan applies to the policy (policy.apply_overrides), recorded as deviations

@@ -23,6 +23,20 @@ from .errors import BudgetExhausted, OnnxGuardError
 from .model import LoadedModel, ModelOutputs
 
 
+RUN_BYTES = 24 * 1024**2  # input bytes per session.run: batch 256 on 16x16 digits, about 40 on 3x224x224
+WORK_BYTES = 256 * 1024**2
+
+
+def batch_for(model: LoadedModel, run_bytes: int = RUN_BYTES) -> int:
+    """Inputs per ``session.run``, from the input size: a 224x224 network's activations at batch 256 would
+    take gigabytes, while small models want large batches. A fixed-batch model runs at its own batch."""
+    if model.fixed_batch:
+        return int(model.fixed_batch)
+    itemsize = np.dtype(getattr(model, "input_dtype", np.float32)).itemsize
+    per = max(1, int(np.prod(model.sample_shape)) * itemsize)
+    return int(min(256, max(1, run_bytes // per)))
+
+
 @dataclass(frozen=True)
 class Domain:
     """The valid input range, broadcastable to one sample's shape."""
@@ -67,8 +81,10 @@ class Oracle:
         n_samples: int,
         budget: int | None,
         labels_only: bool = False,
-        max_batch: int = 256,
+        max_batch: int | None = None,
         rows: np.ndarray | None = None,
+        work_bytes: int | None = None,
+        layout: str | None = None,
     ) -> None:
         if labels_only is False and not model.has_scores:
             labels_only = True
@@ -77,8 +93,10 @@ class Oracle:
         self.n_samples = n_samples
         self.budget = budget
         self.labels_only = labels_only
-        self.max_batch = max_batch
+        self.max_batch = max_batch or batch_for(model)
         self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)  # prepared sample of each attacked sample
+        self.layout = layout  # the resolved sample layout (NCHW / NHWC ...), how attacks see an image
+        self.work_bytes = work_bytes or WORK_BYTES  # what an attack's per-step temporaries may hold (see attacks.base.work_chunk)
         self.queries = np.zeros(n_samples, dtype=np.int64)
         self.ort_time = 0.0
         self.run_calls = 0

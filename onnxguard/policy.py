@@ -48,14 +48,28 @@ class Meta(_Strict):
 
 class ThreatModel(_Strict):
     access: Literal["scores", "labels"] = "scores"
-    range: tuple[float, float] | None = None
+    range: tuple[float, float] | list[tuple[float, float]] | None = Field(
+        default=None, description="valid input range [lo, hi], or one [lo, hi] per image channel")
+    bounds: list[tuple[float, float]] | None = Field(default=None, description="per-feature [lo, hi] of a tabular input")
     allow_synthetic: bool = True
 
     @field_validator("range")
     @classmethod
-    def _range(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
-        if v is not None and not v[0] < v[1]:
-            raise ValueError(f"range must be [lo, hi] with lo < hi, got {list(v)}")
+    def _range(cls, v: Any) -> Any:
+        pairs = v if isinstance(v, list) else [v] if v is not None else []
+        if isinstance(v, list) and not 1 <= len(v) <= 4:
+            raise ValueError(f"a per-channel range has one [lo, hi] per channel (1 to 4), got {len(v)}")
+        for lo, hi in pairs:
+            if not lo < hi:
+                raise ValueError(f"range must be [lo, hi] with lo < hi, got {[lo, hi]}")
+        return v
+
+    @field_validator("bounds")
+    @classmethod
+    def _bounds(cls, v: list[tuple[float, float]] | None) -> list[tuple[float, float]] | None:
+        for i, (lo, hi) in enumerate(v or []):
+            if not lo <= hi:
+                raise ValueError(f"bounds[{i}] must be [lo, hi] with lo <= hi, got {[lo, hi]}")
         return v
 
 
@@ -100,6 +114,9 @@ class CheckSpec(_Strict):
     tolerance: float | None = Field(default=None, gt=0, description="regressor checks: an output change beyond this counts as a success")
     tolerance_of: Literal["absolute", "spread"] = Field(
         default="spread", description="regressor checks: tolerance in output units ('absolute') or as a fraction of the standard deviation of the clean predictions over the samples ('spread')")
+    early_stop: bool = Field(default=True, description="stop taking samples once the grade can no longer change (sequential, anytime-valid)")
+    looks: int = Field(default=5, ge=1, le=50, description="pre-registered looks of the sequential design")
+    time_limit_s: float | None = Field(default=None, gt=0, le=_WEEK_S, description="wall-time budget of the check; figures cover the samples that finished")
 
     @field_validator("attack")
     @classmethod
@@ -200,6 +217,7 @@ class Limits(_Strict):
         default=DEFAULT_INFERENCE_TIMEOUT_S, gt=0, le=_WEEK_S,
         description="wall time of one onnxruntime run (one batch); a run that takes longer is stopped and the check is not run",
     )
+    scan_time_s: float | None = Field(default=None, gt=0, le=_WEEK_S, description="soft wall-time budget of all checks: once spent, checks stop taking samples")
 
 
 class LevelRule(_Strict):
@@ -345,9 +363,14 @@ def apply_overrides(
             limits[k] = v
     threat = pol.threat_model.model_dump()
     if value_range is not None:
-        vr = (float(value_range[0]), float(value_range[1]))
-        if threat["range"] is None or tuple(threat["range"]) != vr:
-            changes[("threat_model", "range")] = (list(threat["range"]) if threat["range"] is not None else None, list(vr))
+        per_channel = len(value_range) > 0 and isinstance(value_range[0], (tuple, list))
+        vr: Any = [(float(lo), float(hi)) for lo, hi in value_range] if per_channel else (float(value_range[0]), float(value_range[1]))
+
+        def as_json(r: Any) -> Any:
+            return None if r is None else [list(p) for p in r] if isinstance(r, list) else list(r)
+
+        if as_json(threat["range"]) != as_json(vr):
+            changes[("threat_model", "range")] = (as_json(threat["range"]), as_json(vr))
             threat["range"] = vr
     if not changes:
         return loaded

@@ -64,8 +64,8 @@ def run_regression_check(
     tol, tol_text = tolerance_for(spec, values)
     y0 = np.zeros(n, np.int64)
 
-    def make_oracle(part: np.ndarray) -> Oracle:
-        return Oracle(prep.model, prep.domain, n_samples=len(part), budget=n_budget - 1, rows=idx[part])
+    def make_oracle(part: np.ndarray, b: int) -> Oracle:
+        return Oracle(prep.model, prep.domain, n_samples=len(part), budget=b, rows=idx[part])
 
     run = attack_over_epsilons(attack, make_oracle, z, y0, None, spec.epsilons, norm=spec.norm, budget=n_budget - 1, rng=rng,
                                progress=progress, opts={"tolerance": tol})

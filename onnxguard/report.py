@@ -14,7 +14,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .stats import median_ci, wilson
+from .stats import median_ci, sequential_interval, wilson
 
 SCHEMA_VERSION = "1.2"
 # report schema versions this release reads (1.1 reports lack policy.deviations and policy.effective_sha256)
@@ -56,6 +56,15 @@ class Rate(_Model):
     def of(cls, successes: int, n: int, confidence: float = 0.95) -> "Rate":
         lo, hi = wilson(successes, n, confidence)
         return cls(value=(successes / n) if n else None, successes=int(successes), n=int(n), ci=Interval(low=lo, high=hi, confidence=confidence, method="wilson"))
+
+
+def sequential_rate(successes: int, n: int, looks: int, confidence: float = 0.95) -> Rate:
+    """A rate from a check with up to ``looks`` looks at its data (see ``stats.sequential_interval``)."""
+    if looks <= 1:
+        return Rate.of(successes, n, confidence)
+    lo, hi = sequential_interval(successes, n, looks, confidence)
+    return Rate(value=(successes / n) if n else None, successes=int(successes), n=int(n),
+                ci=Interval(low=lo, high=hi, confidence=confidence, method=f"clopper-pearson, Bonferroni over {looks} pre-registered looks (anytime-valid)"))
 
 
 class Quantity(_Model):
@@ -160,9 +169,22 @@ class ModelInfo(_Model):
 
 
 class RangeInfo(_Model):
-    source: Literal["given", "policy", "data", "assumed"]
+    source: Literal["given", "policy", "normalization", "bounds", "data", "assumed"]
     lo: float | list[float]
     hi: float | list[float]
+
+
+class InputInfo(_Model):
+    """The input conventions the scan resolved, each with where it came from."""
+
+    layout: str = Field(description="NCHW, NHWC, HW (gray image), features (tabular) or flat")
+    layout_source: Literal["given", "metadata", "shape", "assumed"]
+    channels: str | None = Field(default=None, description="gray, rgb or bgr for images")
+    normalization: str | None = Field(default=None, description="the model's (pixel - mean) / std convention, when given")
+    sample_shape: list[int]
+    shape_source: Literal["model", "data", "metadata", "given", "assumed"]
+    degenerate_features: list[int] = Field(default_factory=list, description="tabular features whose valid range has zero width: no attack can move them")
+    epsilon_meaning: str = "epsilons are fractions of each channel's (feature's) valid range: 8/255 is 8 grey levels of the original pixel"
 
 
 class DataInfo(_Model):
@@ -173,6 +195,7 @@ class DataInfo(_Model):
     labels: Literal["given", "model_predictions"]
     value_range: RangeInfo | None = None
     note: str | None = None
+    input: InputInfo | None = None
 
 
 class Environment(_Model):
@@ -265,6 +288,10 @@ class EvasionCheck(_Model):
     tolerance: float | None = Field(default=None, description="regressor checks: an output change beyond this (output units) counts as a success")
     output_change: Quantity | None = Field(default=None, description="regressor checks: largest |f(x+d) - f(x)| found per sample")
     examples: list[TextExample] = Field(default_factory=list)
+    n_planned: int | None = Field(default=None, description="samples the policy asked for; n_samples is how many were attacked")
+    sequential: str | None = Field(default=None, description="the sequential design: looks and the interval that keeps 95% under them")
+    stopped_early: str | None = Field(default=None, description="why the check stopped before its planned samples, if it did")
+    peak_rss_mb: float | None = Field(default=None, description="the scanning process's peak resident memory when the check finished")
     grades: list[Grade] = Field(default_factory=list)
     risk: Level | None = None
 
@@ -374,7 +401,7 @@ class Report(_Model):
         Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
 
 
-VOLATILE_FIELDS = ("created_at", "wall_time_s", "ort_time_s", "timing", "wall_s", "ort_s", "ort_share")
+VOLATILE_FIELDS = ("created_at", "wall_time_s", "ort_time_s", "timing", "wall_s", "ort_s", "ort_share", "peak_rss_mb")
 
 
 def stable_view(obj: Any) -> Any:

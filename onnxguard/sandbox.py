@@ -11,7 +11,9 @@ child (``python -m onnxguard.sandbox``) with
 * no core dumps, one BLAS thread, at most four onnxruntime threads.
 
 The options travel as JSON on the child's stdin; progress, static findings and
-the finished report come back as JSON lines on a private pipe. Typed errors
+the finished report come back as JSON lines on a private pipe; each check's
+result is sent as soon as it completes, so when the child dies mid-scan the
+report built here keeps the figures of the checks that finished. Typed errors
 raised in the child (bad input: exit 2) are raised again here with the same
 class and message. When the child dies (segfault, out of memory, time limit)
 this process builds the report itself: the model's digest, what happened, what
@@ -44,6 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 MAX_MESSAGE = 256 * 1024**2  # one protocol line (the report) may not exceed this
 MAX_ORT_THREADS = 4
+MAX_STREAMED_CHECKS = 1000  # check results kept from one child's stream (a policy has far fewer checks)
 _FD_ENV = "ONNXGUARD_SANDBOX_FD"
 _SIGNALS = {
     signal.SIGSEGV: "crashed with a segmentation fault",
@@ -232,7 +235,8 @@ def run_isolated(
     from .assemble import crash_report
 
     limits_text = f"limits: {lim.max_memory_mb} MB memory, {lim.timeout_s:g} s wall time"
-    report = crash_report(opts, policy, what, sha=sha, size=size, limits_text=limits_text, static=state.static, model=state.model, wall_s=wall)
+    report = crash_report(opts, policy, what, sha=sha, size=size, limits_text=limits_text, static=state.static, model=state.model,
+                          wall_s=wall, checks=state.checks)
     return IsolatedResult(report, crashed=what, timed_out=timed_out)
 
 
@@ -340,6 +344,7 @@ class _Channel:
         self.crash: str | None = None
         self.static: list[dict[str, Any]] = []
         self.model: dict[str, Any] | None = None
+        self.checks: list[str] = []  # each finished check's JSON, streamed as it completed
         self.stderr_tail = b""
 
     def handle(self, line: bytes) -> None:
@@ -362,8 +367,10 @@ class _Channel:
             self.model = msg.get("model")
         elif t == "report":
             self.report_json = str(msg.get("json"))
-        elif t == "check":
+        elif t == "check":  # a finished check (a scan streams each one; an attack job sends its result)
             self.check_json = str(msg.get("json"))
+            if len(self.checks) < MAX_STREAMED_CHECKS:  # a child gone rogue cannot grow this without bound
+                self.checks.append(self.check_json)
         elif t == "error":
             self.error = (str(msg.get("kind")), str(msg.get("message")), msg.get("check"))
         elif t == "crash":
@@ -520,6 +527,9 @@ def _child_main(argv: list[str]) -> int:
             info = static_model_info(raw, _shown_path(raw, opts.model_path))
             send({"t": "static", "findings": [f.model_dump(mode="json") for f in findings], "model": info.model_dump(mode="json")})
 
+        def on_check(chk: Any) -> None:
+            send({"t": "check", "json": chk.model_dump_json()})
+
         job = cfg.get("job") or {"kind": "scan"}
         try:
             if job.get("kind") == "attack":
@@ -528,9 +538,9 @@ def _child_main(argv: list[str]) -> int:
 
                 chk = run_attack(opts, CheckSpec.model_validate(job["spec"]), labels_only=bool(job.get("labels_only")),
                                  progress=_child_progress(send))
-                send({"t": "check", "json": chk.model_dump_json()})
+                on_check(chk)
                 return 0
-            report = run_scan(opts, progress=_child_progress(send), on_static=on_static)
+            report = run_scan(opts, progress=_child_progress(send), on_static=on_static, on_check=on_check)
         except OnnxGuardError as exc:
             send({"t": "error", "kind": type(exc).__name__, "message": str(exc), "check": getattr(exc, "check", None)})
             return 0

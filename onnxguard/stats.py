@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from statistics import NormalDist
 
 import numpy as np
@@ -46,3 +47,30 @@ def median_ci(values: np.ndarray, confidence: float = 0.95) -> tuple[float, floa
     lo_k = max(lo_k - 1, 0)
     hi_k = min(hi_k, n - 1)
     return float(v[lo_k]), float(v[hi_k])
+
+
+@lru_cache(maxsize=65536)
+def clopper_pearson(successes: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) two-sided interval at level ``1 - alpha``; (0, 1) when n == 0."""
+    if n <= 0:
+        return 0.0, 1.0
+    from scipy.stats import beta  # imported when used: scipy is slow to import in every scan
+
+    k = int(successes)
+    lo = 0.0 if k == 0 else float(beta.ppf(alpha / 2, k, n - k + 1))
+    hi = 1.0 if k == n else float(beta.ppf(1 - alpha / 2, k + 1, n - k))
+    return lo, hi
+
+
+def sequential_interval(successes: int, n: int, looks: int, confidence: float = 0.95) -> tuple[float, float]:
+    """The interval of a rate watched at up to ``looks`` pre-registered looks: Clopper-Pearson at level
+    ``1 - alpha / looks`` at each look (Bonferroni over the looks). Whatever look a check stops at, the
+    probability that *any* of its intervals misses the true rate is at most ``alpha``, so the stopped
+    interval keeps its 95% guarantee under repeated looks (a confidence sequence over the look schedule)."""
+    return clopper_pearson(successes, n, (1 - confidence) / max(1, looks))
+
+
+def look_schedule(n_total: int, looks: int) -> list[int]:
+    """Sample counts at which a sequential check looks: ``looks`` equal steps up to ``n_total``."""
+    k = max(1, min(int(looks), int(n_total)))
+    return sorted(set(int(np.ceil(n_total * i / k)) for i in range(1, k + 1)))

@@ -34,7 +34,7 @@ class AttackSpec:
       starting points of a decision-based search)."""
 
     name: str
-    entry: str  # "module:function" inside onnxguard.attacks, or an absolute "onnxguard.x.y:function"
+    entry: "str | Callable[..., AttackResult]"  # "module:function" in onnxguard.attacks, "onnxguard.x.y:function", or the function
     norms: tuple[str, ...]
     kind: Kind
     access: Access
@@ -48,6 +48,8 @@ class AttackSpec:
     def fn(self) -> Callable[..., "AttackResult"]:
         """The box attack function (oracle, z, y, ...) -> AttackResult; for text attacks, the edit-proposal
         factory that ``onnxguard.nlp.attacks.greedy_edit`` searches with."""
+        if callable(self.entry):
+            return self.entry
         module, func = self.entry.split(":")
         return getattr(importlib.import_module(module if module.startswith("onnxguard.") else f"{__name__}.{module}"), func)
 

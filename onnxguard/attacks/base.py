@@ -109,12 +109,17 @@ def is_success(labels: np.ndarray, y: np.ndarray, target: np.ndarray | None) -> 
     return labels == target if target is not None else labels != y
 
 
-def image_view_shape(shape: tuple[int, ...]) -> tuple[tuple[int, int, int], tuple[int, ...] | None]:
+def image_view_shape(shape: tuple[int, ...], layout: str | None = None) -> tuple[tuple[int, int, int], tuple[int, ...] | None]:
     """How to see a sample as (C, H, W) for square/patch based attacks.
 
     Returns the (C, H, W) shape and the transpose that gets there from the sample
     layout (None when a plain reshape does). Tabular (F,) becomes (1, 1, F);
-    (H, W) becomes (1, H, W); (C, H, W) with C <= 4 stays; (H, W, C) with C <= 4 is transposed."""
+    (H, W) becomes (1, H, W); a rank-3 sample follows ``layout`` (the resolved NCHW / NHWC, see
+    ``onnxguard.conventions``) and without it: (C, H, W) with C <= 4 stays; (H, W, C) with C <= 4 is transposed."""
+    if len(shape) == 3 and layout in ("NCHW", "NHWC"):
+        if layout == "NCHW":
+            return (shape[0], shape[1], shape[2]), None
+        return (shape[2], shape[0], shape[1]), (2, 0, 1)
     if len(shape) == 1:
         return (1, 1, shape[0]), None
     if len(shape) == 2:
@@ -127,27 +132,37 @@ def image_view_shape(shape: tuple[int, ...]) -> tuple[tuple[int, int, int], tupl
     return (1, 1, flat), None
 
 
-def to_chw(z: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    chw, perm = image_view_shape(shape)
+def to_chw(z: np.ndarray, shape: tuple[int, ...], layout: str | None = None) -> np.ndarray:
+    chw, perm = image_view_shape(shape, layout)
     if perm is None:
         return z.reshape(z.shape[0], *chw)
     return np.transpose(z, (0, *(p + 1 for p in perm)))
 
 
-def from_chw(z: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    _, perm = image_view_shape(shape)
+def from_chw(z: np.ndarray, shape: tuple[int, ...], layout: str | None = None) -> np.ndarray:
+    _, perm = image_view_shape(shape, layout)
     if perm is None:
         return z.reshape(z.shape[0], *shape)
     inv = np.argsort(perm)
     return np.transpose(z, (0, *(int(p) + 1 for p in inv)))
 
 
-def pixel_channel_axes(shape: tuple[int, ...]) -> tuple[int, ...] | None:
+def pixel_channel_axes(shape: tuple[int, ...], layout: str | None = None) -> tuple[int, ...] | None:
     """Axes (of a batched array) holding the channels of one pixel, for L0 counting; None for tabular."""
     if len(shape) != 3:
         return None
-    _, perm = image_view_shape(shape)
+    _, perm = image_view_shape(shape, layout)
     return (1,) if perm is None else (3,)
+
+
+DEFAULT_WORK_BYTES = 256 * 1024**2  # an attack's per-step temporaries, when the oracle does not say
+
+
+def work_chunk(oracle: "Oracle", sample_bytes: int, arrays: int = 4, floor: int = 1) -> int:
+    """Samples (or probes) to process at once so that ``arrays`` temporaries of ``sample_bytes`` each stay
+    within the oracle's working-memory budget (``oracle.work_bytes``): O(chunk x input), never O(input^2)."""
+    budget = int(getattr(oracle, "work_bytes", None) or DEFAULT_WORK_BYTES)
+    return max(floor, budget // max(1, arrays * int(sample_bytes)))
 
 
 class Meter:

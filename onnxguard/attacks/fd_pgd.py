@@ -7,6 +7,15 @@ The gradient of the margin loss is estimated through the oracle only:
 * ``nes``: antithetic Gaussian directions (NES / SPSA, Ilyas et al. 2018),
   ``2 q`` queries per estimate; the choice for high-dimensional inputs.
 
+On large images (more than ``SUBSPACE_DIM`` features) the ``nes`` directions
+live in a low-dimensional subspace of constant tiles, as in the "tiling" prior
+of Bandits-TD (Ilyas, Engstrom & Madry, ICLR 2019): a direction is drawn on a
+``C x ceil(H/t) x ceil(W/t)`` grid and each cell covers a ``t x t`` tile, so a
+3x224x224 input is probed in a ~3x32x32 space instead of 150k dimensions,
+and the step is tile-constant. Samples are processed in chunks sized from the
+input and the oracle's working-memory budget, so the probes held at once are
+O(chunk x probes x input).
+
 Each PGD step makes one oracle call holding the current iterate (to check for
 success) and its ``2q`` (or ``2d``) probes, then steps along the sign of the
 estimate (L-infinity) or its direction (L2) and projects onto the eps-ball and
@@ -18,9 +27,43 @@ from __future__ import annotations
 import numpy as np
 
 from ..oracle import Oracle
-from .base import AttackResult, Meter, Progress, check_norm, is_success, margin, perturbation_norm, project
+from .base import (
+    AttackResult,
+    Meter,
+    Progress,
+    check_norm,
+    from_chw,
+    image_view_shape,
+    is_success,
+    margin,
+    perturbation_norm,
+    project,
+    work_chunk,
+)
 
 COORDINATE_MAX_DIM = 64
+SUBSPACE_DIM = 3 * 32 * 32  # above this many features, NES directions are drawn on a grid of tiles
+
+
+class _Tiles:
+    """The tiling subspace of an image input: ``lift`` maps (..., C*hl*wl) grid values to (..., *shape)."""
+
+    def __init__(self, shape: tuple[int, ...], layout: str | None = None, target: int = SUBSPACE_DIM) -> None:
+        (self.c, self.h, self.w), _ = image_view_shape(shape, layout)
+        self.shape, self.layout = shape, layout
+        self.t = 1
+        if len(shape) >= 2 and self.c * self.h * self.w > target and self.h > 1:
+            self.t = int(np.ceil(np.sqrt(self.c * self.h * self.w / target)))
+        self.hl, self.wl = -(-self.h // self.t), -(-self.w // self.t)
+        self.dim = self.c * self.hl * self.wl if self.t > 1 else int(np.prod(shape))
+
+    def lift(self, u: np.ndarray) -> np.ndarray:
+        if self.t == 1:
+            return u
+        lead = u.shape[:-1]
+        g = u.reshape(-1, self.c, self.hl, self.wl)
+        g = np.repeat(np.repeat(g, self.t, axis=2), self.t, axis=3)[:, :, : self.h, : self.w]
+        return from_chw(np.ascontiguousarray(g), self.shape, self.layout).reshape(*lead, -1)
 
 
 def _probe_directions(estimator: str, d: int, q: int, na: int, rng: np.random.Generator, dtype: type = np.float64) -> np.ndarray:
@@ -89,8 +132,12 @@ def fd_pgd(
     h = np.full(n, h0)
     alpha = epsilon if one_step else 2.5 * epsilon / max(n_steps, 1)
 
+    tiles: _Tiles | None = None
+
     def result(z_adv: np.ndarray, success: np.ndarray) -> AttackResult:
         extra = {"estimator": estimator, "directions": q, "steps": n_steps}
+        if estimator == "nes" and tiles is not None and tiles.t > 1:
+            extra["subspace"] = f"tiles {tiles.t}x{tiles.t} ({tiles.dim} dimensions)"
         return meter.result(z_adv, success, perturbation_norm(z_adv - z, norm), budget, extra)
 
     success = np.zeros(n, dtype=bool)
@@ -105,51 +152,65 @@ def fd_pgd(
     x_cur = _random_start(z, norm, epsilon, rng) if random_start else z.copy()
     if progress:
         progress(0, n_steps)
+    tiles = _Tiles(shape, oracle.layout) if estimator == "nes" else None
+    dl = tiles.dim if tiles is not None else d
+    # samples per oracle call: the iterate and its probes, plus the directions, within the working memory
+    chunk = work_chunk(oracle, cost * d * np.dtype(pdt).itemsize, arrays=3)
     for step in range(n_steps):
-        act = np.flatnonzero(~success)
-        if act.size == 0:
+        act_all = np.flatnonzero(~success)
+        if act_all.size == 0:
             break
-        na = act.size
-        u = _probe_directions(estimator, d, q, na, rng, pdt)  # (na, q, d)
-        base = x_cur[act].reshape(na, 1, d).astype(pdt)
-        hu = h[act].reshape(na, 1, 1).astype(pdt) * u
-        batch = np.empty((na, cost, d), dtype=pdt)  # the iterate, then its 2q probes
-        batch[:, :1] = base
-        np.add(base, hu, out=batch[:, 1 : 1 + q])
-        np.subtract(base, hu, out=batch[:, 1 + q :])
-        batch = batch.reshape(na * cost, *shape)
-        ids = np.repeat(act, cost)
-        scores, labels = oracle.scores(batch, ids)
-        scores = scores.reshape(na, cost, -1)
-        labels = labels.reshape(na, cost)
-        y_a = y[act]
-        t_a = None if target is None else target[act]
-        succ_now = is_success(labels[:, 0], y_a, t_a)
-        success[act[succ_now]] = True
-        # ascend the negative margin: L = -margin
-        lp = -margin(scores[:, 1 : 1 + q].reshape(na * q, -1), np.repeat(y_a, q), None if t_a is None else np.repeat(t_a, q))
-        lm = -margin(scores[:, 1 + q :].reshape(na * q, -1), np.repeat(y_a, q), None if t_a is None else np.repeat(t_a, q))
-        diff = (lp - lm).reshape(na, q, 1)
-        if estimator == "coordinate":
-            g = (diff[:, :, 0] / (2 * h[act][:, None]))
-        else:
-            g = np.einsum("nq,nqd->nd", diff[:, :, 0], u, dtype=np.float64) / (2 * h[act][:, None] * q)
-        flat_zero = np.abs(g).max(axis=1) == 0
-        h[act[flat_zero]] = np.minimum(h[act[flat_zero]] * 4, max(epsilon, h0))  # flat region: widen the probe
-        move = ~succ_now
-        if not move.any():
-            continue
-        gm = g[move]
-        flat = flat_zero[move]
-        if flat.any():  # saturated scores give no gradient: explore with a random direction instead of standing still
-            gm[flat] = rng.standard_normal(size=(int(flat.sum()), d))
-        if norm == "linf":
-            stepv = alpha * np.sign(gm)
-        else:
-            stepv = alpha * gm / np.maximum(np.linalg.norm(gm, axis=1, keepdims=True), 1e-12)
-        sel = act[move]
-        x_new = x_cur[sel].reshape(len(sel), d) + stepv
-        x_cur[sel] = project(x_new.reshape(len(sel), *shape), z[sel], norm, epsilon)
+        for c0 in range(0, act_all.size, chunk):
+            act = act_all[c0 : c0 + chunk]
+            na = act.size
+            u_low = _probe_directions(estimator, dl, q, na, rng, pdt)  # (na, q, dl)
+            u = tiles.lift(u_low) if tiles is not None else u_low  # (na, q, d)
+            base = x_cur[act].reshape(na, 1, d).astype(pdt)
+            hu = h[act].reshape(na, 1, 1).astype(pdt) * u
+            del u
+            batch = np.empty((na, cost, d), dtype=pdt)  # the iterate, then its 2q probes
+            batch[:, :1] = base
+            np.add(base, hu, out=batch[:, 1 : 1 + q])
+            np.subtract(base, hu, out=batch[:, 1 + q :])
+            del hu
+            batch = batch.reshape(na * cost, *shape)
+            ids = np.repeat(act, cost)
+            scores, labels = oracle.scores(batch, ids)
+            del batch
+            scores = scores.reshape(na, cost, -1)
+            labels = labels.reshape(na, cost)
+            y_a = y[act]
+            t_a = None if target is None else target[act]
+            succ_now = is_success(labels[:, 0], y_a, t_a)
+            success[act[succ_now]] = True
+            # ascend the negative margin: L = -margin
+            lp = -margin(scores[:, 1 : 1 + q].reshape(na * q, -1), np.repeat(y_a, q), None if t_a is None else np.repeat(t_a, q))
+            lm = -margin(scores[:, 1 + q :].reshape(na * q, -1), np.repeat(y_a, q), None if t_a is None else np.repeat(t_a, q))
+            diff = (lp - lm).reshape(na, q, 1)
+            if estimator == "coordinate":
+                g = (diff[:, :, 0] / (2 * h[act][:, None]))
+            else:
+                g = np.einsum("nq,nqd->nd", diff[:, :, 0], u_low, dtype=np.float64) / (2 * h[act][:, None] * q)
+            flat_zero = np.abs(g).max(axis=1) == 0
+            h[act[flat_zero]] = np.minimum(h[act[flat_zero]] * 4, max(epsilon, h0))  # flat region: widen the probe
+            move = ~succ_now
+            if not move.any():
+                continue
+            gm = g[move]
+            flat = flat_zero[move]
+            if flat.any():  # saturated scores give no gradient: explore with a random direction instead of standing still
+                gm[flat] = rng.standard_normal(size=(int(flat.sum()), dl))
+            if norm == "linf":
+                stepv = alpha * np.sign(gm)
+            else:
+                stepv = alpha * gm / np.maximum(np.linalg.norm(gm, axis=1, keepdims=True), 1e-12)
+            if tiles is not None and tiles.t > 1:
+                stepv = tiles.lift(stepv)
+                if norm == "l2":  # a tile-constant step has the norm of the grid step times the tile side
+                    stepv /= tiles.t
+            sel = act[move]
+            x_new = x_cur[sel].reshape(len(sel), d) + stepv
+            x_cur[sel] = project(x_new.reshape(len(sel), *shape), z[sel], norm, epsilon)
         if progress:
             progress(step + 1, n_steps)
     # final check of the last iterate for samples still unbroken

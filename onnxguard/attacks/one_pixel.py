@@ -37,10 +37,10 @@ def one_pixel(
     norm = check_norm(norm, ("l0",))
     meter = Meter(oracle, "one-pixel", norm, epsilon, target)
     shape = oracle.sample_shape
-    (c, h, w), _ = image_view_shape(shape)
+    (c, h, w), _ = image_view_shape(shape, oracle.layout)
     n_pos = h * w
     n = z.shape[0]
-    x = to_chw(np.asarray(z, dtype=np.float64), shape).reshape(n, c, n_pos)
+    x = to_chw(np.asarray(z, dtype=np.float64), shape, oracle.layout).reshape(n, c, n_pos)
     k = int(min(max(int(round(epsilon)), 0), n_pos))
     if oracle.budget is not None:
         budget = int(min(budget, oracle.remaining().min()))
@@ -50,9 +50,9 @@ def one_pixel(
     success = np.zeros(n, dtype=bool)
 
     def done() -> AttackResult:
-        z_adv = from_chw(x_best.reshape(n, c, h, w), shape)
+        z_adv = from_chw(x_best.reshape(n, c, h, w), shape, oracle.layout)
         extra = {"k": k, "popsize": pop, "generations": max(gens, 0)}
-        return meter.result(z_adv, success, l0_count(z_adv, z, shape), budget, extra)
+        return meter.result(z_adv, success, l0_count(z_adv, z, shape, oracle.layout), budget, extra)
 
     if n == 0 or budget <= 0:
         return done()
@@ -89,7 +89,7 @@ def one_pixel(
             if oracle.budget is not None and oracle.remaining(np.array([i]))[0] < len(cand):
                 return np.full(len(cand), np.inf)  # planned never to happen
             owners = np.full(len(cand), i)
-            scores, labels = oracle.scores(from_chw(xs.reshape(len(cand), c, h, w), shape), owners)
+            scores, labels = oracle.scores(from_chw(xs.reshape(len(cand), c, h, w), shape, oracle.layout), owners)
             loss = margin(scores, np.full(len(cand), y[i]), None if t_i is None else np.repeat(t_i, len(cand)))
             ok = is_success(labels, np.full(len(cand), y[i]), None if t_i is None else np.repeat(t_i, len(cand)))
             if ok.any() and state["hit"] is None:

@@ -50,9 +50,9 @@ def _compose(x: np.ndarray, pos: np.ndarray, val: np.ndarray) -> np.ndarray:
     return out
 
 
-def l0_count(z_adv: np.ndarray, z: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+def l0_count(z_adv: np.ndarray, z: np.ndarray, shape: tuple[int, ...], layout: str | None = None) -> np.ndarray:
     """Changed pixels (images) or features (tabular) per sample."""
-    return perturbation_norm(z_adv - z, "l0", pixel_channel_axes(shape))
+    return perturbation_norm(z_adv - z, "l0", pixel_channel_axes(shape, layout))
 
 
 def sparse_rs(
@@ -72,18 +72,18 @@ def sparse_rs(
     norm = check_norm(norm, ("l0",))
     meter = Meter(oracle, "sparse-rs", norm, epsilon, target)
     shape = oracle.sample_shape
-    (c, h, w), _ = image_view_shape(shape)
+    (c, h, w), _ = image_view_shape(shape, oracle.layout)
     n_pos = h * w
     n = z.shape[0]
     idx = np.arange(n)
-    x = to_chw(np.asarray(z, dtype=np.float64), shape).reshape(n, c, n_pos)
+    x = to_chw(np.asarray(z, dtype=np.float64), shape, oracle.layout).reshape(n, c, n_pos)
     k = int(min(max(int(round(epsilon)), 0), n_pos))
     if oracle.budget is not None:
         budget = int(min(budget, oracle.remaining().min()))
 
     def done(x_best: np.ndarray, success: np.ndarray) -> AttackResult:
-        z_adv = from_chw(x_best.reshape(n, c, h, w), shape)
-        return meter.result(z_adv, success, l0_count(z_adv, z, shape), budget, {"k": k})
+        z_adv = from_chw(x_best.reshape(n, c, h, w), shape, oracle.layout)
+        return meter.result(z_adv, success, l0_count(z_adv, z, shape, oracle.layout), budget, {"k": k})
 
     if n == 0 or budget <= 0:
         return done(x.copy(), np.zeros(n, dtype=bool))
@@ -95,7 +95,7 @@ def sparse_rs(
     pos = np.argsort(rng.random((n, n_pos)), axis=1)[:, :k]
     val = rng.integers(0, 2, size=(n, c, k)).astype(np.float64)
     x_best = _compose(x, pos, val)
-    scores, labels = oracle.scores(from_chw(x_best.reshape(n, c, h, w), shape), idx)
+    scores, labels = oracle.scores(from_chw(x_best.reshape(n, c, h, w), shape, oracle.layout), idx)
     loss = margin(scores, y, target)
     success = is_success(labels, y, target)
     n_iters = budget - 1
@@ -125,7 +125,7 @@ def sparse_rs(
             slot = rng.integers(0, k, size=na)
             v_new[np.arange(na), :, slot] = rng.integers(0, 2, size=(na, c)).astype(np.float64)
         x_new = _compose(x[act], p_new, v_new)
-        s_new, l_new = oracle.scores(from_chw(x_new.reshape(na, c, h, w), shape), act)
+        s_new, l_new = oracle.scores(from_chw(x_new.reshape(na, c, h, w), shape, oracle.layout), act)
         t_a = None if target is None else target[act]
         loss_new = margin(s_new, y[act], t_a)
         succ_new = is_success(l_new, y[act], t_a)

@@ -30,6 +30,7 @@ from .base import (
     margin,
     perturbation_norm,
     to_chw,
+    work_chunk,
 )
 
 
@@ -63,35 +64,13 @@ def _corners(rng: np.random.Generator, n: int, h: int, w: int, sh: int, sw: int)
     return rng.integers(0, h - sh + 1, size=n), rng.integers(0, w - sw + 1, size=n)
 
 
-_MASKS: dict[tuple, np.ndarray] = {}  # tabulated placements (window masks, meta patterns)
-
-
-def _placements(key: tuple, pattern: np.ndarray, h: int, w: int) -> np.ndarray:
-    """``pattern`` (sh, sw) placed at every corner of an (h, w) grid, indexed by ``r * (w - sw + 1) + c``;
-    cached under ``key``, so placing it at per-sample corners is one gather."""
-    tab = _MASKS.get(key)
-    if tab is None:
-        sh, sw = pattern.shape
-        nr, nc = h - sh + 1, w - sw + 1
-        tab = np.zeros((nr * nc, h, w), dtype=pattern.dtype)
-        for r in range(nr):
-            for c in range(nc):
-                tab[r * nc + c, r : r + sh, c : c + sw] = pattern
-        if len(_MASKS) > 256:
-            _MASKS.clear()
-        _MASKS[key] = tab
-    return tab
-
-
-def _window_mask(h0: np.ndarray, w0: np.ndarray, sh: int, sw: int, h: int, w: int) -> np.ndarray:
-    """Per-sample window masks, (n, 1, H, W) bool."""
-    if (h - sh + 1) * (w - sw + 1) <= 4096:
-        return _placements(("mask", sh, sw, h, w), np.ones((sh, sw), dtype=bool), h, w)[h0 * (w - sw + 1) + w0][:, None]
-    rows = np.arange(h)[None, :]
-    cols = np.arange(w)[None, :]
-    r = (rows >= h0[:, None]) & (rows < h0[:, None] + sh)
-    c = (cols >= w0[:, None]) & (cols < w0[:, None] + sw)
-    return (r[:, :, None] & c[:, None, :])[:, None, :, :]
+def _window_index(h0: np.ndarray, w0: np.ndarray, sh: int, sw: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Advanced indices (ii, rr, cc) so that ``a[ii, :, rr, cc]`` is each sample's window, (n, sh, sw, C)."""
+    n = h0.shape[0]
+    ii = np.arange(n)[:, None, None]
+    rr = (h0[:, None] + np.arange(sh)[None, :])[:, :, None]
+    cc = (w0[:, None] + np.arange(sw)[None, :])[:, None, :]
+    return ii, rr, cc
 
 
 def _pseudo_gaussian(a: int, b: int) -> np.ndarray:
@@ -138,13 +117,6 @@ def _meta_pseudo_gaussian(sh: int, sw: int, rng: np.random.Generator) -> np.ndar
     return sign * (d.T if transposed else d)
 
 
-def _place(sh: int, sw: int, transposed: bool, h0: np.ndarray, w0: np.ndarray, h: int, w: int) -> np.ndarray:
-    """The meta pattern (sh, sw) at per-sample corners: (n, 1, H, W), zero outside the window."""
-    base = _meta_base(sh, sw)
-    tab = _placements(("meta", sh, sw, h, w, transposed), base.T if transposed else base, h, w)
-    return tab[h0 * (w - sw + 1) + w0][:, None]
-
-
 def _l2(a: np.ndarray, axes: tuple[int, ...], keepdims: bool = True) -> np.ndarray:
     return np.sqrt((a**2).sum(axis=axes, keepdims=keepdims))
 
@@ -160,6 +132,73 @@ def _l2_init(n: int, c: int, h: int, w: int, eps: float, rng: np.random.Generato
             delta[:, :, r : r + sh, col : col + sw] += bump[None, None] * rng.choice([-1.0, 1.0], size=(n, c, 1, 1))
     nrm = _l2(delta, (1, 2, 3))
     return delta / np.maximum(nrm, 1e-12) * eps
+
+
+REDRAWS = 10  # redraws of a proposal that leaves the input unchanged before the sample sits the step out
+
+
+def _proposal(
+    norm: str, xa: np.ndarray, xb: np.ndarray, p: float, eps: float, rng: np.random.Generator, c: int, h: int, w: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """One Square step's candidates for samples ``xa`` (clean) with current best ``xb``, and which differ from ``xb``.
+
+    As in the reference code, a window whose update leaves the input unchanged (its pixels already sit at
+    the drawn corner of the eps-box) is redrawn, signs first, then its position; a sample whose candidate is
+    still unchanged after ``REDRAWS`` tries is not queried this step. Memory: O(n C H W), no tables."""
+    n = xa.shape[0]
+    sh, sw = _window(p, h, w)
+    if norm == "linf":
+        x_new = xb.copy()
+        todo = np.arange(n)
+        changed = np.zeros(n, dtype=bool)
+        h0, w0 = _corners(rng, n, h, w, sh, sw)
+        for attempt in range(2 * REDRAWS):
+            if attempt == REDRAWS:  # signs alone did not help: move the window too
+                h0[todo], w0[todo] = _corners(rng, todo.size, h, w, sh, sw)
+            ii, rr, cc = _window_index(h0[todo], w0[todo], sh, sw)
+            ii = todo[ii]
+            signs = ((2.0 * eps) * rng.integers(0, 2, size=(todo.size, 1, 1, c)) - eps).astype(xa.dtype)
+            win = np.clip(xa[ii, :, rr, cc] + signs, 0.0, 1.0)  # (t, sh, sw, C)
+            diff = np.abs(win - xb[ii, :, rr, cc]).reshape(todo.size, -1).max(axis=1) >= 1e-7
+            ok = todo[diff]
+            if ok.size:
+                x_new[ii[diff], :, rr[diff], cc[diff]] = win[diff]
+                changed[ok] = True
+            todo = todo[~diff]
+            if todo.size == 0:
+                break
+        return x_new, changed
+    if h > 1 and min(h, w) >= 3:
+        sh = sw = max(sh, 3)
+        if sh % 2 == 0:
+            sh = sw = sh + 1 if sh + 1 <= min(h, w) else sh - 1
+    h0, w0 = _corners(rng, n, h, w, sh, sw)
+    h2, w2 = _corners(rng, n, h, w, sh, sw)
+    # everything but the final renormalisation works on the two windows only: (n, sh, sw, C) arrays
+    delta = xb - xa
+    i1, r1, c1 = _window_index(h0, w0, sh, sw)
+    i2, r2, c2 = _window_index(h2, w2, sh, sw)
+    win1 = delta[i1, :, r1, c1].astype(np.float64)
+    win2 = delta[i2, :, r2, c2].astype(np.float64)
+    sq1 = (win1 * win1).sum(axis=(1, 2))  # (n, C)
+    inside1 = ((r2 >= h0[:, None, None]) & (r2 < h0[:, None, None] + sh) & (c2 >= w0[:, None, None]) & (c2 < w0[:, None, None] + sw))
+    sq12 = sq1 + np.where(inside1[..., None], 0.0, win2 * win2).sum(axis=(1, 2))  # over the union of the windows
+    norm_img2 = np.einsum("nchw,nchw->n", delta, delta, dtype=np.float64)  # (n,)
+    transposed, sign = _meta_draw(sh, sw, rng)
+    base = _meta_base(sh, sw)
+    pat = (base.T if transposed else base)[None, :, :, None]
+    new = pat * (sign * (2.0 * rng.integers(0, 2, size=(n, 1, 1, c)) - 1.0))
+    new = new + win1 / (1e-10 + np.sqrt(sq1)[:, None, None, :])
+    target_norm = np.sqrt(np.maximum(eps**2 - norm_img2, 0.0)[:, None] / c + sq12)  # (n, C)
+    new *= (target_norm / np.maximum(np.sqrt((new * new).sum(axis=(1, 2))), 1e-12))[:, None, None, :]
+    d = delta
+    d[i2, :, r2, c2] = 0.0
+    d[i1, :, r1, c1] = new.astype(d.dtype)
+    d *= (eps / np.maximum(np.sqrt(np.einsum("nchw,nchw->n", d, d, dtype=np.float64)), 1e-12)).astype(d.dtype)[:, None, None, None]
+    d += xa
+    x_new = np.clip(d, 0.0, 1.0, out=d)
+    changed = np.array([not np.array_equal(x_new[i], xb[i]) for i in range(n)], dtype=bool)
+    return x_new, changed
 
 
 def square_attack(
@@ -181,32 +220,34 @@ def square_attack(
     norm = check_norm(norm, ("linf", "l2"))
     meter = Meter(oracle, "square", norm, epsilon, target)
     shape = oracle.sample_shape
-    (c, h, w), _ = image_view_shape(shape)
+    (c, h, w), _ = image_view_shape(shape, oracle.layout)
     n = z.shape[0]
     idx = np.arange(n)
     # work in the model's own precision: float32 for float32/float16 models (half the memory traffic)
     pdt = np.float64 if oracle.model.input_dtype == np.float64 else np.float32
-    x = to_chw(np.asarray(z, dtype=pdt), shape)
+    x = to_chw(np.asarray(z, dtype=pdt), shape, oracle.layout)
     if p_init is None:
         p_init = default_p_init(norm, h * w)
     budget = int(min(budget, oracle.remaining().min())) if oracle.budget is not None else int(budget)
 
+    skipped = 0
+
     def done(x_best: np.ndarray, success: np.ndarray) -> AttackResult:
-        z_adv = from_chw(x_best, shape)
-        return meter.result(z_adv, success, perturbation_norm(z_adv - z, norm), budget)
+        z_adv = from_chw(x_best, shape, oracle.layout)
+        return meter.result(z_adv, success, perturbation_norm(z_adv - z, norm), budget, {"unchanged_skipped": skipped})
 
     if budget <= 0 or n == 0:
         return done(x.copy(), np.zeros(n, dtype=bool))
 
     if epsilon <= 0:
-        labels = oracle.labels(from_chw(x, shape), idx)
+        labels = oracle.labels(from_chw(x, shape, oracle.layout), idx)
         return done(x.copy(), is_success(labels, y, target))
 
     if norm == "linf":
-        x_best = np.clip(x + epsilon * rng.choice([-1.0, 1.0], size=(n, c, 1, w)), 0.0, 1.0)
+        x_best = np.clip(x + (epsilon * rng.choice([-1.0, 1.0], size=(n, c, 1, w))).astype(pdt), 0.0, 1.0)
     else:
-        x_best = np.clip(x + _l2_init(n, c, h, w, epsilon, rng), 0.0, 1.0)
-    scores, labels = oracle.scores(from_chw(x_best, shape), idx)
+        x_best = np.clip(x + _l2_init(n, c, h, w, epsilon, rng).astype(pdt), 0.0, 1.0)
+    scores, labels = oracle.scores(from_chw(x_best, shape, oracle.layout), idx)
     loss = margin(scores, y, target)
     success = is_success(labels, y, target)
     n_iters = budget - 1
@@ -218,52 +259,43 @@ def square_attack(
     xa, xb, ya = x[act], x_best[act], y[act]
     ta = None if target is None else target[act]
     la = loss[act]
-    for it in range(n_iters):
+    # samples per oracle call: the step's temporaries stay within the oracle's working-memory budget
+    chunk = work_chunk(oracle, c * h * w * np.dtype(pdt).itemsize, arrays=4)
+    # a step that a sample sat out (its proposals left the input unchanged) costs it no query, so the loop
+    # runs on (at the schedule's smallest windows) until every sample has spent its budget, up to 2x the steps
+    for it in range(2 * n_iters):
         if act.size == 0:
             break
-        p = p_selection(p_init, it, n_iters)
+        if it >= n_iters:
+            left = budget - meter.queries()[act]
+            if not (left > 0).any():
+                break
+        p = p_selection(p_init, min(it, n_iters - 1), n_iters)
         na = act.size
-        if norm == "linf":
-            sh, sw = _window(p, h, w)
-            h0, w0 = _corners(rng, na, h, w, sh, sw)
-            mask = _window_mask(h0, w0, sh, sw, h, w)
-            signs = (2.0 * epsilon) * rng.integers(0, 2, size=(na, c, 1, 1)) - epsilon
-            x_new = np.where(mask, np.clip(xa + signs, 0.0, 1.0), xb)
-        else:
-            delta = xb - xa
-            sh, sw = _window(p, h, w)
-            if h > 1 and min(h, w) >= 3:
-                sh = sw = max(sh, 3)
-                if sh % 2 == 0:
-                    sh = sw = sh + 1 if sh + 1 <= min(h, w) else sh - 1
-            h0, w0 = _corners(rng, na, h, w, sh, sw)
-            h2, w2 = _corners(rng, na, h, w, sh, sw)
-            m1 = _window_mask(h0, w0, sh, sw, h, w)
-            m2 = _window_mask(h2, w2, sh, sw, h, w)
-            sq = delta * delta
-            dm1 = delta * m1
-            norm_win1 = np.sqrt((sq * m1).sum(axis=(2, 3), keepdims=True))  # (na, c, 1, 1)
-            norm_img = np.sqrt(sq.sum(axis=(1, 2, 3), keepdims=True))  # (na, 1, 1, 1)
-            norm_win12 = np.sqrt((sq * (m1 | m2)).sum(axis=(2, 3), keepdims=True))
-            transposed, sign = _meta_draw(sh, sw, rng)
-            pattern = _place(sh, sw, transposed, h0, w0, h, w)  # (na, 1, H, W)
-            new = pattern * (sign * (2.0 * rng.integers(0, 2, size=(na, c, 1, 1)) - 1.0))
-            new = new + dm1 / (1e-10 + norm_win1)
-            target_norm = np.sqrt(np.maximum(epsilon**2 - norm_img**2, 0.0) / c + norm_win12**2)
-            new = new / np.maximum(_l2(new, (2, 3)), 1e-12) * target_norm
-            d = np.where(m2, 0.0, delta)
-            d = np.where(m1, new, d)
-            d = d / np.maximum(_l2(d, (1, 2, 3)), 1e-12) * epsilon
-            x_new = np.clip(xa + d, 0.0, 1.0)
-        s_new, l_new = oracle.scores(from_chw(x_new, shape), act)
-        loss_new = margin(s_new, ya, ta)
-        succ_new = is_success(l_new, ya, ta)
-        accept = (loss_new < la) | succ_new
-        if accept.any():
-            xb[accept] = x_new[accept]
-            la[accept] = loss_new[accept]
-        if succ_new.any():
-            done_now = accept & succ_new
+        done_now = np.zeros(na, dtype=bool)
+        for s0 in range(0, na, chunk):
+            sl = slice(s0, min(s0 + chunk, na))
+            x_new, changed = _proposal(norm, xa[sl], xb[sl], p, epsilon, rng, c, h, w)
+            if not changed.all():
+                skipped += int((~changed).sum())  # no query on an input identical to the current best
+            if it >= n_iters:
+                changed &= (budget - meter.queries()[act[sl]]) > 0
+            q = np.flatnonzero(changed)
+            if q.size == 0:
+                continue
+            rows = np.arange(sl.start, sl.stop)[q]
+            xq = x_new[q] if q.size < x_new.shape[0] else x_new
+            s_new, l_new = oracle.scores(from_chw(xq, shape, oracle.layout), act[rows])
+            t_q = None if ta is None else ta[rows]
+            loss_new = margin(s_new, ya[rows], t_q)
+            succ_new = is_success(l_new, ya[rows], t_q)
+            accept = (loss_new < la[rows]) | succ_new
+            if accept.any():
+                r_acc = rows[accept]
+                xb[r_acc] = xq[accept]
+                la[r_acc] = loss_new[accept]
+            done_now[rows[accept & succ_new]] = True
+        if done_now.any():
             x_best[act] = xb
             loss[act] = la
             success[act[done_now]] = True
@@ -271,7 +303,7 @@ def square_attack(
             act, xa, xb, ya, la = act[keep], xa[keep], xb[keep], ya[keep], la[keep]
             ta = None if ta is None else ta[keep]
         if progress and (it % 25 == 0 or it == n_iters - 1):
-            progress(it + 1, n_iters)
+            progress(min(it + 1, n_iters), n_iters)
     if act.size:
         x_best[act] = xb
         loss[act] = la
