@@ -354,3 +354,17 @@ def _post_raw(r: Receiver, body: bytes, headers: dict[str, str]) -> tuple[int, b
         return exc.code, exc.read()
     except (ConnectionError, urllib.error.URLError):  # the server answered and closed before the whole body was sent
         return 413, b""
+
+
+def test_only_a_missing_alias_reads_as_not_set() -> None:
+    """Any other error while reading an alias must surface (and remove the alias), never read as 'moved away'."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST, TEMPORARILY_UNAVAILABLE
+
+    from onnxguard_mlflow.registry import _not_found
+
+    assert _not_found(MlflowException("Registered model alias champion not found.", error_code=INVALID_PARAMETER_VALUE))
+    assert _not_found(MlflowException("Registered Model with name=m not found", error_code=RESOURCE_DOES_NOT_EXIST))
+    assert not _not_found(MlflowException("Invalid alias name", error_code=INVALID_PARAMETER_VALUE))
+    assert not _not_found(MlflowException("API request failed with 503", error_code=TEMPORARILY_UNAVAILABLE))
+    assert not _not_found(ConnectionError("refused"))

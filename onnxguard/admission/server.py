@@ -20,7 +20,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Mapping, Protocol
 
 from .artifact import show
 from .config import Settings
@@ -254,16 +254,3 @@ class Receiver:
         self.queue.close()
         self._lockf.close()
 
-
-def serve_http(receiver: Receiver) -> Callable[[], None]:
-    """Serve HTTP only (no worker thread) in a background thread; returns the function that stops it (for tests)."""
-    t = threading.Thread(target=receiver.httpd.serve_forever, daemon=True)
-    t.start()
-
-    def stop() -> None:
-        receiver.httpd.shutdown()
-        receiver.httpd.server_close()
-        receiver.queue.close()
-        receiver._lockf.close()
-
-    return stop

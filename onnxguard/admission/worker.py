@@ -14,7 +14,6 @@ import shutil
 import threading
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..errors import AdmissionDenied, BadInputError, ScanFailed
 from ..grading import worst_level, worst_verdict

@@ -116,9 +116,6 @@ class Registry:
         mv = self.client.get_model_version(name, version)
         return f"source={mv.source} run_id={mv.run_id or ''}"
 
-    def version_tags(self, name: str, version: str) -> dict[str, str]:
-        return dict(self.client.get_model_version(name, version).tags)
-
     def model_policy(self, name: str) -> str | None:
         return self.client.get_registered_model(name).tags.get(POLICY_TAG)
 
