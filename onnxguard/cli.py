@@ -46,7 +46,7 @@ class ProgressBars:
 
     def __call__(self, name: str, total: int) -> Callable[[int, int], None]:
         state = {"last": -1}
-        name = sanitize(name, 60)  # a check id comes from the policy file
+        name = sanitize(name, 60).replace("\n", " ")  # a check id comes from the policy file
 
         def update(done: int, tot: int) -> None:
             if not self.enabled:
@@ -270,7 +270,7 @@ def _signing_preflight(out: Optional[Path], key: Optional[Path], passphrase_env:
 
 def _safe(say: Callable[[str], None]) -> Callable[[str], None]:
     """Every line that may hold an untrusted string (a file name, a policy name, a check id) is sanitised here."""
-    return lambda line: say(sanitize(line))
+    return lambda line: say(sanitize(line).replace("\n", "\\n"))  # one line stays one line: no forged log lines
 
 
 def _output_plan(model: Path, data: Optional[Path], follow_symlinks: bool, *, files: dict[str, Optional[Path]],
