@@ -33,8 +33,11 @@ report_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Rende
 app.add_typer(report_app, name="report")
 
 
-def err(msg: str) -> None:
-    typer.echo(sanitize(msg), err=True)
+def err(msg: str, *, multiline: bool = False) -> None:
+    """A message on stderr, sanitised; newlines (from an untrusted name) are shown escaped unless the message is
+    a list by design (a broken policy names each bad key on its own line)."""
+    text = sanitize(msg)
+    typer.echo(text if multiline else text.replace("\n", "\\n"), err=True)
 
 
 class ProgressBars:
@@ -618,7 +621,9 @@ def run_app(typer_app: typer.Typer, argv: list[str] | None, prog: str) -> int:
         rv = typer_app(args=argv, standalone_mode=False, prog_name=prog)
         return int(rv) if isinstance(rv, int) else EXIT_OK
     except OnnxGuardError as exc:
-        err(f"{prog}: error: {exc}")
+        from .errors import PolicyError
+
+        err(f"{prog}: error: {exc}", multiline=isinstance(exc, PolicyError))
         return exc.exit_code
     except typer.Exit as exc:
         return exc.exit_code
