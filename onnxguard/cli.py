@@ -36,8 +36,11 @@ fleet_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Scan m
 app.add_typer(fleet_app, name="fleet")
 
 
-def err(msg: str) -> None:
-    typer.echo(sanitize(msg), err=True)
+def err(msg: str, *, multiline: bool = False) -> None:
+    """A message on stderr, sanitised; newlines (from an untrusted name) are shown escaped unless the message is
+    a list by design (a broken policy names each bad key on its own line)."""
+    text = sanitize(msg)
+    typer.echo(text if multiline else text.replace("\n", "\\n"), err=True)
 
 
 class ProgressBars:
@@ -49,7 +52,7 @@ class ProgressBars:
 
     def __call__(self, name: str, total: int) -> Callable[[int, int], None]:
         state = {"last": -1}
-        name = sanitize(name, 60)  # a check id comes from the policy file
+        name = sanitize(name, 60).replace("\n", " ")  # a check id comes from the policy file
 
         def update(done: int, tot: int) -> None:
             if not self.enabled:
@@ -95,7 +98,7 @@ def scan(
     fmt: Optional[str] = typer.Option(None, "--format", help="output format: " + ", ".join(FORMATS) + " (default with --out: dsse, the signed envelope); other formats are unsigned and go to --out, else to stdout"),
     policy: Optional[str] = typer.Option(None, "--policy", help="shipped policy name or a policy file (default: standard)"),
     seed: int = typer.Option(0, "--seed", help="random seed; the same seed gives the same report"),
-    value_range: Optional[str] = typer.Option(None, "--range", help="valid input range 'lo,hi', or one 'lo,hi' per channel separated by ';'"),
+    value_range: Optional[str] = typer.Option(None, "--range", help="valid input range 'lo,hi', or one 'lo,hi' per channel separated by ';' (recorded as a deviation from the policy's threat model)"),
     layout: Optional[str] = typer.Option(None, "--layout", help="image layout NCHW or NHWC (default: model metadata, then the shape)"),
     normalize: Optional[str] = typer.Option(None, "--normalize", help="the model takes (pixel - mean) / std: 'imagenet' or 'mean=M1,M2,M3,std=S1,S2,S3' (pixels in [0,1]; [0,255] when a mean exceeds 1)"),
     channels: Optional[str] = typer.Option(None, "--channels", help="channel order rgb, bgr or gray (with --normalize imagenet)"),
@@ -103,9 +106,9 @@ def scan(
     bounds: Optional[Path] = typer.Option(None, "--bounds", help="per-feature bounds of a tabular input: JSON [[lo,hi],...] or CSV lo,hi rows"),
     provider: Optional[str] = typer.Option(None, "--provider", help="onnxruntime execution provider (any the installed onnxruntime offers; default CPU)"),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="onnxruntime intra-op threads"),
-    budget: Optional[int] = typer.Option(None, "--budget", min=1, help="override every check's queries per sample"),
-    samples: Optional[int] = typer.Option(None, "--samples", min=1, help="override every check's sample count"),
-    target: Optional[int] = typer.Option(None, "--target", min=0, help="run every attack targeted at this class"),
+    budget: Optional[int] = typer.Option(None, "--budget", min=1, help="override every check's queries per sample (a deviation from the policy: the report no longer verifies as it)"),
+    samples: Optional[int] = typer.Option(None, "--samples", min=1, help="override every check's sample count (a deviation from the policy)"),
+    target: Optional[int] = typer.Option(None, "--target", min=0, help="run every attack targeted at this class (a deviation from the policy)"),
     save_adversarials: Optional[Path] = typer.Option(None, "--save-adversarials", help="folder for adversarial inputs (.npz per check)"),
     transfer_from: Optional[Path] = typer.Option(None, "--transfer-from", help="attack this (surrogate) model and replay its adversarials on MODEL"),
     backdoor_out: Optional[Path] = typer.Option(None, "--backdoor-out", help="folder for reversed backdoor triggers (.npy; .png for images)"),
@@ -245,7 +248,7 @@ def _signing_preflight(out: Optional[Path], key: Optional[Path], passphrase_env:
 
 def _safe(say: Callable[[str], None]) -> Callable[[str], None]:
     """Every line that may hold an untrusted string (a file name, a policy name, a check id) is sanitised here."""
-    return lambda line: say(sanitize(line))
+    return lambda line: say(sanitize(line).replace("\n", "\\n"))  # one line stays one line: no forged log lines
 
 
 def _output_plan(model: Path, data: Optional[Path], follow_symlinks: bool, *, files: dict[str, Optional[Path]],
@@ -700,7 +703,9 @@ def run_app(typer_app: typer.Typer, argv: list[str] | None, prog: str) -> int:
         rv = typer_app(args=argv, standalone_mode=False, prog_name=prog)
         return int(rv) if isinstance(rv, int) else EXIT_OK
     except OnnxGuardError as exc:
-        err(f"{prog}: error: {exc}")
+        from .errors import PolicyError
+
+        err(f"{prog}: error: {exc}", multiline=isinstance(exc, PolicyError))
         return exc.exit_code
     except typer.Exit as exc:
         return exc.exit_code

@@ -407,7 +407,7 @@ def _format_errors(source: str, err: ValidationError) -> str:
         elif "input" in e and e["type"] not in ("value_error", "assertion_error"):
             msg = f"{msg} (got {e['input']!r})"[:300]
         lines.append(f"  {loc}: {msg}")
-    return f"invalid policy {source}:\n" + "\n".join(lines)
+    return f"invalid policy {source.replace(chr(10), chr(92) + 'n')}:\n" + "\n".join(ln.replace("\n", "\\n") for ln in lines)
 
 
 def _nesting_depth(text: str) -> tuple[int, int]:

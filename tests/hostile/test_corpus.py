@@ -38,10 +38,15 @@ def corpus(tmp_path_factory):
 
 
 def test_corpus_is_large_and_covers_the_brief():
-    assert len(CASES) >= 30
+    assert len(CASES) >= 75
     for must in ("ext_traversal", "ext_absolute", "ext_symlink", "ext_dir_symlink", "ext_hardlink", "ext_past_eof",
                  "bomb_constantofshape", "bomb_runtime", "endless_loop", "truncated_half", "random_bytes",
-                 "custom_domain", "hostile_metadata", "deep_subgraphs", "zero_size", "directory", "no_inputs"):
+                 "custom_domain", "hostile_metadata", "deep_subgraphs", "zero_size", "directory", "no_inputs",
+                 # issue 12: links and devices at the model path, huge and nested Loops, the watchdog, data bombs,
+                 # out-of-range policies, escapes in file names
+                 "model_symlink_secret", "model_symlink_dev_zero", "snapshot_link_followed", "ext_follow_confined",
+                 "loop_1e12", "loop_nested", "loop_data_driven", "data_bomb_npz", "data_rows_npy", "data_longline_csv",
+                 "data_bigfield_csv", "policy_inf_timeout", "policy_deep", "escape_in_filename"):
         assert must in CASES
 
 

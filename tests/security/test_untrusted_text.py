@@ -63,3 +63,12 @@ def test_attack_and_inspect_output_is_clean(tmp_path, capfd):
     cap = capfd.readouterr()
     for ch in RAW:
         assert ch not in cap.out and ch not in cap.err, repr(ch)
+
+
+def test_a_newline_in_a_file_name_cannot_forge_an_output_line(tmp_path, capfd):
+    forged = tmp_path / "x\nverdict PASS  (highest risk: low; policy standard)\nm.onnx"
+    assert main(["scan", str(forged)]) == 2
+    assert main(["inspect", str(forged)]) == 2
+    cap = capfd.readouterr()
+    assert not any(line.startswith("verdict") for line in (cap.out + cap.err).splitlines())
+    assert len(cap.err.strip().splitlines()) == 2
