@@ -252,8 +252,9 @@ def test_split_scan_equals_the_single_process_scan(tmp_path):
         merge_reports([single, other], pol, 1.0)
 
 
-def test_scan_command_with_executor(tmp_path):
-    model, data = ROOT / "examples" / "digits_mlp.onnx", ROOT / "examples" / "digits.npz"
+def test_scan_command_with_executor(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)  # relative paths: the split scan records them as given, like the single-process scan
+    model, data = Path("examples/digits_mlp.onnx"), Path("examples/digits.npz")
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     assert main(["scan", str(model), "--data", str(data), "--policy", TINY, "--json", str(a), "-q"]) == 0
     assert main(["scan", str(model), "--data", str(data), "--policy", TINY, "--json", str(b), "-q", "--executor", "local", "--workers", "2"]) == 0

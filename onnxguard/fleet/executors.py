@@ -157,6 +157,9 @@ class RayExecutor(Executor):
                 raise ScanFailed(f"cannot connect to the Ray cluster at {address}: {exc}") from None
             self._started = True
         self._remote = ray.remote(execute)
+        # without --address (a local Ray) a task no node can hold would wait forever: refuse it. On a
+        # cluster (--address) an autoscaler (KubeRay) may add the node it needs, so Ray decides there.
+        self._local = not address
         nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
         self._node_max = {k: max((n.get(k, 0.0) for n in nodes), default=0.0) for k in ("CPU", "memory", "GPU")}
         self.workers = int(sum(n.get("CPU", 0.0) for n in nodes)) or 1
@@ -174,7 +177,7 @@ class RayExecutor(Executor):
 
     def submit(self, job: ScanJob) -> "cf.Future[ScanOutcome]":
         r = job.resources
-        why = self._check_feasible(r)
+        why = self._check_feasible(r) if self._local else None
         if why is not None:
             return _resolved(ScanOutcome(job.key, "error", message=f"cannot schedule on Ray: {why}"))
         opts: dict = {"num_cpus": r.cpus, "max_retries": 0, "name": f"onnxguard-scan:{job.key}"[:120]}
