@@ -297,3 +297,16 @@ def test_closing_the_executor_on_an_error_kills_the_running_scans(fleet, tmp_pat
     out = futs[0].result(timeout=30)
     assert out.kind == "cancelled" and futs[1].cancelled()
     assert not sandbox_children(os.getpid())
+
+
+def test_an_unreachable_ray_address_fails_fast_with_a_message():
+    from onnxguard.errors import BadInputError, ScanFailed
+    from onnxguard.fleet.executors import _reachable
+
+    with pytest.raises(ScanFailed, match="cannot reach the Ray cluster"):
+        _reachable("127.0.0.1:1", timeout_s=2)
+    with pytest.raises(ScanFailed, match="cannot reach"):
+        _reachable("ray://127.0.0.1:1", timeout_s=2)
+    with pytest.raises(BadInputError):
+        _reachable("ray://127.0.0.1:port")
+    _reachable("auto")  # left to Ray

@@ -147,6 +147,7 @@ class RayExecutor(Executor):
         if not ray.is_initialized():
             try:
                 if address:
+                    _reachable(address)
                     ray.init(address=address, log_to_driver=False)
                 else:
                     root = str(Path(__file__).resolve().parents[2])
@@ -203,6 +204,26 @@ class RayExecutor(Executor):
         if self._started:
             self._ray.shutdown()
             self._started = False
+
+
+def _reachable(address: str, timeout_s: float = 10.0) -> None:
+    """Fail in seconds, with a message, when a cluster address does not answer (Ray itself would wait for minutes)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if address in ("auto", "local"):
+        return
+    u = urlsplit(address if "://" in address else f"gcs://{address}")
+    if not u.hostname:
+        raise BadInputError(f"--address {address}: expected auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        port = u.port or (10001 if u.scheme == "ray" else 6379)
+    except ValueError:
+        raise BadInputError(f"--address {address}: the port is not a number") from None
+    try:
+        socket.create_connection((u.hostname, port), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ScanFailed(f"cannot reach the Ray cluster at {address} ({u.hostname}:{port}: {exc.strerror or exc})") from None
 
 
 def get_executor(name: str = "local", address: str | None = None, workers: int | None = None) -> Executor:
