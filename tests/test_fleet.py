@@ -253,8 +253,9 @@ def test_split_scan_equals_the_single_process_scan(tmp_path):
         merge_reports([single, other], pol, 1.0)
 
 
-def test_scan_command_with_executor(tmp_path):
-    model, data = ROOT / "examples" / "digits_mlp.onnx", ROOT / "examples" / "digits.npz"
+def test_scan_command_with_executor(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)  # relative paths: the split scan records them as given, like the single-process scan
+    model, data = Path("examples/digits_mlp.onnx"), Path("examples/digits.npz")
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     assert main(["scan", str(model), "--data", str(data), "--policy", TINY, "--json", str(a), "-q"]) == 0
     assert main(["scan", str(model), "--data", str(data), "--policy", TINY, "--json", str(b), "-q", "--executor", "local", "--workers", "2"]) == 0
@@ -297,3 +298,16 @@ def test_closing_the_executor_on_an_error_kills_the_running_scans(fleet, tmp_pat
     out = futs[0].result(timeout=30)
     assert out.kind == "cancelled" and futs[1].cancelled()
     assert not sandbox_children(os.getpid())
+
+
+def test_an_unreachable_ray_address_fails_fast_with_a_message():
+    from onnxguard.errors import BadInputError, ScanFailed
+    from onnxguard.fleet.executors import _reachable
+
+    with pytest.raises(ScanFailed, match="cannot reach the Ray cluster"):
+        _reachable("127.0.0.1:1", timeout_s=2)
+    with pytest.raises(ScanFailed, match="cannot reach"):
+        _reachable("ray://127.0.0.1:1", timeout_s=2)
+    with pytest.raises(BadInputError):
+        _reachable("ray://127.0.0.1:port")
+    _reachable("auto")  # left to Ray

@@ -7,6 +7,7 @@ data, which the driver checks (model digest, job key) and grades again before it
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,8 +123,8 @@ def run_fleet(
             continue
         if why != "no report yet":
             row.message = f"rescanned: {why}"
-        opts = ScanOptions(
-            model_path=e.path, data_path=data, value_range=o.range, policy=pol, seed=seed, budget=o.budget,
+        opts = ScanOptions(  # absolute paths: a Ray worker does not run in the driver's folder
+            model_path=Path(os.path.abspath(e.path)), data_path=Path(os.path.abspath(data)) if data is not None else None, value_range=o.range, policy=pol, seed=seed, budget=o.budget,
             samples=o.samples, target=o.target, extra_notes=[f"{JOB_NOTE}{p.key}"],
         )
         p.job = ScanJob(key=e.slug, opts=opts, limits=lim, resources=Resources.for_scan(lim, cpus, st.provider))

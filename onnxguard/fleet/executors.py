@@ -147,6 +147,7 @@ class RayExecutor(Executor):
         if not ray.is_initialized():
             try:
                 if address:
+                    _reachable(address)
                     ray.init(address=address, log_to_driver=False)
                 else:
                     root = str(Path(__file__).resolve().parents[2])
@@ -157,6 +158,9 @@ class RayExecutor(Executor):
                 raise ScanFailed(f"cannot connect to the Ray cluster at {address}: {exc}") from None
             self._started = True
         self._remote = ray.remote(execute)
+        # without --address (a local Ray) a task no node can hold would wait forever: refuse it. On a
+        # cluster (--address) an autoscaler (KubeRay) may add the node it needs, so Ray decides there.
+        self._local = not address
         nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
         self._node_max = {k: max((n.get(k, 0.0) for n in nodes), default=0.0) for k in ("CPU", "memory", "GPU")}
         self.workers = int(sum(n.get("CPU", 0.0) for n in nodes)) or 1
@@ -174,7 +178,7 @@ class RayExecutor(Executor):
 
     def submit(self, job: ScanJob) -> "cf.Future[ScanOutcome]":
         r = job.resources
-        why = self._check_feasible(r)
+        why = self._check_feasible(r) if self._local else None
         if why is not None:
             return _resolved(ScanOutcome(job.key, "error", message=f"cannot schedule on Ray: {why}"))
         opts: dict = {"num_cpus": r.cpus, "max_retries": 0, "name": f"onnxguard-scan:{job.key}"[:120]}
@@ -200,6 +204,26 @@ class RayExecutor(Executor):
         if self._started:
             self._ray.shutdown()
             self._started = False
+
+
+def _reachable(address: str, timeout_s: float = 10.0) -> None:
+    """Fail in seconds, with a message, when a cluster address does not answer (Ray itself would wait for minutes)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if address in ("auto", "local"):
+        return
+    u = urlsplit(address if "://" in address else f"gcs://{address}")
+    if not u.hostname:
+        raise BadInputError(f"--address {address}: expected auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        port = u.port or (10001 if u.scheme == "ray" else 6379)
+    except ValueError:
+        raise BadInputError(f"--address {address}: the port is not a number") from None
+    try:
+        socket.create_connection((u.hostname, port), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ScanFailed(f"cannot reach the Ray cluster at {address} ({u.hostname}:{port}: {exc.strerror or exc})") from None
 
 
 def get_executor(name: str = "local", address: str | None = None, workers: int | None = None) -> Executor:

@@ -99,7 +99,13 @@ def scan_split(opts: "ScanOptions", limits: "SandboxLimits", executor: Executor,
         raise errors.BadInputError("a split scan runs the whole policy; only_checks is set by the split itself")
     t0 = time.monotonic()
     policy = opts.policy or load_policy(None)
-    opts = dataclasses.replace(opts, policy=policy)
+    import os
+    from pathlib import Path
+
+    absolute = {k: Path(os.path.abspath(v)) for k in ("model_path", "data_path", "save_adversarials", "backdoor_out")
+                if (v := getattr(opts, k)) is not None}  # a Ray worker does not run in the caller's folder
+    given = opts
+    opts = dataclasses.replace(opts, policy=policy, **absolute)
     shards = plan_shards(policy, workers or executor.workers, opts)
     cpus = executor.default_cpus() if len(shards) > 1 else max(1, executor.default_cpus() * executor.workers)
     jobs = [ScanJob(key=f"shard{i}", opts=dataclasses.replace(opts, only_checks=ids), limits=limits,
@@ -118,4 +124,10 @@ def scan_split(opts: "ScanOptions", limits: "SandboxLimits", executor: Executor,
             rep.notes.append(f"split scan: shard {j.key} ({', '.join(j.opts.only_checks or [])}) failed; no figure of the scan is reported")
             return IsolatedResult(rep, crashed=o.message, timed_out=o.kind == "timed_out")
         parts.append(rep)
-    return IsolatedResult(merge_reports(parts, policy, time.monotonic() - t0))
+    merged = merge_reports(parts, policy, time.monotonic() - t0)
+    # the paths as the caller wrote them, as a single-process scan records them
+    if merged.model.path == str(opts.model_path):
+        merged.model.path = str(given.model_path)
+    if merged.data is not None and given.data_path is not None and merged.data.source == str(opts.data_path):
+        merged.data.source = str(given.data_path)
+    return IsolatedResult(merged)
