@@ -232,11 +232,12 @@ def test_a_hostile_file_is_refused_and_the_fleet_goes_on(fleet, tmp_path):
 
 def test_split_scan_equals_the_single_process_scan(tmp_path):
     model, data = ROOT / "examples" / "digits_mlp.onnx", ROOT / "examples" / "digits.npz"
-    pol = load_policy("baseline")  # two evasion checks and the backdoor search: three shards
+    pol = load_policy("baseline")  # its checks (image/tabular, text, regressor) and the backdoor search, in three shards
     lim = limits_for(pol)
     opts = ScanOptions(model_path=model, data_path=data, policy=pol, seed=7)
     single = run_isolated(opts, lim, threads=1).report
-    assert [len(s) for s in plan_shards(pol, 3, opts)] == [1, 1, 1]
+    shards = plan_shards(pol, 3, opts)
+    assert len(shards) == 3 and sorted(sum(shards, [])) == sorted([c.check_id for c in pol.policy.checks] + ["backdoor"])
     with get_executor("local", workers=3) as ex:
         res = scan_split(opts, lim, ex)
     assert res.crashed is None
