@@ -117,6 +117,12 @@ class Oracle:
             return np.full(q.shape, np.iinfo(np.int64).max // 4, dtype=np.int64)
         return self.budget - q
 
+    def allowance(self, asked: int | None = None) -> int:
+        """Queries every sample may still make: the oracle owns the budget, so an attack sizes its loop from
+        this (the smallest remaining budget over its samples), capped at what the caller ``asked`` for."""
+        left = int(self.remaining().min()) if self.n_samples else 0
+        return left if asked is None else int(min(int(asked), left))
+
     def query(self, z: np.ndarray, idx: np.ndarray) -> ModelOutputs:
         """Evaluate normalised inputs ``z`` (B, *shape) belonging to samples ``idx`` (B,)."""
         z = np.asarray(z)

@@ -164,3 +164,33 @@ def test_attack_cli_minimisation_needs_no_epsilon(tmp_path):
     assert "smallest perturbation found is reported" in r.output and "min. perturb." in r.output
     r = CliRunner().invoke(app, ["attack", "square", str(ex / "digits_mlp.onnx"), "--data", str(ex / "digits.npz"), "-q"])
     assert isinstance(r.exception, BadInputError) and "--epsilon is required" in str(r.exception)  # exit 2 in run_app
+
+
+def test_norms_are_measured_centrally_and_an_overshoot_is_an_error(image_setup):
+    """The curve measures every returned adversarial itself: one beyond epsilon (or outside the box) is an
+    internal error, never silently clipped; an honest attack's perturbation is the measured norm."""
+    import dataclasses
+
+    from onnxguard.attacks.base import AttackResult
+    from onnxguard.curve import attack_over_epsilons
+    from onnxguard.errors import OnnxGuardError
+
+    m, dom, z, y = image_setup
+
+    def make(over: float):
+        def cheat(oracle, zz, yy, *, norm, epsilon, budget, rng, target=None, **_):
+            oracle.query(zz, np.arange(len(zz)))  # one honest, counted query each
+            adv = np.clip(zz + over * epsilon, 0, 1)
+            return AttackResult("cheat", norm, epsilon, np.ones(len(zz), bool), oracle.queries.copy(), adv,
+                                np.zeros(len(zz)), budget)
+        return dataclasses.replace(ATTACKS["square"], name="cheat", entry=cheat)
+
+    def mk(sel, b):
+        return Oracle(m, dom, n_samples=len(sel), budget=b)
+
+    zz = np.full_like(z[:4], 0.5)  # room to move in both directions
+    with pytest.raises(OnnxGuardError, match="beyond its epsilon"):
+        attack_over_epsilons(make(2.0), mk, zz, y[:4], None, [0.05], norm="linf", budget=10, rng=np.random.default_rng(0))
+    run_ = attack_over_epsilons(make(1.0), mk, zz, y[:4], None, [0.05], norm="linf", budget=10, rng=np.random.default_rng(0))
+    np.testing.assert_allclose(run_.found, 0.05, rtol=1e-6)  # the measured norm, not the attack's claimed 0
+    assert (run_.queries == 1).all()  # the oracle's count

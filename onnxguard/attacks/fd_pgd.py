@@ -108,8 +108,7 @@ def fd_pgd(
     n = z.shape[0]
     d = int(np.prod(shape))
     z = np.asarray(z, dtype=np.float64)
-    if oracle.budget is not None:
-        budget = int(min(budget, oracle.remaining().min()))
+    budget = oracle.allowance(budget)
 
     if estimator == "auto":
         estimator = "coordinate" if d <= COORDINATE_MAX_DIM else "nes"

@@ -88,8 +88,7 @@ def hopskipjump(
     d = int(np.prod(shape))
     x0 = np.asarray(z, dtype=np.float64).reshape(n, d)
     y = np.asarray(y)
-    if oracle.budget is not None:
-        budget = int(min(budget, oracle.remaining().min()))
+    budget = oracle.allowance(budget)
     theta = gamma / (d**1.5) if norm == "l2" else gamma / (d**2)
 
     adv = x0.copy()

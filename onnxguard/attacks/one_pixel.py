@@ -42,8 +42,7 @@ def one_pixel(
     n = z.shape[0]
     x = to_chw(np.asarray(z, dtype=np.float64), shape, oracle.layout).reshape(n, c, n_pos)
     k = int(min(max(int(round(epsilon)), 0), n_pos))
-    if oracle.budget is not None:
-        budget = int(min(budget, oracle.remaining().min()))
+    budget = oracle.allowance(budget)
     pop = int(max(5, popsize or min(100, budget // 10)))  # scipy wants at least 5 candidates
     gens = budget // max(pop, 1) - 1
     x_best = x.copy()

@@ -40,7 +40,7 @@ def reg_square(
     z = np.asarray(z, dtype=np.float64)
     (c, h, w), _ = image_view_shape(shape)
     idx = np.arange(n)
-    budget = int(min(budget, oracle.remaining().min())) if oracle.budget is not None else budget
+    budget = oracle.allowance(budget)
     if budget < 2 or n == 0:
         return meter.result(z.copy(), np.zeros(n, bool), np.zeros(n), budget, {"output_change": np.zeros(n)})
     v0 = _values(oracle, z, idx)
@@ -102,7 +102,7 @@ def reg_fd_pgd(
     shape = oracle.sample_shape
     z = np.asarray(z, dtype=np.float64)
     d = int(np.prod(shape))
-    budget = int(min(budget, oracle.remaining().min())) if oracle.budget is not None else budget
+    budget = oracle.allowance(budget)
     if budget < 2 or n == 0:
         return meter.result(z.copy(), np.zeros(n, bool), np.zeros(n), budget, {"output_change": np.zeros(n)})
     idx = np.arange(n)

@@ -78,8 +78,7 @@ def sparse_rs(
     idx = np.arange(n)
     x = to_chw(np.asarray(z, dtype=np.float64), shape, oracle.layout).reshape(n, c, n_pos)
     k = int(min(max(int(round(epsilon)), 0), n_pos))
-    if oracle.budget is not None:
-        budget = int(min(budget, oracle.remaining().min()))
+    budget = oracle.allowance(budget)
 
     def done(x_best: np.ndarray, success: np.ndarray) -> AttackResult:
         z_adv = from_chw(x_best.reshape(n, c, h, w), shape, oracle.layout)

@@ -228,7 +228,7 @@ def square_attack(
     x = to_chw(np.asarray(z, dtype=pdt), shape, oracle.layout)
     if p_init is None:
         p_init = default_p_init(norm, h * w)
-    budget = int(min(budget, oracle.remaining().min())) if oracle.budget is not None else int(budget)
+    budget = oracle.allowance(budget)
 
     skipped = 0
 
