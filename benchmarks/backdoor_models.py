@@ -360,7 +360,7 @@ def zoo_specs() -> list[ModelSpec]:
         ModelSpec("c32_cnn_imgblend", "colour32", "cnn", trigger="image-blend", target=7, alpha=0.15, seed=107, epochs=12),
         ModelSpec("c32_cnn_sig", "colour32", "cnn", trigger="sig", target=4, alpha=0.08, seed=108),
         ModelSpec("d16_mlp_sig", "digits16", "mlp", trigger="sig", target=9, alpha=0.1, seed=109),
-        ModelSpec("c32_cnn_wanet", "colour32", "cnn", trigger="wanet", target=5, seed=110),
+        ModelSpec("c32_cnn_wanet", "colour32", "cnn", trigger="wanet", target=5, seed=110, epochs=15),
         ModelSpec("c32_cnn_two", "colour32", "cnn", trigger="two-target", target=[0, 9], size=3, corner="br", seed=111),
         ModelSpec("cancer_beyond", "cancer", "mlp", trigger="tab-beyond", target=0, features=[3], seed=112),
         ModelSpec("wine_beyond", "wine", "mlp", trigger="tab-beyond", target=2, features=[9, 12], seed=113),
@@ -386,8 +386,13 @@ def null_specs() -> list[ModelSpec]:
     return _clean_set("null_", 200) + extra
 
 
-def scan(model: Path, data: Path, policy: str = "standard", seed: int = 0, threat: str | None = None, null_file: Path | None = None):
-    """The backdoor search alone (no evasion checks) on one model, as a scan runs it. Returns (section, seconds)."""
+TIME_LIMIT_S = 1800.0  # benchmark runs: the query budget binds, not a shared machine's load (the time is printed)
+
+
+def scan(model: Path, data: Path, policy: str = "standard", seed: int = 0, threat: str | None = None, null_file: Path | None = None,
+         time_limit_s: float | None = TIME_LIMIT_S):
+    """The backdoor search alone (no evasion checks) on one model, as a scan runs it, with the policy's budget
+    (the time limit raised to ``time_limit_s``). Returns (section, wall seconds, CPU seconds of this process)."""
     import time
 
     from onnxguard.backdoor import search_backdoors
@@ -396,7 +401,9 @@ def scan(model: Path, data: Path, policy: str = "standard", seed: int = 0, threa
 
     pol = load_policy(policy)
     spec = pol.policy.backdoor
-    t0 = time.perf_counter()
+    if time_limit_s is not None:
+        spec = spec.model_copy(update={"time_limit_s": time_limit_s})
+    t0, c0 = time.perf_counter(), time.process_time()
     prep = prepare(ScanOptions(model_path=model, data_path=data, policy=pol, seed=seed), pol, np.random.default_rng(seed), 0)
     bd = search_backdoors(prep, spec, threat=threat or pol.policy.threat_model.access, seed=seed, null_file=null_file)
-    return bd, time.perf_counter() - t0
+    return bd, time.perf_counter() - t0, time.process_time() - c0

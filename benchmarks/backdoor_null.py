@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from backdoor_models import build_all, null_specs, scan  # noqa: E402
+from backdoor_models import TIME_LIMIT_S, build_all, null_specs, scan  # noqa: E402
 
 from onnxguard import __version__  # noqa: E402
 from onnxguard.backdoor.null import FPR_TARGET, NULL_FILE, calibrated_threshold  # noqa: E402
@@ -46,15 +46,16 @@ def main(argv: list[str] | None = None) -> int:
     models = []
     for spec in specs:
         info = manifest[spec.name]
-        bd, wall = scan(args.out / f"{spec.name}.onnx", args.out / f"{spec.data}.npz", args.policy, args.seed, null_file=empty)
+        bd, wall, cpu = scan(args.out / f"{spec.name}.onnx", args.out / f"{spec.data}.npz", args.policy, args.seed, null_file=empty)
         reg = bd.statistic_regime or "none"
         stat = bd.max_anomaly_index
         print(f"{spec.name:22s} {reg:8s} {bd.status:10s} statistic {stat if stat is None else round(stat, 3)!s:8s} "
-              f"queries {bd.queries:7d} {wall:6.1f}s", flush=True)
+              f"queries {bd.queries:7d} {wall:6.1f}s wall {cpu:6.1f}s CPU" + (f" early stops: {bd.early_stops}" if bd.early_stops else ""), flush=True)
         models.append({"name": spec.name, "data": spec.data, "arch": spec.arch, "output": spec.output, "seed": spec.seed,
                        "clean_accuracy": round(info["clean_accuracy"], 4), "regime": reg, "status": bd.status,
-                       "statistic": None if stat is None else round(stat, 4), "queries": bd.queries})
-        if bd.status == "completed" and stat is not None:
+                       "statistic": None if stat is None else round(stat, 4), "queries": bd.queries,
+                       "early_stops": bd.early_stops})
+        if bd.status == "completed" and stat is not None and not any("time limit" in s for s in bd.early_stops):
             regimes.setdefault(reg, {"values": []})["values"].append(round(stat, 4))
     for reg, r in regimes.items():
         if len(r["values"]) >= 5:
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {
         "provenance": {
             "script": "benchmarks/backdoor_null.py", "policy": pol.name, "budget": pol.backdoor.budget,
+            "time_limit_s": TIME_LIMIT_S, "excluded": "models whose search stopped on its time limit",
             "samples_per_class": pol.backdoor.samples_per_class, "threat_model": pol.threat_model.access, "seed": args.seed,
             "fpr_target": FPR_TARGET, "tool_version": __version__, "git_commit": commit,
             "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -18,14 +18,13 @@ ROOT = HERE.parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from onnxguard.backdoor import search_backdoors  # noqa: E402
-from onnxguard.backdoor.null import NULL_FILE, calibrated_threshold, calibration  # noqa: E402
-from onnxguard.grading import _backdoor_grade  # noqa: E402
-from onnxguard.policy import BackdoorSpec, load_policy  # noqa: E402
-from onnxguard.report import BackdoorSection, Quantity  # noqa: E402
-from onnxguard.scan import ScanOptions, prepare  # noqa: E402
-from onnxguard.stats import median_ci, median_ci_coverage  # noqa: E402
-
+from onnxguard.backdoor import search_backdoors
+from onnxguard.backdoor.null import NULL_FILE, calibrated_threshold, calibration
+from onnxguard.grading import _backdoor_grade
+from onnxguard.policy import BackdoorSpec, load_policy
+from onnxguard.report import BackdoorSection, Quantity
+from onnxguard.scan import ScanOptions, prepare
+from onnxguard.stats import median_ci, median_ci_coverage
 
 # -- the null -----------------------------------------------------------------
 
