@@ -309,18 +309,21 @@ def build(spec: ModelSpec, out: Path) -> dict:
 
 
 def build_all(specs: list[ModelSpec], out: Path, log=print) -> dict:  # noqa: ANN001
-    """Build what is missing; the manifest (``out/manifest.json``) keeps every model's truth and accuracy."""
+    """Build what is missing; each model's truth and accuracy go to ``out/<name>.json`` (several processes may
+    build different models into one folder); returns them all by name."""
     out.mkdir(parents=True, exist_ok=True)
-    man_path = out / "manifest.json"
-    manifest = json.loads(man_path.read_text()) if man_path.exists() else {}
+    manifest = {}
     for spec in specs:
-        if spec.name in manifest and (out / f"{spec.name}.onnx").exists():
+        info_path = out / f"{spec.name}.json"
+        if info_path.exists() and (out / f"{spec.name}.onnx").exists():
+            manifest[spec.name] = json.loads(info_path.read_text())
             continue
-        manifest[spec.name] = build(spec, out)
+        info = build(spec, out)
         write_data(spec.data, out)
-        log(f"built {spec.name}: accuracy {manifest[spec.name]['clean_accuracy']:.3f}"
-            + (f", attack success {manifest[spec.name].get('attack_success', 0):.3f}" if spec.backdoored else ""))
-        man_path.write_text(json.dumps(manifest, indent=1))
+        info_path.write_text(json.dumps(info, indent=1))
+        manifest[spec.name] = info
+        log(f"built {spec.name}: accuracy {info['clean_accuracy']:.3f}"
+            + (f", attack success {info.get('attack_success', 0):.3f}" if spec.backdoored else ""))
     return manifest
 
 

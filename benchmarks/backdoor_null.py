@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--policy", default="standard")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--write", type=Path, default=NULL_FILE)
+    ap.add_argument("--only", nargs="*", help="scan only these models (a shard; results are cached under --out/results)")
     args = ap.parse_args(argv)
     specs = null_specs()
     manifest = build_all(specs, args.out)
@@ -44,19 +45,31 @@ def main(argv: list[str] | None = None) -> int:
     empty.write_text("{}")
     regimes: dict[str, dict] = {}
     models = []
+    results = args.out / "results"
+    results.mkdir(exist_ok=True)
     for spec in specs:
+        if args.only and spec.name not in args.only:
+            continue
         info = manifest[spec.name]
-        bd, wall, cpu = scan(args.out / f"{spec.name}.onnx", args.out / f"{spec.data}.npz", args.policy, args.seed, null_file=empty)
-        reg = bd.statistic_regime or "none"
-        stat = bd.max_anomaly_index
-        print(f"{spec.name:22s} {reg:8s} {bd.status:10s} statistic {stat if stat is None else round(stat, 3)!s:8s} "
-              f"queries {bd.queries:7d} {wall:6.1f}s wall {cpu:6.1f}s CPU" + (f" early stops: {bd.early_stops}" if bd.early_stops else ""), flush=True)
-        models.append({"name": spec.name, "data": spec.data, "arch": spec.arch, "output": spec.output, "seed": spec.seed,
-                       "clean_accuracy": round(info["clean_accuracy"], 4), "regime": reg, "status": bd.status,
-                       "statistic": None if stat is None else round(stat, 4), "queries": bd.queries,
-                       "early_stops": bd.early_stops})
-        if bd.status == "completed" and stat is not None and not any("time limit" in s for s in bd.early_stops):
-            regimes.setdefault(reg, {"values": []})["values"].append(round(stat, 4))
+        cache = results / f"{spec.name}-{args.policy}-{args.seed}.json"
+        if cache.exists():
+            row = json.loads(cache.read_text())
+        else:
+            bd, wall, cpu = scan(args.out / f"{spec.name}.onnx", args.out / f"{spec.data}.npz", args.policy, args.seed, null_file=empty)
+            stat = bd.max_anomaly_index
+            row = {"name": spec.name, "data": spec.data, "arch": spec.arch, "output": spec.output, "seed": spec.seed,
+                   "clean_accuracy": round(info["clean_accuracy"], 4), "regime": bd.statistic_regime or "none", "status": bd.status,
+                   "statistic": None if stat is None else round(stat, 4), "queries": bd.queries,
+                   "early_stops": bd.early_stops, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1)}
+            cache.write_text(json.dumps(row))
+        print(f"{row['name']:22s} {row['regime']:8s} {row['status']:10s} statistic {row['statistic']!s:8s} "
+              f"queries {row['queries']:7d} {row.get('wall_s', 0):6.1f}s wall {row.get('cpu_s', 0):6.1f}s CPU"
+              + (f" early stops: {row['early_stops']}" if row["early_stops"] else ""), flush=True)
+        models.append(row)
+        if row["status"] == "completed" and row["statistic"] is not None and not any("time limit" in s for s in row["early_stops"]):
+            regimes.setdefault(row["regime"], {"values": []})["values"].append(row["statistic"])
+    if args.only:
+        return 0  # a shard: results cached; a run without --only assembles the null
     for reg, r in regimes.items():
         if len(r["values"]) >= 5:
             r["threshold"] = calibrated_threshold(r["values"])

@@ -180,7 +180,7 @@ def run_search(
     searches: dict[tuple[int, str], ZOSearch] = {}
     stat_sizes: dict[str, np.ndarray] = {}  # sizes the statistic uses where they differ from the reported ones
     reference = np.full(n_classes, np.nan)  # few classes: the natural (in-data) change that reaches each class
-    families: list[str] = []
+    families: list[str] = ["features"] if tabular else ["patch", "blend", "square", "smooth"]
 
     try:
         if tabular:
