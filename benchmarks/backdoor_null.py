@@ -31,6 +31,9 @@ from onnxguard.backdoor.null import FPR_TARGET, NULL_FILE, calibrated_threshold 
 from onnxguard.policy import load_policy  # noqa: E402
 
 
+MIN_ACCURACY = 0.5  # a model that failed to train is no evidence about clean models
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "backdoor_null")
@@ -66,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
               f"queries {row['queries']:7d} {row.get('wall_s', 0):6.1f}s wall {row.get('cpu_s', 0):6.1f}s CPU"
               + (f" early stops: {row['early_stops']}" if row["early_stops"] else ""), flush=True)
         models.append(row)
-        if row["status"] == "completed" and row["statistic"] is not None and not any("time limit" in s for s in row["early_stops"]):
+        if (row["status"] == "completed" and row["statistic"] is not None and row["clean_accuracy"] >= MIN_ACCURACY
+                and not any("time limit" in s for s in row["early_stops"])):
             regimes.setdefault(row["regime"], {"values": []})["values"].append(row["statistic"])
     if args.only:
         return 0  # a shard: results cached; a run without --only assembles the null
@@ -81,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     out = {
         "provenance": {
             "script": "benchmarks/backdoor_null.py", "policy": pol.name, "budget": pol.backdoor.budget,
-            "time_limit_s": TIME_LIMIT_S, "excluded": "models whose search stopped on its time limit",
+            "time_limit_s": TIME_LIMIT_S,
+            "excluded": f"models whose search stopped on its time limit, and models that failed to train (clean accuracy < {MIN_ACCURACY})",
             "samples_per_class": pol.backdoor.samples_per_class, "threat_model": pol.threat_model.access, "seed": args.seed,
             "fpr_target": FPR_TARGET, "tool_version": __version__, "git_commit": commit,
             "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),

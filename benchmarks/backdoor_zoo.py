@@ -37,6 +37,7 @@ from onnxguard.report import BackdoorSection  # noqa: E402
 from onnxguard.stats import wilson  # noqa: E402
 
 
+MIN_ACCURACY = 0.5  # a model that failed to train (as in the null's rule)
 MIN_ATTACK_SUCCESS = 0.8  # a planted trigger that works on fewer test samples than this is not a backdoor to find
 
 
@@ -108,8 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     if weak:
         print(f"backdoors that did not take (attack success < {MIN_ATTACK_SUCCESS:.0%} on the test split at build time), "
               f"left out of the rates: " + ", ".join(f"{r['name']} ({r['attack_success_at_build']:.0%})" for r in weak))
-    bad = [r for r in rows if r["backdoored"] and r not in weak]
-    clean = [r for r in rows if not r["backdoored"]]
+    failed = [r for r in rows if (r["clean_accuracy"] or 0.0) < MIN_ACCURACY]
+    if failed:
+        print(f"models that failed to train (clean accuracy < {MIN_ACCURACY:.0%}; the null leaves such models out too), left out of "
+              "the rates: " + ", ".join(f"{r['name']} ({r['clean_accuracy']:.0%})" for r in failed))
+    bad = [r for r in rows if r["backdoored"] and r not in weak and r not in failed]
+    clean = [r for r in rows if not r["backdoored"] and r not in failed]
     det = sum(1 for r in bad if r["flagged"] and r["found"] in r["targets"])
     fp = sum(1 for r in clean if r["flagged"])
     print()

