@@ -385,7 +385,10 @@ def null_specs() -> list[ModelSpec]:
         ModelSpec("null_synth3_mlp2", "synth3", "mlp-wide", seed=237),
         ModelSpec("null_d16_cnn_c", "digits16", "cnn", seed=238),
         ModelSpec("null_c32_cnn_d", "colour32", "cnn", "softmax", seed=239),
-    ] + [ModelSpec(f"null_synth5_{k}", "synth5", "mlp" if k % 2 else "linear", seed=240 + k) for k in range(5)]
+    ] + [ModelSpec(f"null_synth5_{k}", "synth5", "mlp" if k % 2 else "linear", seed=240 + k) for k in range(5)] + [
+        ModelSpec(f"null_synth{c}_{k}", f"synth{c}", ("mlp", "mlp-wide", "linear")[k % 3], ("logits", "softmax")[k % 2], seed=250 + 10 * c + k)
+        for c in (4, 6) for k in range(6)
+    ]
     return _clean_set("null_", 200) + extra
 
 

@@ -447,6 +447,8 @@ def run_search(
                   early_stops=[f"{d['where']}: {d['reason']} (after {d['queries_used']} queries)" for d in probe.stops])
     if max_ai is None:
         why = details.get("statistic") or f"no class's trigger size could be measured ({stopped or 'no samples'})"
+        if probe.stops:
+            why += f"; the search stopped early {len(probe.stops)} time(s), first at {probe.stops[0]['where']} ({probe.stops[0]['reason']})"
         return BackdoorSection(status="failed", reason=why, wall_time_s=time.perf_counter() - t0, details=details, classes=rows,
                                **common)  # type: ignore[arg-type]
     p_model = cal.p_value(max_ai)
