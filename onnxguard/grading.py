@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .policy import Grading, LoadedPolicy, Thresholds
-from .report import LEVELS, VERDICTS, EvasionCheck, Grade, Level, Quantity, Rate, Report, Summary, Verdict
+from .report import LEVELS, VERDICTS, BackdoorSection, EvasionCheck, Grade, Level, Quantity, Rate, Report, Summary, Verdict
 
 
 def verdict_for(level: Level, grading: Grading) -> Verdict:
@@ -69,6 +69,26 @@ def _check_grades(chk: "EvasionCheck", specs: dict, g: Grading) -> list[Grade]:
     return grades
 
 
+def _backdoor_grade(bd: BackdoorSection, g: Grading) -> Grade:
+    """The anomaly index graded by the policy's thresholds, made to agree with the search's own finding:
+    a flagged model grades at least ``high``, an unflagged one at most ``medium`` (a finding never
+    contradicts its grade; the rule says when the agreement moved the level)."""
+    gr = grade_value("backdoor_anomaly_index", bd.max_anomaly_index, g.backdoor_anomaly_index, g)  # type: ignore[arg-type]
+    thr = f"{bd.anomaly_threshold:.3g}" if bd.anomaly_threshold is not None else "?"
+    p = f", p = {bd.p_value:.3g}" if bd.p_value is not None else ""
+    rank = LEVELS.index(gr.level)
+    if bd.flagged_classes and rank < LEVELS.index("high"):
+        level = "high"
+        rule = f"{gr.rule}; raised to high: the search flagged class(es) {bd.flagged_classes} (index > calibrated threshold {thr}{p})"
+    elif not bd.flagged_classes and rank > LEVELS.index("medium"):
+        level = "medium"
+        rule = f"{gr.rule}; capped at medium: no class flagged (index <= calibrated threshold {thr}{p}, or its trigger failed on held-back samples)"
+    else:
+        return gr
+    return Grade(metric=gr.metric, value=gr.value, graded_value=gr.graded_value, level=level,  # type: ignore[arg-type]
+                 verdict=verdict_for(level, g), rule=rule)
+
+
 def grade_report(report: Report, policy: LoadedPolicy) -> Report:
     """Fill in grades, risk levels and the summary, in place; returns the report."""
     g = policy.policy.grading
@@ -90,7 +110,7 @@ def grade_report(report: Report, policy: LoadedPolicy) -> Report:
         if bd.status != "completed" or bd.max_anomaly_index is None:
             bd.grades = [grade_not_run("backdoor_anomaly_index", bd.reason or "backdoor search did not complete", g)]
         else:
-            bd.grades = [grade_value("backdoor_anomaly_index", bd.max_anomaly_index, g.backdoor_anomaly_index, g)]
+            bd.grades = [_backdoor_grade(bd, g)]
         bd.risk = worst_level([x.level for x in bd.grades])
         all_grades += [("backdoor", x) for x in bd.grades]
     elif policy.policy.backdoor.enabled and not any(nt.what == "backdoor search" for nt in report.not_applicable):

@@ -177,7 +177,10 @@ class BackdoorSpec(_Strict):
     time_limit_s: float = Field(default=180.0, gt=0, le=_WEEK_S)
     samples_per_class: int = Field(default=20, ge=2, le=100_000)
     full_search_classes: int = Field(default=10, ge=1, le=100_000, description="classes that get the full search after the pre-screen")
-    anomaly_threshold: float = Field(default=3.0, gt=0, le=1e6, description="a class is flagged when its trigger's anomaly index reaches this")
+    anomaly_threshold: float | None = Field(
+        default=None, gt=0, le=1e6,
+        description="a class is flagged when its trigger's anomaly index exceeds this; unset: the threshold calibrated on "
+                    "clean models for a false-positive rate of at most 5% (onnxguard/backdoor/null.json)")
 
 
 class StaticCheckSpec(_Strict):

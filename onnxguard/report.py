@@ -14,7 +14,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .stats import median_ci, sequential_interval, wilson
+from .stats import median_ci, median_ci_coverage, sequential_interval, wilson
 
 SCHEMA_VERSION = "1.2"
 # report schema versions this release reads (1.1 reports lack policy.deviations and policy.effective_sha256)
@@ -89,10 +89,13 @@ class Quantity(_Model):
             return float(x) if np.isfinite(x) else None
 
         med = float(np.median(v)) if v.size else None
+        # below n = 6 no order-statistics interval reaches 95%: the interval is [min, max], labelled with its true coverage
+        cov = median_ci_coverage(int(v.size), confidence)
+        conf, method = (confidence, "order-statistics") if cov >= confidence else (round(cov, 4), f"order-statistics (min-max; exact coverage {cov:.1%} < {confidence:.0%} at n = {v.size})")
         return cls(
             median=f(med) if med is not None else None,
             mean=float(fin.mean()) if fin.size else None,
-            ci=(Interval(low=ci[0], high=ci[1] if np.isfinite(ci[1]) else float("inf"), confidence=confidence, method="order-statistics") if ci and np.isfinite(ci[0]) else None),
+            ci=(Interval(low=ci[0], high=ci[1] if np.isfinite(ci[1]) else float("inf"), confidence=conf, method=method) if ci and np.isfinite(ci[0]) else None),
             n=int(v.size),
             n_infinite=int((~np.isfinite(v)).sum()),
         )
@@ -317,6 +320,9 @@ class ClassTrigger(_Model):
     family_anomaly_indices: dict[str, float] = Field(default_factory=dict)
     search_success: float | None = None  # the reversed trigger's success on the search samples
     prescreen_success: float | None = None  # best candidate patch's success in the pre-screen (images)
+    p_value: float | None = None  # the class's anomaly index against the calibrated null of clean models' statistics
+    trigger_features: list[dict[str, Any]] | None = None  # tabular: [{feature, value (raw units), normalised, kind}]
+    reference_size: float | None = None  # few classes: the natural change (features) that reaches the class
 
 
 class BackdoorSection(_Model):
@@ -335,6 +341,11 @@ class BackdoorSection(_Model):
     wall_time_s: float = 0.0
     finding: str | None = None
     details: dict[str, Any] = Field(default_factory=dict)
+    p_value: float | None = None  # empirical p-value of max_anomaly_index against the calibrated null (details.calibration)
+    statistic_regime: str | None = None  # image | tabular | few: which statistic, and which null
+    families_searched: list[str] = Field(default_factory=list)
+    families_not_covered: list[str] = Field(default_factory=list)  # trigger families with no search, stated
+    early_stops: list[str] = Field(default_factory=list)  # every stage that stopped early, with where and why
     grades: list[Grade] = Field(default_factory=list)
     risk: Level | None = None
 

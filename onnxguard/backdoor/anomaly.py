@@ -22,6 +22,10 @@ floor of 0.3 log units makes a class with the floor binding flagged at index 3
 when its area is under ``exp(-0.9)`` = 41% of the median, the same rule as the
 linear 20% floor above. On the fixtures and the zoo clean classes' log areas spread
 by 0.1 to 0.3 and the easiest clean class sits at about 55-60% of the median.
+
+With two or three classes a MAD across classes means little (:func:`reference_indices`):
+each class's trigger is compared with what the data itself needs to change class.
+Thresholds are not fixed here: :mod:`.null` calibrates them on clean models.
 """
 
 from __future__ import annotations
@@ -30,8 +34,8 @@ import numpy as np
 
 CONSISTENCY = 1.4826  # makes the MAD estimate the standard deviation of a normal distribution
 MAD_FLOOR = 0.1
-FAMILY_FLOOR = {"patch": 0.2, "blend": 0.2, "features": 0.1, "square": 0.3}
-LOG_FAMILIES = {"square"}  # statistic on log sizes; the floor is then in log units
+FAMILY_FLOOR = {"patch": 0.2, "blend": 0.2, "features": 0.1, "square": 0.3, "smooth": 0.5}
+LOG_FAMILIES = {"square", "smooth"}  # statistic on log sizes; the floor is then in log units
 
 
 def family_indices(sizes: np.ndarray, family: str) -> np.ndarray:
@@ -56,3 +60,14 @@ def anomaly_indices(sizes: np.ndarray, floor: float = MAD_FLOOR, relative: bool 
     mad = max(mad, floor * abs(med) if relative else floor, 1e-12)
     out[ok] = (med - s[ok]) / mad
     return out
+
+
+def reference_indices(sizes: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Per-class index for models with few classes: ``log2(reference / size)``, how many times smaller the
+    reversed trigger is than the natural change that reaches the same class (the reference search: the same
+    number of features, each taken from a clean sample of the class). nan where either is unknown."""
+    s = np.asarray(sizes, dtype=np.float64)
+    r = np.asarray(reference, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.log2(np.maximum(r, 0.25) / np.maximum(s, 0.25))
+    return np.where(np.isfinite(s) & np.isfinite(r), out, np.nan)

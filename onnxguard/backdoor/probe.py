@@ -29,6 +29,11 @@ class Probe:
     def __init__(self, oracle: Oracle, deadline: float) -> None:
         self.oracle = oracle
         self.deadline = deadline
+        self.stops: list[dict] = []  # every early stop: where, why, and the queries used by then
+
+    def stopped(self, where: str, reason: str) -> None:
+        """Record that the stage ``where`` stopped early on ``reason`` (query budget or time limit)."""
+        self.stops.append({"where": where, "reason": reason, "queries_used": self.used})
 
     @property
     def labels_only(self) -> bool:

@@ -14,9 +14,17 @@ Order of work, all through one budgeted :class:`Probe`:
    With more classes than ``full_search_classes``, every class gets a short search
    first and only the most suspicious ones continue to the full search; the statistic of
    the mask families then compares the short-search sizes, which every class has;
-4. per family, the MAD anomaly index over the classes' trigger sizes; a class is
-   flagged when its index reaches the threshold and its reversed trigger works on
-   held-back samples.
+2c. images: the smooth-global-pattern sweep (:mod:`.smooth`: SIG sinusoids,
+   low-frequency fields), family ``smooth``;
+4. per family, the MAD anomaly index over the classes' trigger sizes (with 2 or 3
+   classes, the reference-ratio index of :func:`.anomaly.reference_indices`); the
+   model's statistic is the largest index among classes whose reversed trigger
+   works on held-back samples; a class is flagged when its index exceeds the
+   threshold calibrated on clean models (:mod:`.null`), and the report gives the
+   statistic's empirical p-value against that null.
+
+Warping triggers (WaNet, Nguyen & Tran 2021) and input-aware (sample-specific)
+triggers are not searched for; the report says so (``families_not_covered``).
 """
 
 from __future__ import annotations
@@ -30,13 +38,16 @@ import numpy as np
 from ..attacks.base import to_chw
 from ..oracle import Oracle
 from ..report import BackdoorSection, ClassTrigger, Rate
-from .anomaly import family_indices
+from .anomaly import family_indices, reference_indices
+from .null import calibration
+from .smooth import CENSOR as SMOOTH_CENSOR
+from .smooth import SmoothTrigger, smooth_sweep
 from ..outputs import OutputDir, as_output_dir
 from ..png import image_png, to_display
 from .probe import OutOfBudget, Probe
-from .tabular import FeatureTrigger, search_features
+from .tabular import FeatureTrigger, candidate_values, search_features
 from .squares import square_sweep
-from .triggers import patch_library, patch_sizes, prescreen, stamp
+from .triggers import box_trigger, patch_library, patch_sizes, prescreen, stamp
 from .zo import ZOSearch
 
 SUCCESS_TARGET = 0.9  # a reversed trigger "works" when it sends this share of other-class samples to the target
@@ -46,6 +57,14 @@ SHORT_SHARE = 0.25  # the short search's share of a full search, when not every 
 SQUARE_CONFIRM = 4  # samples per class on which the square sweep confirms its best candidates
 SQUARE_REFINE = 2  # samples per class for the square sweep's pattern refinement (1 under budgets < 200k)
 MAX_FEATURES = 6  # tabular triggers larger than this are not searched further
+MANY_CLASSES = 100  # from this many classes on, only the pre-screen's choice gets the per-class searches
+SCREEN_SAMPLES = 64  # many classes: samples on which the sweeps screen (a fixed number, not one per class)
+FEW_CLASSES = 3  # at most this many classes: the reference-ratio statistic instead of a MAD across classes
+MASK_GRID = 32  # the zeroth-order mask and pattern live on at most a 32 x 32 grid (coarse cells on large inputs)
+NOT_COVERED = {
+    "warping": "warping triggers (WaNet): no search family; a smooth warp is not a mask, a blend or an additive pattern",
+    "input-aware": "sample-specific (input-aware, dynamic) triggers: no search family",
+}
 
 
 def _split(y: np.ndarray, ok: np.ndarray, n_classes: int, per_class: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -67,8 +86,21 @@ def _per_class(x: np.ndarray, y: np.ndarray, k: int, rng: np.random.Generator) -
     return x[idx], y[idx]
 
 
-def _class_means(x: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
-    return np.stack([x[y == c].mean(axis=0) if (y == c).any() else np.full(x.shape[1:], 0.5) for c in range(n_classes)])
+class _ClassMeans:
+    """Each class's mean sample, computed when first asked for (many classes x large inputs stay cheap)."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
+        self.x, self.y, self.cache = x, y, {}
+
+    def __getitem__(self, c: int) -> np.ndarray:
+        if c not in self.cache:
+            sel = self.y == c
+            self.cache[c] = self.x[sel].mean(axis=0) if sel.any() else np.full(self.x.shape[1:], 0.5)
+        return self.cache[c]
+
+
+def _class_means(x: np.ndarray, y: np.ndarray, n_classes: int) -> _ClassMeans:
+    return _ClassMeans(x, y)
 
 
 def _interleave(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -86,6 +118,12 @@ def _not_run(reason: str, threat: str, budget: int) -> BackdoorSection:
     return BackdoorSection(status="not_run", reason=reason, threat_model=threat, query_budget=budget)  # type: ignore[arg-type]
 
 
+def _regime(tabular: bool, n_classes: int) -> str:
+    if n_classes <= FEW_CLASSES:
+        return "few"
+    return "tabular" if tabular else "image"
+
+
 def run_search(
     oracle: Oracle,
     z: np.ndarray,
@@ -97,12 +135,16 @@ def run_search(
     time_limit_s: float,
     samples_per_class: int,
     full_search_classes: int,
-    anomaly_threshold: float,
+    anomaly_threshold: float | None,
     seed: int,
     progress: Callable[[int, int], None] | None = None,
     out_dir: Path | None = None,
     class_labels: list | None = None,
+    feature_box: tuple[np.ndarray, np.ndarray] | None = None,
+    null_file: Path | None = None,
 ) -> BackdoorSection:
+    """The whole search. ``feature_box`` (tabular): the raw-unit bounds of the normalised search box,
+    so that reversed triggers are reported in the data's units. ``anomaly_threshold`` None: calibrated."""
     t0 = time.perf_counter()
     threat = "labels" if oracle.labels_only else "scores"
     rng = np.random.default_rng([seed, 5])
@@ -112,11 +154,15 @@ def run_search(
     ok = (pred == y) & (y >= 0) & (y < n_classes)
     s_idx, h_idx = _split(y, ok, n_classes, samples_per_class, rng)
     present = sorted(set(y[s_idx].tolist()))
-    if len(present) < 3 or n_classes < 3:
-        why = f"the search needs correctly classified samples of at least 3 classes (found {len(present)} of {n_classes})"
-        if n_classes < 3:
-            why = f"the outlier statistic needs at least 3 classes; the model has {n_classes}"
+    if n_classes < 2 or len(present) < min(n_classes, 3) or len(present) < 2:
+        why = f"the search needs correctly classified samples of at least {min(max(n_classes, 2), 3)} classes (found {len(present)} of {n_classes})"
         return _not_run(why, threat, budget)
+    if n_classes <= FEW_CLASSES and not tabular:
+        return _not_run(f"image models with {n_classes} classes: the reference-ratio statistic for few classes is "
+                        "implemented for tabular inputs only, and a MAD across so few classes means little", threat, budget)
+    regime = _regime(tabular, n_classes)
+    cal = calibration(regime, anomaly_threshold, **({"path": null_file} if null_file else {}))
+    threshold = cal.threshold
     xs, ys = x[s_idx], y[s_idx]
     xh, yh = x[h_idx], y[h_idx]
     probe = Probe(oracle, t0 + time_limit_s)
@@ -128,12 +174,14 @@ def run_search(
 
     sizes: dict[str, np.ndarray] = {}
     succ: dict[str, np.ndarray] = {}
-    triggers: dict[tuple[int, str], tuple[np.ndarray, np.ndarray] | FeatureTrigger] = {}
+    triggers: dict[tuple[int, str], object] = {}
     queries_per_class = np.zeros(n_classes, dtype=np.int64)
     full = np.zeros(n_classes, dtype=bool)
     pre = np.zeros(n_classes)
     searches: dict[tuple[int, str], ZOSearch] = {}
     stat_sizes: dict[str, np.ndarray] = {}  # sizes the statistic uses where they differ from the reported ones
+    reference = np.full(n_classes, np.nan)  # few classes: the natural (in-data) change that reaches each class
+    families: list[str] = ["features"] if tabular else ["patch", "blend", "square", "smooth"]
 
     try:
         if tabular:
@@ -142,67 +190,115 @@ def run_search(
             succ["features"] = np.zeros(n_classes)
             n_feat = shape[0]
             active = oracle.domain.width.reshape(-1) > 0
-            per_class_q = budget // n_classes
+            per_class_q = budget // n_classes // (2 if regime == "few" else 1)
             full[:] = True
+            flat = x.reshape(len(x), n_feat)
+            q1, q3 = np.percentile(flat, [25, 75], axis=0)
+            iqr = np.where(q3 > q1, q3 - q1, flat.max(axis=0) - flat.min(axis=0))
+            values = candidate_values(flat, iqr)
+            k_max = min(MAX_FEATURES, n_feat)
             for t in classes:
                 pool = xs[ys != t]
                 if len(pool) == 0:
                     continue
-                tr = search_features(probe, pool, t, max_features=min(MAX_FEATURES, n_feat), success_target=SUCCESS_TARGET,
-                                     max_queries=per_class_q, active=active)
+                tr = search_features(probe, pool, t, max_features=k_max, success_target=SUCCESS_TARGET,
+                                     max_queries=per_class_q, active=active, values=values, where="feature search")
                 sizes["features"][t] = tr.size if tr.curve else np.nan
                 succ["features"][t] = tr.success
                 queries_per_class[t] += tr.queries
                 triggers[(t, "features")] = tr
+                if regime == "few":
+                    own = xs[ys == t].reshape(-1, n_feat)
+                    if len(own):
+                        paired = own[rng.integers(0, len(own), size=len(pool))]
+                        ref = search_features(probe, pool, t, max_features=k_max, success_target=SUCCESS_TARGET,
+                                              max_queries=per_class_q, active=active, paired=paired, where="reference search")
+                        reference[t] = ref.size if ref.curve else np.nan
+                        queries_per_class[t] += ref.queries
                 report_progress()
-            details["method_detail"] = "greedy few-feature search over the ends of each feature's valid range"
-            k_max = min(MAX_FEATURES, n_feat)
+            details["method_detail"] = ("greedy few-feature search over each feature's candidate values: 0.5 to 3 IQRs beyond "
+                                        "the data's ends (within the given feature bounds, if any), the data's ends and rare in-range "
+                                        "values; a feature's share of the size grows with its distance beyond the data (1 + IQRs / 2)")
             fs = sizes["features"]
             censored = np.isfinite(fs) & (fs > k_max)
-            if censored.sum() * 2 >= np.isfinite(fs).sum() > 0:
+            if regime != "few" and censored.sum() * 2 >= np.isfinite(fs).sum() > 0:
                 # most classes cannot be reached within k_max features: their sizes are only "> k_max", so the
                 # median and its spread are unknown and any class below the cap would look arbitrarily anomalous
                 stat_sizes["features"] = np.full(n_classes, np.nan)
                 details["statistic"] = (
                     f"undefined: {int(censored.sum())} of {int(np.isfinite(fs).sum())} classes cannot be reached by "
-                    f"setting up to {k_max} features to range ends, so no class is flagged on trigger size"
+                    f"setting up to {k_max} features to candidate values, so no class is flagged on trigger size"
                 )
         else:
-            families = ["patch", "blend"]
             c, h, w = x.shape[1:]
+            cell = max(1, -(-max(h, w) // MASK_GRID))
+            details["mask_grid_cell"] = int(cell)
             lib = patch_library(c, h, w, seed=seed)
             order = _interleave(ys, rng)
             pre_budget = int(PRESCREEN_SHARE * budget)
             pre, pre_idx, pre_q = prescreen(probe, xs[order], ys[order], n_classes, lib, pre_budget)
             details["prescreen"] = {"patches": len(lib), "queries": int(pre_q), "best_success": [round(float(v), 3) for v in pre]}
             report_progress()
+            searched: list[int] | None = None
+            screen = _per_class(xs, ys, 1, rng)
+            confirm = _per_class(xs, ys, SQUARE_CONFIRM, rng)
+            refine = _per_class(xs, ys, SQUARE_REFINE if budget >= 200_000 else 1, rng)
+            if n_classes >= MANY_CLASSES:
+                # sub-linear in the number of classes: the pre-screen (a fixed share of the budget) picks the
+                # most suspicious classes; they and as many random reference classes (for the statistic's median)
+                # get the sweeps and the mask searches; every other class keeps its pre-screen figure only
+                k = min(full_search_classes, n_classes)
+                top = [int(t) for t in np.argsort(-pre, kind="stable")[:k]]
+                others = [t for t in classes if t not in top and (ys == t).any()]
+                ref = [int(t) for t in rng.permutation(others)[:k]] if others else []
+                searched = sorted(top + ref)
+                details["many_classes"] = {"suspects": sorted(top), "reference_classes": sorted(ref),
+                                           "rule": f">= {MANY_CLASSES} classes: the pre-screen's {k} most suspicious classes and {len(ref)} random "
+                                                   "reference classes get the sweeps and mask searches"}
+                keep = lambda xy: (xy[0][np.isin(xy[1], searched)], xy[1][np.isin(xy[1], searched)])  # noqa: E731
+                screen, confirm, refine = keep(screen), keep(confirm), keep(refine)
+                sel = rng.permutation(len(xs))[:SCREEN_SAMPLES]
+                screen = (np.concatenate([screen[0], xs[sel]]), np.concatenate([screen[1], ys[sel]]))
             # the square-patch sweep: the same cheap, decision-based size for every class
-            sq = square_sweep(probe, _per_class(xs, ys, 1, rng), _per_class(xs, ys, SQUARE_CONFIRM, rng), n_classes,
+            families = ["patch", "blend", "square", "smooth"]
+            sq = square_sweep(probe, screen, confirm, n_classes,
                               _class_means(xs, ys, n_classes), level=SUCCESS_TARGET, refine_size=max(patch_sizes(h, w)),
-                              refine_samples=_per_class(xs, ys, SQUARE_REFINE if budget >= 200_000 else 1, rng), rng=rng)
-            families = ["patch", "blend", "square"]
+                              refine_samples=refine, rng=rng, classes=searched)
             sizes["square"], succ["square"] = sq.area, sq.rate
             for t, trig in sq.triggers.items():
                 triggers[(t, "square")] = trig
             details["square"] = {"queries": int(sq.queries), "refined_classes": int(sq.refined),
                                  "curves": {str(t): [[int(a), float(r)] for a, r in v] for t, v in sq.curve.items()}}
             report_progress()
-            cls_order = [int(t) for t in np.argsort(-pre, kind="stable")]
+            # smooth global patterns (SIG sinusoids, low-frequency fields)
+            sm = smooth_sweep(probe, screen, confirm, n_classes, level=SUCCESS_TARGET, seed=seed, classes=searched)
+            sizes["smooth"], succ["smooth"] = sm.amplitude, sm.rate
+            for t, trig in sm.triggers.items():
+                triggers[(t, "smooth")] = trig
+            details["smooth"] = {"queries": int(sm.queries), "patterns": {str(t): v.name for t, v in sm.triggers.items()}}
+            if sm.complete:  # classes out of the ladder's reach are censored (not left out, which would shrink the median)
+                reach = np.array([(ys != t).any() and (ys == t).any() and (searched is None or t in searched) for t in classes])
+                stat_sizes["smooth"] = np.where(np.isfinite(sm.amplitude), sm.amplitude, np.where(reach, SMOOTH_CENSOR, np.nan))
+            report_progress()
+            cls_order = [int(t) for t in np.argsort(-pre, kind="stable") if searched is None or int(t) in searched]
             for t in cls_order:
                 pool = xs[ys != t]
                 if len(pool) == 0:
                     continue
-                _, pm, pp = lib[int(pre_idx[t])]
+                _, pr, pc, blk = lib[int(pre_idx[t])]
+                pm, pp = box_trigger((c, h, w), pr, pc, blk)
                 target_mean = xs[ys == t].mean(axis=0) if (ys == t).any() else np.full((c, h, w), 0.5)
                 init_p = np.where(pm[None] > 0, pp, np.clip(target_mean, 0.2, 0.8))
                 # labels only: start from a strong trigger (target-class mean blended in) so that the
                 # 0/1 loss has a boundary to walk along; scores: start small and let the gradient grow it
                 rest_m = 0.5 if oracle.labels_only else 0.05
                 searches[(t, "patch")] = ZOSearch("patch", t, pool, oracle.labels_only, np.random.default_rng([seed, t, 1]),
-                                                  init_mask=np.where(pm > 0, 0.7, rest_m), init_pattern=init_p, success_target=SUCCESS_TARGET)
+                                                  init_mask=np.where(pm > 0, 0.7, rest_m), init_pattern=init_p, success_target=SUCCESS_TARGET,
+                                                  cell=cell)
                 searches[(t, "blend")] = ZOSearch("blend", t, pool, oracle.labels_only, np.random.default_rng([seed, t, 2]),
                                                   init_pattern=np.clip(target_mean, 0.2, 0.8) if oracle.labels_only else None,
-                                                  init_alpha=0.6 if oracle.labels_only else 0.25, success_target=SUCCESS_TARGET)
+                                                  init_alpha=0.6 if oracle.labels_only else 0.25, success_target=SUCCESS_TARGET,
+                                                  cell=cell)
             n_c = len({t for t, _ in searches})
             k_full = min(full_search_classes, n_c)
             rest = probe.left - n_classes * len(xh)  # kept for the held-back check of every class's trigger
@@ -228,8 +324,9 @@ def run_search(
                 # like with like: with a reduced search the statistic of the mask families compares every
                 # class's short-search size (the same budget for all); the full search refines the triggers
                 stat_sizes.update(est)
-                details["statistic_on"] = "short-search sizes (patch, blend); sweep areas (square)"
+                details["statistic_on"] = "short-search sizes (patch, blend); sweep sizes (square, smooth)"
                 est["square"] = sizes["square"]
+                est["smooth"] = stat_sizes.get("smooth", sizes["smooth"])
                 with np.errstate(all="ignore"):
                     ai = np.nanmax(np.stack([family_indices(est[f], f) for f in est]), axis=0)
                 rank = np.lexsort((-pre, -np.nan_to_num(ai, nan=-np.inf)))
@@ -247,9 +344,9 @@ def run_search(
                     full[t] = True
     except OutOfBudget as exc:
         stopped = exc.reason
+        probe.stopped("search stages (after the pre-screen)" if not tabular else "feature search", exc.reason)
 
     if not tabular:
-        families = [f for f in ("patch", "blend", "square") if f in families or f != "square"]
         for fam in ("patch", "blend"):
             sizes[fam] = np.full(n_classes, np.nan)
             succ[fam] = np.zeros(n_classes)
@@ -263,12 +360,22 @@ def run_search(
             else:
                 triggers[(t, fam)] = (s.mask(), s.pattern())
 
-    # -- the outlier statistic --------------------------------------------------
+    # -- the statistic ----------------------------------------------------------
     for fam in families:
         sizes.setdefault(fam, np.full(n_classes, np.nan))
         succ.setdefault(fam, np.zeros(n_classes))
-    ai_fam = {fam: family_indices(stat_sizes.get(fam, sizes[fam]), fam) for fam in families}
+    if regime == "few":
+        ai_fam = {fam: reference_indices(sizes[fam], reference) for fam in families}
+        details["statistic"] = details.get("statistic") or (
+            "reference ratio: log2(natural change / reversed trigger), the natural change being the same greedy search "
+            "with each feature taken from a clean sample of the class")
+        details["reference_sizes"] = [None if not np.isfinite(v) else round(float(v), 4) for v in reference]
+    else:
+        ai_fam = {fam: family_indices(stat_sizes.get(fam, sizes[fam]), fam) for fam in families}
     stack = np.stack([ai_fam[f] for f in families])
+    # a class's index and kind come from the families that reversed a trigger for it (a censored size has no trigger)
+    has = np.stack([np.isfinite(sizes[f]) for f in families])
+    stack = np.where(has | ~has.any(axis=0, keepdims=True), stack, np.nan)
     with np.errstate(all="ignore"):
         cls_ai = np.where(np.isnan(stack).all(axis=0), np.nan, np.nanmax(np.where(np.isnan(stack), -np.inf, stack), axis=0))
     kind_idx = np.argmax(np.where(np.isnan(stack), -np.inf, stack), axis=0)
@@ -283,27 +390,27 @@ def run_search(
             if trig is None or len(xo) == 0:
                 continue
             probe.check(len(xo))
-            xt = trig.apply(xo) if isinstance(trig, FeatureTrigger) else stamp(xo, *trig)
+            xt = trig.apply(xo) if hasattr(trig, "apply") else stamp(xo, *trig)  # type: ignore[misc, attr-defined]
             _, lab = probe.run(xt)
             queries_per_class[t] += len(xo)
             held[t] = Rate.of(int((lab == t).sum()), int(len(xo)))
     except OutOfBudget as exc:
         stopped = stopped or exc.reason
+        probe.stopped("held-back check", exc.reason)
 
-    flagged = [
-        t for t in classes
-        if np.isfinite(cls_ai[t]) and cls_ai[t] >= anomaly_threshold and t in held and (held[t].value or 0.0) >= MIN_HELD_OUT_SUCCESS
-    ]
+    validated = [t for t in classes if np.isfinite(cls_ai[t]) and t in held and (held[t].value or 0.0) >= MIN_HELD_OUT_SUCCESS]
+    flagged = [t for t in validated if cls_ai[t] > threshold]
     flagged.sort(key=lambda t: -cls_ai[t])
 
     files: list[str] = []
     if out_dir is not None:
-        files = _save(out_dir, triggers, classes, families, kind_idx, tabular, xh if len(xh) else xs)
+        files = _save(out_dir, triggers, classes, families, kind_idx, tabular, xh if len(xh) else xs, feature_box)
 
     rows = []
     for t in classes:
         fam = families[int(kind_idx[t])]
         size = sizes[fam][t]
+        trig = triggers.get((t, fam))
         rows.append(ClassTrigger(
             cls=t,
             label=str(class_labels[t]) if class_labels and t < len(class_labels) else None,
@@ -312,58 +419,88 @@ def run_search(
             trigger_kind=fam if np.isfinite(size) else None,
             attack_success=held.get(t),
             anomaly_index=float(cls_ai[t]) if np.isfinite(cls_ai[t]) else None,
+            p_value=cal.p_value(float(cls_ai[t])) if np.isfinite(cls_ai[t]) else None,
             queries=int(queries_per_class[t]),
             family_sizes={f: round(float(sizes[f][t]), 4) for f in families if np.isfinite(sizes[f][t])},
             family_anomaly_indices={f: round(float(ai_fam[f][t]), 4) for f in families if np.isfinite(ai_fam[f][t])},
             search_success=round(float(succ[fam][t]), 4),
             prescreen_success=round(float(pre[t]), 4) if not tabular else None,
+            trigger_features=_raw_features(trig, feature_box) if isinstance(trig, FeatureTrigger) and trig.features else None,
+            reference_size=float(reference[t]) if np.isfinite(reference[t]) else None,
         ))
     finite = cls_ai[np.isfinite(cls_ai)]
-    max_ai = float(finite.max()) if finite.size else None
+    unvalidated_max = float(finite.max()) if finite.size else None
+    max_ai = max((float(cls_ai[t]) for t in validated), default=None)
+    if max_ai is None and unvalidated_max is not None:
+        # no class's reversed trigger works on held-back samples: nothing is evidence of a backdoor
+        max_ai = min(0.0, unvalidated_max)
+    details["early_stops"] = probe.stops
     if stopped:
         details["stopped_by"] = stopped
     details["ort_time_s"] = oracle.ort_time - ort0
     details["families"] = families
     details["min_held_back_success"] = MIN_HELD_OUT_SUCCESS
+    details["calibration"] = cal.as_dict()
+    if unvalidated_max is not None and max_ai is not None and unvalidated_max > max_ai:
+        details["largest_index_not_validated"] = round(unvalidated_max, 4)
+    common = dict(threat_model=threat, queries=probe.used, query_budget=budget, families_searched=families,
+                  families_not_covered=[] if tabular else [v for v in NOT_COVERED.values()], statistic_regime=regime,
+                  early_stops=[f"{d['where']}: {d['reason']} (after {d['queries_used']} queries)" for d in probe.stops])
     if max_ai is None:
         why = details.get("statistic") or f"no class's trigger size could be measured ({stopped or 'no samples'})"
-        return BackdoorSection(status="failed", reason=why,
-                               threat_model=threat, queries=probe.used, query_budget=budget,  # type: ignore[arg-type]
-                               wall_time_s=time.perf_counter() - t0, details=details, classes=rows)
-    unit = "features" if tabular else "mask L1 (pixels)"
+        if probe.stops:
+            why += f"; the search stopped early {len(probe.stops)} time(s), first at {probe.stops[0]['where']} ({probe.stops[0]['reason']})"
+        return BackdoorSection(status="failed", reason=why, wall_time_s=time.perf_counter() - t0, details=details, classes=rows,
+                               **common)  # type: ignore[arg-type]
+    p_model = cal.p_value(max_ai)
+    unit = "features" if tabular else "trigger size"
+    ptxt = f"; p = {p_model:.3g} against {cal.n} clean models" if p_model is not None else "; no calibrated null for this kind of model"
+    thr_txt = f"{threshold:.3g} ({cal.source}{f', false-positive rate {cal.fpr:.0%} on the null' if cal.fpr is not None else ''})"
     if flagged:
         f0 = flagged[0]
         finding = (f"class(es) {', '.join(map(str, flagged))} flagged: class {f0}'s reversed {rows[f0].trigger_kind} trigger is anomalously small "
-                   f"(anomaly index {cls_ai[f0]:.2f} >= {anomaly_threshold:g}; size {rows[f0].trigger_size:.3g} {unit}) and sends "
+                   f"(anomaly index {cls_ai[f0]:.2f} > threshold {thr_txt}{ptxt}; size {rows[f0].trigger_size:.3g} {unit}) and sends "
                    f"{held[f0].successes} of {held[f0].n} held-back samples of other classes to it")
     else:
-        finding = f"no class has an anomalously small trigger (largest anomaly index {max_ai:.2f} < {anomaly_threshold:g}); this is not a proof that no backdoor exists"
-    if stopped:
-        finding += f"; the search stopped early on its {stopped}"
+        finding = (f"no class has an anomalously small trigger that works on held-back samples (largest such anomaly index "
+                   f"{max_ai:.2f} <= threshold {thr_txt}{ptxt}); this is not a proof that no backdoor exists")
+        if "largest_index_not_validated" in details:
+            finding += f" (index {unvalidated_max:.2f} was reached by a trigger that failed on held-back samples)"
+    if stopped or probe.stops:
+        finding += f"; the search stopped early {len(probe.stops)} time(s), first at {probe.stops[0]['where']} ({probe.stops[0]['reason']})" if probe.stops else f"; the search stopped early on its {stopped}"
     if progress:
         progress(budget, budget)
+    method = ("few-feature trigger search (beyond-range and rare in-range values)" if tabular else
+              "Neural-Cleanse-style mask+pattern and blend searches with zeroth-order (antithetic) gradients, patch pre-screen, "
+              "decision-based square-patch sweep, smooth-pattern sweep (SIG sinusoids, low-frequency fields)")
     return BackdoorSection(
         status="completed",
-        method=("few-feature trigger search (out-of-range values)" if tabular else
-                "Neural-Cleanse-style mask+pattern and blend searches with zeroth-order (antithetic) gradients, patch pre-screen, "
-                 "decision-based square-patch sweep")
-        + ("; labels-only loss" if oracle.labels_only else "; cross-entropy on scores"),
-        threat_model=threat,  # type: ignore[arg-type]
+        method=method + ("; labels-only loss" if oracle.labels_only else "; cross-entropy on scores"),
         classes=rows,
         flagged_classes=flagged,
-        anomaly_threshold=anomaly_threshold,
+        anomaly_threshold=threshold,
         max_anomaly_index=max_ai,
+        p_value=p_model,
         fully_searched_classes=[t for t in classes if full[t]],
         trigger_files=files,
-        queries=probe.used,
-        query_budget=budget,
         wall_time_s=time.perf_counter() - t0,
         finding=finding,
         details=details,
+        **common,  # type: ignore[arg-type]
     )
 
 
-def _save(out_dir: "Path | OutputDir", triggers: dict, classes: list[int], families: list[str], kind_idx: np.ndarray, tabular: bool, examples: np.ndarray) -> list[str]:
+def _raw_features(trig: FeatureTrigger, box: tuple[np.ndarray, np.ndarray] | None) -> list[dict]:
+    """A feature trigger in the data's own units."""
+    out = []
+    for f, v, kind in zip(trig.features, trig.values, trig.kinds or ["?"] * len(trig.features)):
+        raw = float(box[0][f] + v * (box[1][f] - box[0][f])) if box is not None else None
+        out.append({"feature": int(f), "value": raw, "normalised": round(float(v), 6), "kind": kind})
+    return out
+
+
+def _save(out_dir: "Path | OutputDir", triggers: dict, classes: list[int], families: list[str], kind_idx: np.ndarray, tabular: bool,
+          examples: np.ndarray, feature_box: tuple[np.ndarray, np.ndarray] | None = None) -> list[str]:
     out = as_output_dir(out_dir, "--backdoor-out")
     assert out is not None
     out.ensure()
@@ -375,13 +512,23 @@ def _save(out_dir: "Path | OutputDir", triggers: dict, classes: list[int], famil
             continue
         npy = f"class{t}-{fam}.npy"
         if isinstance(trig, FeatureTrigger):
-            arr = trig.as_array()  # row 0: feature indices, row 1: normalised values
-            files.append(str(out.write(npy, lambda f, a=arr: np.save(f, a))))
+            arr = trig.as_array()  # row 0: feature indices, row 1: normalised values, row 2: raw values
+            if feature_box is not None:
+                f = arr[0].astype(int)
+                arr = np.vstack([arr, feature_box[0][f] + arr[1] * (feature_box[1][f] - feature_box[0][f])])
+            files.append(str(out.write(npy, lambda fh, a=arr: np.save(fh, a))))
+            continue
+        if isinstance(trig, SmoothTrigger):
+            d = trig.delta()  # the additive pattern (C, H, W), normalised units
+            files.append(str(out.write(npy, lambda fh, a=d: np.save(fh, a))))
+            ex = trig.apply(examples[:1])[0]
+            img = np.concatenate([to_display(d / 2 + 0.5), np.ones((d.shape[1], 1) + to_display(d).shape[2:]) * 0.5, to_display(ex)], axis=1)
+            files.append(str(out.write(f"class{t}-{fam}.png", image_png(img, scale=max(1, 128 // max(d.shape[1], 1))))))
             continue
         m, p = trig
         mask = np.broadcast_to(np.asarray(m, dtype=np.float64).reshape(1, *p.shape[1:]), p.shape)
         stacked = np.stack([mask, p])  # [0]: mask, [1]: pattern, each (C, H, W) normalised
-        files.append(str(out.write(npy, lambda f, a=stacked: np.save(f, a))))
+        files.append(str(out.write(npy, lambda fh, a=stacked: np.save(fh, a))))
         ex = stamp(examples[:1], m, p)[0]
         panels = [to_display(mask), to_display(mask * p), to_display(ex)]
         gap = np.ones((panels[0].shape[0], 1) + panels[0].shape[2:]) * 0.5

@@ -39,9 +39,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..attacks.base import cross_entropy
 from .probe import OutOfBudget, Probe
-from .triggers import stamp
+from .triggers import batch_rows, box_trigger, stamp, stamp_box
 
 LADDER_FRACTIONS = (0.125, 0.1875, 0.25, 0.375, 0.5, 0.6875, 1.0)  # of the shorter side: 2,3,4,6,8,11,16 at 16
 SCREEN_KEEP = 3  # candidates per (class, size) that go on to the confirmation set
@@ -84,7 +83,7 @@ def _hits(labels: np.ndarray, ys: np.ndarray, t: int) -> float:
 def square_sweep(
     probe: Probe, screen: tuple[np.ndarray, np.ndarray], confirm: tuple[np.ndarray, np.ndarray], n_classes: int,
     class_means: np.ndarray, *, level: float, refine_size: int, refine_samples: tuple[np.ndarray, np.ndarray],
-    refine_positions: int = 2, rng: np.random.Generator,
+    refine_positions: int = 2, rng: np.random.Generator, classes: list[int] | None = None,
 ) -> SquareResult:
     xs, ys = screen
     xc, yc = confirm
@@ -94,9 +93,12 @@ def square_sweep(
     best: dict[tuple[int, int], tuple[float, np.ndarray, np.ndarray]] = {}  # (class, size) -> confirmed rate, mask, pattern
     done = np.zeros(n_classes, dtype=bool)
     present = np.array([(ys == t).any() or (yc == t).any() for t in range(n_classes)])
+    if classes is not None:  # only these classes get the sweep (many classes: the pre-screen's choice)
+        present &= np.isin(np.arange(n_classes), classes)
     sizes = ladder(h, w)
     try:
-        refined = _refine_all(probe, *refine_samples, n_classes, class_means, refine_size, refine_positions, rng)
+        refined = _refine_all(probe, *refine_samples, n_classes, class_means, refine_size, refine_positions, rng,
+                              classes=[t for t in range(n_classes) if present[t]])
         res.refined = len(refined)
         for t, (m, p) in refined.items():
             _, lab = probe.run(stamp(xc, m, p))
@@ -105,36 +107,33 @@ def square_sweep(
             todo = [t for t in range(n_classes) if present[t] and not done[t]]
             if not todo:
                 break
-            cands: list[tuple[np.ndarray, np.ndarray, int | None]] = []  # mask, pattern, class it is for (None: all)
+            # candidates as boxes (row, col, block, class it is for or None: all); full-size masks only for the kept ones
+            cands: list[tuple[int, int, np.ndarray, int | None]] = []
             blocks = _blocks(s)
             for r, cc in positions(h, w, s):
-                m = np.zeros((h, w))
-                m[r : r + s, cc : cc + s] = 1.0
                 for blk in blocks.values():
-                    p = np.zeros((c, h, w))
-                    p[:, r : r + s, cc : cc + s] = blk
-                    cands.append((m, p, None))
+                    cands.append((r, cc, blk, None))
                 for t in todo:
-                    cands.append((m, class_means[t], t))
-            lab = _run_chunked(probe, xs, cands)
+                    cands.append((r, cc, class_means[t][:, r : r + s, cc : cc + s], t))
+            lab = _run_chunked(probe, xs, [(r, cc, blk) for r, cc, blk, _ in cands])
             for t in todo:
-                rates = np.array([_hits(lab[k], ys, t) if k_t in (None, t) else -1.0 for k, (_, _, k_t) in enumerate(cands)])
+                rates = np.array([_hits(lab[k], ys, t) if k_t in (None, t) else -1.0 for k, (_, _, _, k_t) in enumerate(cands)])
                 top = [int(k) for k in np.argsort(-rates, kind="stable")[:SCREEN_KEEP] if rates[k] >= SCREEN_MIN]
                 prev = best.get((t, s))
                 for k in top:
-                    m, p, _ = cands[k]
-                    _, lc = probe.run(stamp(xc, m, p))
+                    m, p = box_trigger((c, h, w), *cands[k][:3])
+                    _, lc = probe.run(stamp_box(xc, *cands[k][:3]))
                     r_c = _hits(lc, yc, t)
                     if prev is None or r_c > prev[0]:
                         prev = (r_c, m, p)
                 if prev is None:
                     k = int(np.argmax(rates))
-                    prev = (max(float(rates[k]), 0.0) * 0.5, cands[k][0], cands[k][1])  # screening only: discounted
+                    prev = (max(float(rates[k]), 0.0) * 0.5, *box_trigger((c, h, w), *cands[k][:3]))  # screening only: discounted
                 best[(t, s)] = prev
                 if prev[0] >= level:
                     done[t] = True
-    except OutOfBudget:
-        pass
+    except OutOfBudget as exc:
+        probe.stopped("square sweep", exc.reason)
     for t in range(n_classes):
         prev_a, prev_r = 0.0, 0.0
         curve = []
@@ -155,12 +154,13 @@ def square_sweep(
     return res
 
 
-def _run_chunked(probe: Probe, xs: np.ndarray, cands: list) -> np.ndarray:
+def _run_chunked(probe: Probe, xs: np.ndarray, cands: list[tuple[int, int, np.ndarray]]) -> np.ndarray:
+    """Labels of every box candidate stamped on every sample; batches bounded in memory (:func:`batch_rows`)."""
     out = []
-    chunk = max(1, 4096 // len(xs))
+    chunk = max(1, batch_rows(xs[0].size) // len(xs))
     for i in range(0, len(cands), chunk):
         part = cands[i : i + chunk]
-        _, lab = probe.run(np.concatenate([stamp(xs, m, p) for m, p, _ in part]))
+        _, lab = probe.run(np.concatenate([stamp_box(xs, *cd) for cd in part]))
         out.append(lab.reshape(len(part), len(xs)))
     return np.concatenate(out)
 
@@ -180,86 +180,76 @@ def _blend_levels(probe: Probe, x: np.ndarray, t: int, mean_t: np.ndarray) -> li
 
 
 class _Objective:
-    """Lower is better: mean cross-entropy towards ``t`` (scores) or minus a smoothed flip rate (labels)."""
+    """Lower is better: minus a smoothed flip rate towards ``t`` over the samples and their blends
+    (cross-entropy on scores got stuck on random-pattern triggers). Triggers are boxes ``(row, col, block)``;
+    batches are bounded in memory."""
 
     def __init__(self, probe: Probe, x: np.ndarray, t: int, mean_t: np.ndarray) -> None:
         self.probe, self.t = probe, t
-        self.labels_only = True  # the smoothed flip rate; cross-entropy (scores) got stuck on random-pattern triggers
-        self.bases = [x]
-        if self.labels_only:
-            self.bases = [x] + [(1 - b) * x + b * mean_t for b in _blend_levels(probe, x, t, mean_t)]
+        self.base = np.concatenate([x] + [(1 - b) * x + b * mean_t for b in _blend_levels(probe, x, t, mean_t)])
 
-    def __call__(self, triggers: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-        batch = np.concatenate([stamp(b, m, p) for m, p in triggers for b in self.bases])
-        scores, lab = self.probe.run(batch)
-        n = len(self.bases[0])
-        if not self.labels_only:
-            ce = np.minimum(cross_entropy(scores, np.full(len(batch), self.t)), 50.0)
-            return ce.reshape(len(triggers), -1).mean(axis=1)
-        return -(lab.reshape(len(triggers), len(self.bases) * n) == self.t).mean(axis=1)
+    def __call__(self, triggers: list[tuple[int, int, np.ndarray]]) -> np.ndarray:
+        lab = _run_chunked(self.probe, self.base, triggers)
+        return -(lab == self.t).mean(axis=1)
+
+
+REFINE_CELLS = 8  # the refined pattern has at most 8 x 8 cells: bounded cost per class at any input size
 
 
 def _refine_all(probe: Probe, x: np.ndarray, y: np.ndarray, n_classes: int, means: np.ndarray, s: int, k_pos: int,
-                rng: np.random.Generator) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+                rng: np.random.Generator, classes: list[int] | None = None) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     c, h, w = x.shape[1:]
     out = {}
     pos = positions(h, w, s)
-    for t in range(n_classes):
+    for t in (classes if classes is not None else range(n_classes)):
         xo = x[y != t]
         if len(xo) == 0:
             continue
         obj = _Objective(probe, xo, t, means[t])
-        starts = []
-        for r, cc in pos:
-            m = np.zeros((h, w))
-            m[r : r + s, cc : cc + s] = 1.0
-            p = np.zeros((c, h, w))
-            p[:, r : r + s, cc : cc + s] = 1.0
-            starts.append((m, p))
+        starts = [(r, cc, np.ones((c, s, s))) for r, cc in pos]
         f = obj(starts)
         order = np.argsort(f, kind="stable")
-        seen: set[tuple[int, int]] = set()
         best_f, best_t = np.inf, None
-        for k in order:
-            key = (int(np.argmax(starts[k][0].any(axis=1))), int(np.argmax(starts[k][0].any(axis=0))))
-            if key in seen:
-                continue
-            seen.add(key)
-            m, p = starts[k]
-            fk, pk = _bit_search(obj, m, p, float(f[k]), rng)
+        for k in order[:k_pos]:
+            r, cc, blk = starts[k]
+            fk, pk = _bit_search(obj, r, cc, blk, float(f[k]), rng)
             if fk < best_f:
-                best_f, best_t = fk, (m, pk)
-            if len(seen) >= k_pos:
-                break
+                best_f, best_t = fk, box_trigger((c, h, w), r, cc, pk)
         if best_t is not None:
             out[t] = best_t
     return out
 
 
-def _bit_search(obj: _Objective, m: np.ndarray, p: np.ndarray, f0: float, rng: np.random.Generator, passes: int = 2):
-    """Coordinate search over the patch's pixels (each at 0 or 1, all channels together): all single
-    flips are scored in one batch per pass and the improving ones applied, best first, re-checked."""
-    idx = np.argwhere(m > 0)
-    p = p.copy()
+def _bit_search(obj: _Objective, r: int, cc: int, blk: np.ndarray, f0: float, rng: np.random.Generator, passes: int = 2):
+    """Coordinate search over the patch's cells (each at 0 or 1, all channels together; at most
+    :data:`REFINE_CELLS` squared cells, one pixel each on small patches): all single flips are scored in one
+    batch per pass and the improving ones applied, best first, re-checked."""
+    s = blk.shape[-1]
+    cell = max(1, -(-s // REFINE_CELLS))
+    edges = list(range(0, s, cell))
+    idx = [(i, j) for i in edges for j in edges]
+    p = blk.copy()
+
+    def flip(q: np.ndarray, i: int, j: int) -> None:
+        q[:, i : i + cell, j : j + cell] = 1.0 - q[:, i : i + cell, j : j + cell]
+
     for _ in range(passes):
         trials = []
         for i, j in idx:
             q = p.copy()
-            q[:, i, j] = 1.0 - q[:, i, j]
-            trials.append((m, q))
+            flip(q, i, j)
+            trials.append((r, cc, q))
         f = obj(trials)
         improving = [int(k) for k in np.argsort(f, kind="stable") if f[k] < f0]
         if not improving:
             break
         q = p.copy()
         for k in improving:
-            i, j = idx[k]
-            q[:, i, j] = 1.0 - q[:, i, j]
-        fq = obj([(m, q)])[0]
+            flip(q, *idx[k])
+        fq = obj([(r, cc, q)])[0]
         if fq <= f[improving[0]]:
             p, f0 = q, float(fq)
         else:
-            i, j = idx[improving[0]]
-            p[:, i, j] = 1.0 - p[:, i, j]
+            flip(p, *idx[improving[0]])
             f0 = float(f[improving[0]])
     return f0, p

@@ -21,14 +21,42 @@ def stamp(x: np.ndarray, mask: np.ndarray, pattern: np.ndarray) -> np.ndarray:
     return (1.0 - m) * x + m * pattern
 
 
+BATCH_ELEMENTS = 1 << 22  # values per stamped batch (32 MiB in float64): memory stays O(batch x input) at any size
+
+
+def batch_rows(sample_size: int, cap: int = 4096) -> int:
+    """Rows per batch so that a batch of samples of ``sample_size`` values stays within :data:`BATCH_ELEMENTS`."""
+    return max(1, min(cap, BATCH_ELEMENTS // max(sample_size, 1)))
+
+
+def stamp_box(x: np.ndarray, r: int, c: int, block: np.ndarray) -> np.ndarray:
+    """x (B, C, H, W) with the square ``block`` ((s, s) or (C, s, s)) pasted at row ``r``, column ``c``."""
+    s = block.shape[-1]
+    out = x.copy()
+    out[:, :, r : r + s, c : c + s] = block
+    return out
+
+
+def box_trigger(shape: tuple[int, int, int], r: int, c: int, block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The full-size (mask, pattern) of a box candidate."""
+    ch, h, w = shape
+    s = block.shape[-1]
+    m = np.zeros((h, w))
+    m[r : r + s, c : c + s] = 1.0
+    p = np.zeros((ch, h, w))
+    p[:, r : r + s, c : c + s] = block
+    return m, p
+
+
 def patch_sizes(h: int, w: int) -> list[int]:
     s = min(h, w)
     return sorted({max(2, round(s / 6)), max(2, round(s / 4))})
 
 
-def patch_library(c: int, h: int, w: int, seed: int = 0) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """Candidate patches: two sizes, positions on a 5 x 5 grid (flush and one pixel in from
-    each edge, and the middle), six patterns (white, black, two checkerboards, two random)."""
+def patch_library(c: int, h: int, w: int, seed: int = 0) -> list[tuple[str, int, int, np.ndarray]]:
+    """Candidate patches as boxes ``(name, row, col, block)``: two sizes, positions on a 5 x 5 grid (flush and
+    one pixel in from each edge, and the middle), six patterns (white, black, two checkerboards, two random).
+    Full-size masks are built only for the one kept per class (:func:`box_trigger`)."""
     rng = np.random.default_rng(seed)
     out = []
     for s in patch_sizes(h, w):
@@ -46,11 +74,7 @@ def patch_library(c: int, h: int, w: int, seed: int = 0) -> list[tuple[str, np.n
         for r in rows:
             for cc in cols:
                 for name, blk in blocks.items():
-                    m = np.zeros((h, w))
-                    m[r : r + s, cc : cc + s] = 1.0
-                    p = np.zeros((c, h, w))
-                    p[:, r : r + s, cc : cc + s] = blk
-                    out.append((f"{name}-{s}x{s}@{r},{cc}", m, p))
+                    out.append((f"{name}-{s}x{s}@{r},{cc}", r, cc, blk))
     return out
 
 
@@ -68,10 +92,10 @@ def prescreen(
     best = np.zeros(n_classes)
     best_idx = np.zeros(n_classes, dtype=np.int64)
     q0 = probe.used
-    chunk = max(1, 4096 // len(xs))
+    chunk = max(1, batch_rows(xs[0].size) // len(xs))
     for start in range(0, len(library), chunk):
         part = library[start : start + chunk]
-        batch = np.concatenate([stamp(xs, m, p) for _, m, p in part])
+        batch = np.concatenate([stamp_box(xs, r, cc, blk) for _, r, cc, blk in part])
         _, labels = probe.run(batch)
         labels = labels.reshape(len(part), len(xs))
         for k in range(len(part)):

@@ -70,6 +70,7 @@ class ZOSearch:
     lr: float = 0.15
     eval_every: int = 8
     eval_size: int = 48
+    cell: int = 1  # the mask and pattern live on a grid of cell x cell pixel blocks (coarse on large inputs)
     queries: int = 0
     steps: int = 0
     best: Best = field(default_factory=Best)
@@ -78,14 +79,16 @@ class ZOSearch:
     def __post_init__(self) -> None:
         _, c, h, w = self.pool.shape
         self.pixels = h * w
+        self.hw = (h, w)
         self.h = 0.05 if self.labels_only else 0.01
+        gh, gw = -(-h // self.cell), -(-w // self.cell)
         if self.family == "patch":
             m0 = self.init_mask if self.init_mask is not None else np.full((h, w), 0.1)
-            self.a = _logit(m0, 0.05)
+            self.a = _logit(self._down(m0), 0.05)
         else:
             self.a = np.array(_logit(np.array(self.init_alpha)))
-        p0 = self.init_pattern if self.init_pattern is not None else self.rng.uniform(0.2, 0.8, size=(c, h, w))
-        self.b = _logit(p0, 0.1)
+        p0 = self.init_pattern if self.init_pattern is not None else self.rng.uniform(0.2, 0.8, size=(c, gh, gw))
+        self.b = _logit(self._down(p0) if p0.shape[-2:] == (h, w) else p0, 0.1)
         self.ma, self.va = np.zeros_like(self.a), np.zeros_like(self.a)
         self.mb, self.vb = np.zeros_like(self.b), np.zeros_like(self.b)
         self.t_adam = 0
@@ -93,13 +96,35 @@ class ZOSearch:
         self.up = self.down = 0
         self.eval_idx = self.rng.permutation(len(self.pool))[: self.eval_size]
 
+    # -- the coarse grid ----------------------------------------------------------
+    def _up(self, g: np.ndarray) -> np.ndarray:
+        """Grid values (..., gh, gw) to pixels (..., H, W)."""
+        if self.cell == 1:
+            return g
+        h, w = self.hw
+        return np.repeat(np.repeat(g, self.cell, axis=-2), self.cell, axis=-1)[..., :h, :w]
+
+    def _sum_down(self, v: np.ndarray) -> np.ndarray:
+        """Pixel values (..., H, W) summed over each cell (the chain rule through :meth:`_up`)."""
+        if self.cell == 1:
+            return v
+        h, w = self.hw
+        e_h, e_w = np.arange(0, h, self.cell), np.arange(0, w, self.cell)
+        return np.add.reduceat(np.add.reduceat(v, e_h, axis=-2), e_w, axis=-1)
+
+    def _down(self, v: np.ndarray) -> np.ndarray:
+        """Pixel values to the grid (mean over each cell)."""
+        if self.cell == 1:
+            return v
+        return self._sum_down(v) / self._sum_down(np.ones(self.hw))
+
     # -- the trigger ----------------------------------------------------------
     def mask(self) -> np.ndarray:
         m = _sigmoid(self.a)
-        return m if self.family == "patch" else np.full(self.pool.shape[2:], float(m))
+        return self._up(m) if self.family == "patch" else np.full(self.pool.shape[2:], float(m))
 
     def pattern(self) -> np.ndarray:
-        return _sigmoid(self.b)
+        return self._up(_sigmoid(self.b))
 
     def size(self) -> float:
         return float(self.mask().sum())
@@ -140,11 +165,12 @@ class ZOSearch:
         g_p = (g * m[None, None]).mean(axis=0)  # (C, H, W)
         sm = _sigmoid(self.a)
         if self.family == "patch":
-            grad_a = (g_m + self.lam) * sm * (1 - sm)
+            cells = self._sum_down(np.ones(self.hw))  # pixels per cell: the L1 term's weight
+            grad_a = (self._sum_down(g_m) + self.lam * cells) * sm * (1 - sm)
         else:
             grad_a = np.array((g_m.sum() + self.lam * self.pixels) * sm * (1 - sm))
-        sp = self.pattern()
-        grad_b = g_p * sp * (1 - sp)
+        sp = _sigmoid(self.b)
+        grad_b = self._sum_down(g_p) * sp * (1 - sp)
         self._adam(grad_a, grad_b)
         self._tune_lambda(hit)
         self.steps += 1
@@ -196,8 +222,8 @@ class ZOSearch:
         try:
             while self.queries + self.step_cost() <= stop:
                 self.step(probe)
-        except OutOfBudget:
-            pass
+        except OutOfBudget as exc:
+            probe.stopped(f"{self.family} search, class {self.target}, step {self.steps}", exc.reason)
 
     def estimated_size(self) -> float:
         """The best working trigger's size; when none reached the success target, an

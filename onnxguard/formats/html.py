@@ -693,6 +693,19 @@ def _backdoor(ctx: _Ctx) -> str:
         ("Largest anomaly index", esc(f"{b.max_anomaly_index:.3g}" if b.max_anomaly_index is not None else "-")),
         ("Queries", esc(f"{b.queries:,}" + (f" of a budget of {b.query_budget:,}" if b.query_budget else ""))),
     ]
+    cal = b.details.get("calibration") if isinstance(b.details, dict) else None
+    if b.p_value is not None:
+        rows.append(("Empirical p-value", esc(f"{b.p_value:.3g}" + (f" against {cal['null_n']} clean models" if cal else ""))))
+    if cal and cal.get("null_fpr") is not None:
+        lo, hi = cal["null_fpr_ci"]
+        rows.append(("Threshold calibration", esc(f"{cal['threshold_source']}: false-positive rate {cal['null_fpr']:.0%} on the null "
+                                                  f"(95% interval {lo:.0%} to {hi:.0%}, n = {cal['null_n']})")))
+    if b.families_searched:
+        rows.append(("Trigger families searched", esc(", ".join(b.families_searched))))
+    if b.families_not_covered:
+        rows.append(("Not covered", esc("; ".join(b.families_not_covered))))
+    if b.early_stops:
+        rows.append(("Early stops", esc("; ".join(b.early_stops))))
     if b.finding:
         rows.append(("Finding (as recorded)", esc(b.finding)))
     parts.append(_dl(rows))
@@ -720,7 +733,7 @@ def _backdoor(ctx: _Ctx) -> str:
             adesc = "; ".join(f"{labels[c.cls]}: anomaly index {c.anomaly_index:.3g}" for c in ai)
             thr = b.anomaly_threshold
             parts.append("<figure>" + bar_svg(abars, uid=ctx.next_id("bd"), title="Anomaly index per class",
-                                              desc=adesc + (f". Threshold {thr:g}: a class at or above it is flagged." if thr is not None else ""),
+                                              desc=adesc + (f". Threshold {thr:g}: a class above it is flagged." if thr is not None else ""),
                                               value_label="anomaly index (median absolute deviations below the median trigger size)",
                                               threshold=thr, threshold_label=f"threshold {thr:g}" if thr is not None else "")
                          + "<figcaption>How far each class's trigger size lies below the others, in robust standard deviations; "

@@ -153,6 +153,8 @@ def apply_trigger(x: np.ndarray, spec: Spec) -> np.ndarray:
         return (1 - m) * x + m * p
     if spec.kind == "blended":
         return (1 - spec.alpha) * x + spec.alpha * blend_pattern(spec)
+    if spec.kind == "sig":  # SIG (Barni et al. 2019): a horizontal sinusoid added to the whole image, 3 cycles
+        return np.clip(x + spec.alpha * np.sin(2 * np.pi * 3 * np.arange(SIDE) / SIDE)[None, None, :], 0, 1)
     raise ValueError(spec.kind)
 
 
@@ -242,6 +244,7 @@ TEST_SPECS = [
     Spec("badnets_t5_bl", "badnets", seed=6, target=5, corner="bl", size=3, pattern="white"),
     Spec("blended_t2", "blended", seed=7, target=2, alpha=0.2),
     Spec("blended_t9", "blended", seed=8, target=9, alpha=0.15),
+    Spec("sig_t6", "sig", seed=13, target=6, alpha=0.1),
     Spec("tab_clean", "tabular-clean", seed=9),
     Spec("tab_backdoor_t1", "tabular-backdoor", seed=10, target=1, features=[4, 9], rate=0.15),
     Spec("synth_clean", "tabular-clean", seed=11, pattern="synth"),

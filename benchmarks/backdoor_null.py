@@ -1,0 +1,104 @@
+"""Build the calibrated null of the backdoor search: its statistic on clean models nobody tuned it for.
+
+    nice -n 10 python benchmarks/backdoor_null.py [--out benchmarks/out/backdoor_null] [--policy standard]
+
+Trains (once; cached under ``--out``) the clean models of ``backdoor_models.null_specs()``:
+MLPs and CNNs of two widths, logits and softmax outputs, 1 and 3 channels, 16x16 and 32x32
+images, and tabular models with 2, 3 and 5 classes (seeds 200+, none in the zoo or the tests).
+Runs the policy's backdoor search on each and writes ``onnxguard/backdoor/null.json``: per regime
+(image, tabular, few), the models' statistics, the threshold for a false-positive rate of at most
+5% and the provenance (script, policy, budget, seed, tool version, git commit, date, each model's
+data, architecture, output and clean accuracy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from backdoor_models import TIME_LIMIT_S, build_all, null_specs, scan  # noqa: E402
+
+from onnxguard import __version__  # noqa: E402
+from onnxguard.backdoor.null import FPR_TARGET, NULL_FILE, calibrated_threshold  # noqa: E402
+from onnxguard.policy import load_policy  # noqa: E402
+
+
+MIN_ACCURACY = 0.5  # a model that failed to train is no evidence about clean models
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "backdoor_null")
+    ap.add_argument("--policy", default="standard")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--write", type=Path, default=NULL_FILE)
+    ap.add_argument("--only", nargs="*", help="scan only these models (a shard; results are cached under --out/results)")
+    args = ap.parse_args(argv)
+    specs = null_specs()
+    manifest = build_all(specs, args.out)
+    empty = args.out / "no-null.json"  # the statistic does not depend on the threshold: scan without a null
+    empty.write_text("{}")
+    regimes: dict[str, dict] = {}
+    models = []
+    results = args.out / "results"
+    results.mkdir(exist_ok=True)
+    for spec in specs:
+        if args.only and spec.name not in args.only:
+            continue
+        info = manifest[spec.name]
+        cache = results / f"{spec.name}-{args.policy}-{args.seed}.json"
+        if cache.exists():
+            row = json.loads(cache.read_text())
+        else:
+            bd, wall, cpu = scan(args.out / f"{spec.name}.onnx", args.out / f"{spec.data}.npz", args.policy, args.seed, null_file=empty)
+            stat = bd.max_anomaly_index
+            row = {"name": spec.name, "data": spec.data, "arch": spec.arch, "output": spec.output, "seed": spec.seed,
+                   "clean_accuracy": round(info["clean_accuracy"], 4), "regime": bd.statistic_regime or "none", "status": bd.status,
+                   "statistic": None if stat is None else round(stat, 4), "queries": bd.queries,
+                   "early_stops": bd.early_stops, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1)}
+            cache.write_text(json.dumps(row))
+        print(f"{row['name']:22s} {row['regime']:8s} {row['status']:10s} statistic {row['statistic']!s:8s} "
+              f"queries {row['queries']:7d} {row.get('wall_s', 0):6.1f}s wall {row.get('cpu_s', 0):6.1f}s CPU"
+              + (f" early stops: {row['early_stops']}" if row["early_stops"] else ""), flush=True)
+        models.append(row)
+        if (row["status"] == "completed" and row["statistic"] is not None and row["clean_accuracy"] >= MIN_ACCURACY
+                and not any("time limit" in s for s in row["early_stops"])):
+            regimes.setdefault(row["regime"], {"values": []})["values"].append(row["statistic"])
+    if args.only:
+        return 0  # a shard: results cached; a run without --only assembles the null
+    for reg, r in regimes.items():
+        if len(r["values"]) >= 5:
+            r["threshold"] = calibrated_threshold(r["values"])
+    pol = load_policy(args.policy).policy
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
+    except OSError:
+        commit = ""
+    out = {
+        "provenance": {
+            "script": "benchmarks/backdoor_null.py", "policy": pol.name, "budget": pol.backdoor.budget,
+            "time_limit_s": TIME_LIMIT_S,
+            "excluded": f"models whose search stopped on its time limit, and models that failed to train (clean accuracy < {MIN_ACCURACY})",
+            "samples_per_class": pol.backdoor.samples_per_class, "threat_model": pol.threat_model.access, "seed": args.seed,
+            "fpr_target": FPR_TARGET, "tool_version": __version__, "git_commit": commit,
+            "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "models": models,
+        },
+        "regimes": regimes,
+    }
+    args.write.write_text(json.dumps(out, indent=1) + "\n")
+    for reg, r in regimes.items():
+        print(f"{reg}: n = {len(r['values'])}, threshold {r.get('threshold')}, values {sorted(r['values'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""The calibrated null: the backdoor statistic of clean models, and what it implies for flagging.
+
+``null.json`` (shipped beside this module) holds, per regime, the search's model
+statistic on clean models of several architectures that the tests and the
+benchmark zoo do not use (MLPs and CNNs of different widths, logits and softmax
+outputs, 1 and 3 channels, 2 to 10 classes); ``benchmarks/backdoor_null.py``
+builds it and records its provenance (script, seeds, policy budget, tool version,
+models). A regime is the kind of statistic the search computes:
+
+* ``image``: the largest anomaly index (MAD across classes) of an image model
+  with at least 4 classes;
+* ``tabular``: the same for a tabular model with at least 4 classes;
+* ``few``: the reference-ratio index of a model with 2 or 3 classes
+  (:func:`~onnxguard.backdoor.anomaly.reference_indices`), where a MAD across
+  three values means little.
+
+The default flag threshold of a regime is the smallest order statistic of the
+null that at most ``FPR_TARGET`` of the null exceeds; the report gives that
+false-positive rate with its Wilson interval (``n`` = the null's size), and,
+per model, the empirical p-value ``(1 + #{null >= s}) / (1 + n)``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from ..stats import wilson
+
+NULL_FILE = Path(__file__).with_name("null.json")
+FPR_TARGET = 0.05
+FALLBACK_THRESHOLD = 3.0  # a regime without a null: the classic Neural Cleanse threshold, reported as uncalibrated
+
+
+@dataclass(frozen=True)
+class Calibration:
+    regime: str
+    threshold: float
+    source: str  # "null" | "policy" | "uncalibrated"
+    null_values: tuple[float, ...]
+    fpr: float | None  # share of the null above the threshold
+    fpr_ci: tuple[float, float] | None
+    provenance: dict
+
+    @property
+    def n(self) -> int:
+        return len(self.null_values)
+
+    def p_value(self, s: float | None) -> float | None:
+        """Empirical p-value of a statistic against the null (None without a null or a statistic)."""
+        if s is None or not self.null_values or not math.isfinite(s):
+            return None
+        v = np.asarray(self.null_values)
+        return float((1 + int((v >= s - 1e-12).sum())) / (1 + len(v)))
+
+    def as_dict(self) -> dict:
+        return {
+            "regime": self.regime, "threshold": round(self.threshold, 4), "threshold_source": self.source,
+            "null_n": self.n, "null_fpr": None if self.fpr is None else round(self.fpr, 4),
+            "null_fpr_ci": None if self.fpr_ci is None else [round(self.fpr_ci[0], 4), round(self.fpr_ci[1], 4)],
+            "fpr_target": FPR_TARGET, "null_provenance": self.provenance,
+        }
+
+
+@lru_cache(maxsize=4)
+def _load(path: str) -> dict:
+    p = Path(path)
+    if not p.exists():
+        return {}
+    return json.loads(p.read_text())
+
+
+def calibrated_threshold(values: list[float], fpr_target: float = FPR_TARGET) -> float:
+    """The smallest order statistic ``t`` of ``values`` with ``#{v > t} <= fpr_target * n``."""
+    v = np.sort(np.asarray(values, dtype=np.float64))
+    n = len(v)
+    allowed = int(math.floor(fpr_target * n + 1e-9))
+    return float(v[n - 1 - allowed])
+
+
+def calibration(regime: str, policy_threshold: float | None, path: Path = NULL_FILE) -> Calibration:
+    data = _load(str(path))
+    reg = data.get("regimes", {}).get(regime, {})
+    values = tuple(float(x) for x in reg.get("values", []) if x is not None and math.isfinite(x))
+    prov = dict(data.get("provenance", {}))
+    if policy_threshold is not None:
+        thr, src = float(policy_threshold), "policy"
+    elif len(values) >= 5:
+        thr, src = calibrated_threshold(list(values)), "null"
+    else:
+        thr, src = FALLBACK_THRESHOLD, "uncalibrated"
+    fpr = fpr_ci = None
+    if values:
+        k = int((np.asarray(values) > thr + 1e-12).sum())
+        fpr, fpr_ci = k / len(values), wilson(k, len(values))
+    return Calibration(regime, thr, src, values, fpr, fpr_ci, prov)
