@@ -46,6 +46,7 @@ class Calibration:
     fpr: float | None  # share of the null above the threshold
     fpr_ci: tuple[float, float] | None
     provenance: dict
+    path: str = str(NULL_FILE)
 
     @property
     def n(self) -> int:
@@ -63,8 +64,17 @@ class Calibration:
             "regime": self.regime, "threshold": round(self.threshold, 4), "threshold_source": self.source,
             "null_n": self.n, "null_fpr": None if self.fpr is None else round(self.fpr, 4),
             "null_fpr_ci": None if self.fpr_ci is None else [round(self.fpr_ci[0], 4), round(self.fpr_ci[1], 4)],
-            "fpr_target": FPR_TARGET, "null_provenance": self.provenance,
+            "fpr_target": FPR_TARGET,
+            # a summary: the per-model list stays in the shipped null.json (the report names it by its sha256)
+            "null_provenance": {k: v for k, v in self.provenance.items() if k != "models"} | {"file_sha256": _sha256(Path(self.path))},
         }
+
+
+@lru_cache(maxsize=4)
+def _sha256(path: Path) -> str | None:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
 
 
 @lru_cache(maxsize=4)
@@ -98,4 +108,4 @@ def calibration(regime: str, policy_threshold: float | None, path: Path = NULL_F
     if values:
         k = int((np.asarray(values) > thr + 1e-12).sum())
         fpr, fpr_ci = k / len(values), wilson(k, len(values))
-    return Calibration(regime, thr, src, values, fpr, fpr_ci, prov)
+    return Calibration(regime, thr, src, values, fpr, fpr_ci, prov, str(path))
