@@ -19,7 +19,7 @@ from . import __version__
 from .attacks import ATTACKS
 from .curve import CurveRun, attack_over_epsilons
 from .data import ResolvedInput, Samples, fit_to_model, labels_for, load_bounds, load_data, resolve_input, synthetic_samples
-from .errors import DataError
+from .errors import DataError, TimeBudgetExhausted
 from .model import LoadedModel, load_model
 from .options import ScanOptions
 from .oracle import Domain, Oracle
@@ -202,13 +202,15 @@ def run_evasion_check(
     if attack.name == "hopskipjump":
         opts["starts"] = (prep.z, prep.pred)  # the other samples, whose labels the clean pass already knows
 
+    t_start = time.monotonic()
+    hard_stop = min([t for t in (t_start + spec.time_limit_s if spec.time_limit_s is not None else None, deadline) if t is not None], default=None)
+
     def make_oracle(k: int, b: int) -> Oracle:
         return Oracle(prep.model, prep.domain, n_samples=k, budget=b, labels_only=(threat == "labels"), layout=prep.layout,
-                      work_bytes=prep.work_bytes)
+                      work_bytes=prep.work_bytes, deadline=hard_stop)
 
     looks = look_schedule(n_planned, spec.looks) if n_planned else [0]
     k_looks = len(looks)
-    t_start = time.monotonic()
     pieces: list[CurveRun] = []
     stopped = None
     time_look = False  # a time budget stopped the check between two pre-registered looks
@@ -254,10 +256,19 @@ def run_evasion_check(
                     def cb(d: int, t: int, base_done: int = pos, size: int = end - pos) -> None:
                         progress(int((base_done + size * d / max(t, 1)) * 1000 / max(n_planned, 1)), 1000)
 
-                pieces.append(attack_over_epsilons(
-                    attack, make_oracle, prep.z[sel_all[grp]][ok], yg[ok], tg[ok] if tg is not None else None, eps_list,
-                    norm=spec.norm, budget=n_budget, rng=rng, minimise=want_min, progress=cb, opts=opts,
-                ))
+                try:
+                    pieces.append(attack_over_epsilons(
+                        attack, make_oracle, prep.z[sel_all[grp]][ok], yg[ok], tg[ok] if tg is not None else None, eps_list,
+                        norm=spec.norm, budget=n_budget, rng=rng, minimise=want_min, progress=cb, opts=opts,
+                    ))
+                except TimeBudgetExhausted:
+                    # the samples in flight were fixed before the attack began: dropping all of them keeps the
+                    # finished ones an unbiased sample
+                    what = f"its time budget of {spec.time_limit_s:g} s" if spec.time_limit_s is not None and time.monotonic() - t_start >= spec.time_limit_s else "the scan's time budget"
+                    stopped = (f"{what} ran out while samples {pos + 1}-{end} were being attacked; they are dropped and the figures "
+                               f"cover the {pos} of {n_planned} samples that finished (counted as one extra look)")
+                    time_look = pos > done_to or pos not in looks
+                    break
             pos = end
         if stopped:
             done_to = pos
@@ -275,6 +286,8 @@ def run_evasion_check(
                            f"anytime-valid 95% interval [{lo:.3f}, {hi:.3f}] lies inside one risk band ({thresholds.level(hi)}), "
                            "so more samples cannot change the grade")
                 break
+    if stopped and done_to == 0:
+        return _not_run(spec, threat, f"not run: {stopped}", seed)
     sel = sel_all[:done_to]
     y = y_all[:done_to]
     targets_all = targets_full[:done_to] if targets_full is not None else None
