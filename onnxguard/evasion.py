@@ -205,9 +205,15 @@ def run_evasion_check(
     t_start = time.monotonic()
     hard_stop = min([t for t in (t_start + spec.time_limit_s if spec.time_limit_s is not None else None, deadline) if t is not None], default=None)
 
+    made: list[Oracle] = []  # this chunk's oracles: what a dropped chunk spent is still counted
+
     def make_oracle(k: int, b: int) -> Oracle:
-        return Oracle(prep.model, prep.domain, n_samples=k, budget=b, labels_only=(threat == "labels"), layout=prep.layout,
-                      work_bytes=prep.work_bytes, deadline=hard_stop)
+        o = Oracle(prep.model, prep.domain, n_samples=k, budget=b, labels_only=(threat == "labels"), layout=prep.layout,
+                   work_bytes=prep.work_bytes, deadline=hard_stop)
+        made.append(o)
+        return o
+
+    dropped_q, dropped_ort = 0, 0.0
 
     looks = look_schedule(n_planned, spec.looks) if n_planned else [0]
     k_looks = len(looks)
@@ -233,7 +239,10 @@ def run_evasion_check(
         step = stop_at - done_to
         if limit_left is not None and prep.clean_queries:
             per_sample_s = n_budget * 1.5 * prep.clean_ort_time / max(prep.clean_queries, 1)  # from the clean pass only
-            step = int(max(min(step, 4), min(step, (limit_left / 8) // max(per_sample_s, 1e-9))))  # >= 4: batches stay efficient
+            fit = int((limit_left / 8) // max(per_sample_s, 1e-9))
+            # 4 samples at a time keep batches efficient, unless 4 would not fit in half of the time left
+            floor = 4 if 4 * per_sample_s <= limit_left / 2 else 1
+            step = int(max(min(step, floor), min(step, fit)))
         pos = done_to
         while pos < stop_at:
             end = min(pos + step, stop_at)
@@ -256,12 +265,15 @@ def run_evasion_check(
                     def cb(d: int, t: int, base_done: int = pos, size: int = end - pos) -> None:
                         progress(int((base_done + size * d / max(t, 1)) * 1000 / max(n_planned, 1)), 1000)
 
+                made.clear()
                 try:
                     pieces.append(attack_over_epsilons(
                         attack, make_oracle, prep.z[sel_all[grp]][ok], yg[ok], tg[ok] if tg is not None else None, eps_list,
                         norm=spec.norm, budget=n_budget, rng=rng, minimise=want_min, progress=cb, opts=opts,
                     ))
                 except TimeBudgetExhausted:
+                    dropped_q += int(sum(int(o.queries.sum()) for o in made))
+                    dropped_ort += float(sum(o.ort_time for o in made))
                     # the samples in flight were fixed before the attack began: dropping all of them keeps the
                     # finished ones an unbiased sample
                     what = f"its time budget of {spec.time_limit_s:g} s" if spec.time_limit_s is not None and time.monotonic() - t_start >= spec.time_limit_s else "the scan's time budget"
@@ -287,7 +299,9 @@ def run_evasion_check(
                            "so more samples cannot change the grade")
                 break
     if stopped and done_to == 0:
-        return _not_run(spec, threat, f"not run: {stopped}", seed)
+        chk0 = _not_run(spec, threat, f"not run: {stopped}" + (f"; {dropped_q} queries were spent on the dropped samples" if dropped_q else ""), seed)
+        chk0.queries_dropped, chk0.ort_time_s, chk0.n_planned = dropped_q, dropped_ort, n_planned
+        return chk0
     sel = sel_all[:done_to]
     y = y_all[:done_to]
     targets_all = targets_full[:done_to] if targets_full is not None else None
@@ -347,12 +361,12 @@ def run_evasion_check(
         perturbation=Quantity.of(run.found[succ]) if succ.any() else None,
         min_perturbation=Quantity.of(run.found) if (want_min or attack.minimisation) and n else None,
         robustness_curve=curve if len(eps_list) > 1 else [], seed=seed,
-        wall_time_s=run.wall_time, ort_time_s=run.ort_time, adversarials=saved,
+        wall_time_s=run.wall_time, ort_time_s=run.ort_time + dropped_ort, adversarials=saved,
         n_planned=n_planned,
         sequential=(f"samples in a random order, {seq_looks} pre-registered looks at {looks} samples; Clopper-Pearson at "
                     f"1 - 0.05/{seq_looks} per look (Bonferroni), so every interval holds at 95% whichever look the check stops at"
                     if seq_looks > 1 else None),
-        stopped_early=stopped, peak_rss_mb=_peak_rss_mb(),
+        stopped_early=stopped, peak_rss_mb=_peak_rss_mb(), queries_dropped=dropped_q,
     )
 
 

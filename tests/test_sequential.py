@@ -92,6 +92,7 @@ def test_time_stop_mid_check_keeps_finished_samples(make_digits_model, digits_da
     def flaky(*a, **k):
         calls["n"] += 1
         if calls["n"] > 1:
+            a[0].scores(a[1][:1], np.array([0]))  # one query on a sample that will be dropped
             raise TimeBudgetExhausted("the check's time budget ran out")
         return real.fn(*a, **k)
 
@@ -101,3 +102,4 @@ def test_time_stop_mid_check_keeps_finished_samples(make_digits_model, digits_da
     assert chk.status == "completed" and chk.n_samples == 20 and chk.n_planned == 100
     assert chk.success_rate.n == chk.n_attacked > 0
     assert "dropped" in chk.stopped_early
+    assert chk.queries_dropped == 1  # still counted
