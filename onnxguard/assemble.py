@@ -171,6 +171,7 @@ def scan_report(
     wall = time.perf_counter() - started
     ort = prep.clean_ort_time + sum(c.ort_time_s for c in checks) + (backdoor.details.get("ort_time_s", 0.0) if backdoor else 0.0)
     q_total = prep.clean_queries + sum(c.queries.total for c in checks if c.queries) + (backdoor.queries if backdoor else 0)
+    q_total += sum(c.queries_dropped for c in checks)  # spent on samples a time budget dropped
     q_total += sum(q for _, q in transfers)  # replay queries on the scanned model
     report.timing = Timing(wall_s=wall, ort_s=ort, ort_share=ort / wall if wall > 0 else None, queries_total=q_total)
     return report

@@ -62,6 +62,11 @@ class BudgetExhausted(OnnxGuardError):
     which is why it is an error and not a silent truncation."""
 
 
+class TimeBudgetExhausted(OnnxGuardError):
+    """A check's time budget ran out while an attack was querying (the oracle refuses further queries);
+    the check drops the samples in flight and reports the ones that finished."""
+
+
 class ScanFailed(OnnxGuardError):
     exit_code = EXIT_SCAN_FAILED
 

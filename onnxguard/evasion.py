@@ -20,7 +20,7 @@ from . import __version__
 from .attacks import ATTACKS, labels_only_attack
 from .curve import CurveRun, attack_over_epsilons
 from .data import ResolvedInput, Samples, fit_to_model, labels_for, load_bounds, load_data, resolve_input, synthetic_samples
-from .errors import DataError
+from .errors import DataError, TimeBudgetExhausted
 from .model import LoadedModel, load_model
 from .options import ScanOptions
 from .outputs import Protected, as_output_dir
@@ -203,18 +203,26 @@ def run_evasion_check(
     if "starts" in attack.options:
         opts["starts"] = (prep.z, prep.pred)  # the other samples, whose labels the clean pass already knows
 
+    t_start = time.monotonic()
+    hard_stop = min([t for t in (t_start + spec.time_limit_s if spec.time_limit_s is not None else None, deadline) if t is not None], default=None)
+
+    made: list[Oracle] = []  # this chunk's oracles: what a dropped chunk spent is still counted
+
     def oracle_for(rows: np.ndarray) -> Callable[[np.ndarray, int], Oracle]:
         """Oracles for one group of samples (``rows``: their indices in the prepared samples, for inputs held fixed)."""
 
         def make_oracle(part: np.ndarray, b: int) -> Oracle:
-            return Oracle(prep.model, prep.domain, n_samples=len(part), budget=b, labels_only=(threat == "labels"), layout=prep.layout,
-                          work_bytes=prep.work_bytes, rows=rows[part])
+            o = Oracle(prep.model, prep.domain, n_samples=len(part), budget=b, labels_only=(threat == "labels"), layout=prep.layout,
+                       work_bytes=prep.work_bytes, rows=rows[part], deadline=hard_stop)
+            made.append(o)
+            return o
 
         return make_oracle
 
+    dropped_q, dropped_ort = 0, 0.0
+
     looks = look_schedule(n_planned, spec.looks) if n_planned else [0]
     k_looks = len(looks)
-    t_start = time.monotonic()
     pieces: list[CurveRun] = []
     stopped = None
     time_look = False  # a time budget stopped the check between two pre-registered looks
@@ -237,7 +245,10 @@ def run_evasion_check(
         step = stop_at - done_to
         if limit_left is not None and prep.clean_queries:
             per_sample_s = n_budget * 1.5 * prep.clean_ort_time / max(prep.clean_queries, 1)  # from the clean pass only
-            step = int(max(min(step, 4), min(step, (limit_left / 8) // max(per_sample_s, 1e-9))))  # >= 4: batches stay efficient
+            fit = int((limit_left / 8) // max(per_sample_s, 1e-9))
+            # 4 samples at a time keep batches efficient, unless 4 would not fit in half of the time left
+            floor = 4 if 4 * per_sample_s <= limit_left / 2 else 1
+            step = int(max(min(step, floor), min(step, fit)))
         pos = done_to
         while pos < stop_at:
             end = min(pos + step, stop_at)
@@ -260,10 +271,22 @@ def run_evasion_check(
                     def cb(d: int, t: int, base_done: int = pos, size: int = end - pos) -> None:
                         progress(int((base_done + size * d / max(t, 1)) * 1000 / max(n_planned, 1)), 1000)
 
-                pieces.append(attack_over_epsilons(
-                    attack, oracle_for(sel_all[grp][ok]), prep.z[sel_all[grp]][ok], yg[ok], tg[ok] if tg is not None else None, eps_list,
-                    norm=spec.norm, budget=n_budget, rng=rng, minimise=want_min, progress=cb, opts=opts,
-                ))
+                made.clear()
+                try:
+                    pieces.append(attack_over_epsilons(
+                        attack, oracle_for(sel_all[grp][ok]), prep.z[sel_all[grp]][ok], yg[ok], tg[ok] if tg is not None else None, eps_list,
+                        norm=spec.norm, budget=n_budget, rng=rng, minimise=want_min, progress=cb, opts=opts,
+                    ))
+                except TimeBudgetExhausted:
+                    dropped_q += int(sum(int(o.queries.sum()) for o in made))
+                    dropped_ort += float(sum(o.ort_time for o in made))
+                    # the samples in flight were fixed before the attack began: dropping all of them keeps the
+                    # finished ones an unbiased sample
+                    what = f"its time budget of {spec.time_limit_s:g} s" if spec.time_limit_s is not None and time.monotonic() - t_start >= spec.time_limit_s else "the scan's time budget"
+                    stopped = (f"{what} ran out while samples {pos + 1}-{end} were being attacked; they are dropped and the figures "
+                               f"cover the {pos} of {n_planned} samples that finished (counted as one extra look)")
+                    time_look = pos > done_to or pos not in looks
+                    break
             pos = end
         if stopped:
             done_to = pos
@@ -281,6 +304,10 @@ def run_evasion_check(
                            f"anytime-valid 95% interval [{lo:.3f}, {hi:.3f}] lies inside one risk band ({thresholds.level(hi)}), "
                            "so more samples cannot change the grade")
                 break
+    if stopped and done_to == 0:
+        chk0 = _not_run(spec, threat, f"not run: {stopped}" + (f"; {dropped_q} queries were spent on the dropped samples" if dropped_q else ""), seed)
+        chk0.queries_dropped, chk0.ort_time_s, chk0.n_planned = dropped_q, dropped_ort, n_planned
+        return chk0
     sel = sel_all[:done_to]
     y = y_all[:done_to]
     targets_all = targets_full[:done_to] if targets_full is not None else None
@@ -338,12 +365,12 @@ def run_evasion_check(
         perturbation=Quantity.of(run.found[succ]) if succ.any() else None,
         min_perturbation=Quantity.of(run.found) if (want_min or attack.minimisation) and n else None,
         robustness_curve=curve if len(eps_list) > 1 else [], seed=seed,
-        wall_time_s=run.wall_time, ort_time_s=run.ort_time, adversarials=saved,
+        wall_time_s=run.wall_time, ort_time_s=run.ort_time + dropped_ort, adversarials=saved,
         n_planned=n_planned,
         sequential=(f"samples in a random order, {seq_looks} pre-registered looks at {looks} samples; Clopper-Pearson at "
                     f"1 - 0.05/{seq_looks} per look (Bonferroni), so every interval holds at 95% whichever look the check stops at"
                     if seq_looks > 1 else None),
-        stopped_early=stopped, peak_rss_mb=_peak_rss_mb(),
+        stopped_early=stopped, peak_rss_mb=_peak_rss_mb(), queries_dropped=dropped_q,
     )
 
 

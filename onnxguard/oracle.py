@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import BudgetExhausted, OnnxGuardError
+from .errors import BudgetExhausted, OnnxGuardError, TimeBudgetExhausted
 from .model import LoadedModel, ModelOutputs
 
 
@@ -85,6 +85,7 @@ class Oracle:
         rows: np.ndarray | None = None,
         work_bytes: int | None = None,
         layout: str | None = None,
+        deadline: float | None = None,
     ) -> None:
         if labels_only is False and not model.has_scores:
             labels_only = True
@@ -96,6 +97,7 @@ class Oracle:
         self.max_batch = max_batch or batch_for(model)
         self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)  # prepared sample of each attacked sample
         self.layout = layout  # the resolved sample layout (NCHW / NHWC ...), how attacks see an image
+        self.deadline = deadline  # time.monotonic() after which queries are refused (a check's time budget)
         self.work_bytes = work_bytes or WORK_BYTES  # what an attack's per-step temporaries may hold (see attacks.base.work_chunk)
         self.queries = np.zeros(n_samples, dtype=np.int64)
         self.ort_time = 0.0
@@ -132,6 +134,8 @@ class Oracle:
         if z.shape[0] == 0:
             c = self.model.n_classes or 0
             return ModelOutputs(labels=np.zeros((0,), np.int64), scores=None if self.labels_only else np.zeros((0, c)))
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise TimeBudgetExhausted("the check's time budget ran out")
         counts = np.bincount(idx, minlength=self.n_samples)
         if self.budget is not None and np.any(self.queries + counts > self.budget):
             worst = int(np.argmax(self.queries + counts))

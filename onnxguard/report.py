@@ -295,6 +295,7 @@ class EvasionCheck(_Model):
     sequential: str | None = Field(default=None, description="the sequential design: looks and the interval that keeps 95% under them")
     stopped_early: str | None = Field(default=None, description="why the check stopped before its planned samples, if it did")
     peak_rss_mb: float | None = Field(default=None, description="the scanning process's peak resident memory when the check finished")
+    queries_dropped: int = Field(default=0, description="queries spent on samples dropped when a time budget ran out (not in queries)")
     grades: list[Grade] = Field(default_factory=list)
     risk: Level | None = None
 

@@ -71,7 +71,35 @@ def test_check_reports_early_stop_random_order_and_time_budget(make_digits_model
     # no early stop without thresholds: all planned samples
     full = run_evasion_check(prep, spec.model_copy(update={"early_stop": False}), threat="scores", seed=0)
     assert full.n_samples == 100 and full.stopped_early is None and full.success_rate.ci.method == "wilson"
-    # a time budget: the figures cover the samples that finished (at least the first look), with the real n
+    # a time budget that is spent before any sample finished: the check is not run, and says why
     timed = run_evasion_check(prep, spec.model_copy(update={"time_limit_s": 1e-9}), threat="scores", seed=0)
-    assert timed.n_samples == 4 and "time budget" in timed.stopped_early  # one sub-chunk of 4 samples (efficient batches) and timed.success_rate.n == timed.n_attacked
-    assert "6 pre-registered" in timed.sequential or "Bonferroni over 6" in timed.success_rate.ci.method
+    assert timed.status == "not_run" and "time budget" in timed.reason
+
+
+def test_time_stop_mid_check_keeps_finished_samples(make_digits_model, digits_data, monkeypatch):
+    """The oracle refuses queries once the time budget is spent: the samples in flight are dropped and the
+    figures cover the ones that finished, with the real n (the stop injected here, not timed)."""
+    import dataclasses
+
+    from onnxguard.attacks import ATTACKS
+    from onnxguard.errors import TimeBudgetExhausted
+
+    pol = load_policy(None)
+    prep = prepare(ScanOptions(model_path=make_digits_model("logits"), data_path=digits_data, policy=pol), pol, np.random.default_rng(0), 100)
+    real = ATTACKS["square"]
+    calls = {"n": 0}
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] > 1:
+            a[0].scores(a[1][:1], np.array([0]))  # one query on a sample that will be dropped
+            raise TimeBudgetExhausted("the check's time budget ran out")
+        return real.fn(*a, **k)
+
+    monkeypatch.setitem(ATTACKS, "square", dataclasses.replace(real, fn=flaky))
+    spec = CheckSpec(id="sq", attack="square", norm="linf", epsilon=0.3, samples=100, budget=100, early_stop=False, looks=5)
+    chk = run_evasion_check(prep, spec, threat="scores", seed=0)
+    assert chk.status == "completed" and chk.n_samples == 20 and chk.n_planned == 100
+    assert chk.success_rate.n == chk.n_attacked > 0
+    assert "dropped" in chk.stopped_early
+    assert chk.queries_dropped == 1  # still counted

@@ -386,3 +386,23 @@ def test_core_admission_does_not_import_mlflow() -> None:
 
     code = "import sys, onnxguard.admission.worker, onnxguard.admission.server; sys.exit(any(m == 'mlflow' or m.startswith('mlflow.') for m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(Path(__file__).parents[2]))).returncode == 0
+
+
+def test_scans_can_run_on_a_fleet_executor(tmp_path: Path, keys) -> None:
+    """The receiver's scans go to a fleet executor (here the local process pool; Ray is the same API) through
+    the one scanner hook, and admission works the same on its reports."""
+    from onnxguard.admission.engine import ExecutorScanner
+    from onnxguard.fleet import get_executor
+
+    reg = MemoryRegistry()
+    reg.add_version("m", "1", {"model.onnx": CLEAN, "b.onnx": OTHER})
+    reg.add_version("m", "2", {"model.onnx": BOMB})
+    with get_executor("local", None, 2) as ex:
+        w = Worker(_settings(tmp_path, keys), None, reg, scanner=ExecutorScanner(ex))
+        w.scan_version("m", "1")
+        assert _alias(w, reg, "m", "1").startswith("admitted")
+        try:  # the bomb is refused before it runs, on the executor too
+            w.scan_version("m", "2")
+        except Exception:  # noqa: BLE001 - refused or failed: either way never admitted
+            pass
+        assert not _alias(w, reg, "m", "2").startswith("admitted")

@@ -58,12 +58,12 @@ def _settings(tracking_uri: Optional[str], state_dir: Path, default_policy: str,
                     trusted_keys=trusted, **kw)  # type: ignore[arg-type]
 
 
-def _worker(settings: Settings):
+def _worker(settings: Settings, scanner: object = None):
     from onnxguard.admission.worker import Worker
 
     from .registry import Registry
 
-    return Worker(settings, None, Registry(settings.tracking_uri, settings.experiment))
+    return Worker(settings, None, Registry(settings.tracking_uri, settings.experiment), scanner=scanner)  # type: ignore[arg-type]
 
 
 @app.command()
@@ -85,8 +85,14 @@ def serve(
     retry_delay: float = typer.Option(30.0, "--retry-delay", min=0.0, help="seconds before the first retry (doubles each time)"),
     tolerance: float = typer.Option(300.0, "--tolerance", min=1.0, help="accepted clock skew of webhook timestamps, seconds"),
     check_timeout: float = typer.Option(120.0, "--check-timeout", min=1.0, help="seconds an alias check may take; a slower one removes the alias"),
+    executor: Optional[str] = typer.Option(None, "--executor", help="hand the scans to a fleet executor: local (a process pool) or ray; default: one sandboxed scan at a time in this process"),
+    address: Optional[str] = typer.Option(None, "--address", help="with --executor ray: the cluster's address (default: start a local Ray)"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="with --executor: scans at once (default: the CPUs)"),
 ) -> None:
-    """Receive MLflow registry webhooks, scan new versions, guard protected aliases."""
+    """Receive MLflow registry webhooks, scan new versions, guard protected aliases.
+
+    The receiver keeps its durable queue for deliveries and status; with --executor it hands only the scans
+    to the executor, so a receiver restart neither loses nor duplicates one."""
     from .server import Receiver
 
     secret = secret_file.read_text(encoding="utf-8").strip() if secret_file else os.environ.get(SECRET_ENV)
@@ -95,7 +101,17 @@ def serve(
     settings = _settings(tracking_uri, state_dir, default_policy, policy_dir, protect, key, trust, secret=secret,
                          admission_policy=admission, max_attempts=max_attempts, retry_delay_s=retry_delay, tolerance_s=tolerance,
                          admission_timeout_s=check_timeout)
-    worker = _worker(settings)
+    if executor is None and (address is not None or workers is not None):
+        raise typer.BadParameter("--address and --workers go with --executor local|ray")
+    pool = None
+    scanner = None
+    if executor is not None:
+        from onnxguard.admission.engine import ExecutorScanner
+        from onnxguard.fleet import get_executor
+
+        pool = get_executor(executor, address, workers)  # closed when the receiver stops
+        scanner = ExecutorScanner(pool)
+    worker = _worker(settings, scanner)
     if register_webhook:
         wid = worker.registry.ensure_webhook(register_webhook, secret)
         logging.getLogger("onnxguard_mlflow").info("MLflow webhook %s posts to %s", wid, register_webhook)
@@ -111,6 +127,8 @@ def serve(
     typer.echo(f"onnxguard-mlflow: listening on http://{h}:{p}/webhook; reports {signed}; protected aliases: {', '.join(protect) or 'none'}", err=True)
     done.wait()
     receiver.stop()
+    if pool is not None:
+        pool.close()
 
 
 @app.command()
