@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import os
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
@@ -33,14 +34,15 @@ if TYPE_CHECKING:  # pragma: no cover
 EXECUTORS = ("local", "ray")
 
 
-class Executor:
+class Executor(ABC):
     """Runs scan jobs; subclasses implement :meth:`submit` (and :meth:`close`)."""
 
     name = "executor"
     workers = 1
 
-    def submit(self, job: ScanJob) -> "cf.Future[ScanOutcome]":  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def submit(self, job: ScanJob) -> "cf.Future[ScanOutcome]":
+        """Start one scan job; the future's outcome never raises."""
 
     def close(self, wait: bool = True) -> None:
         """Release the workers; ``wait=False`` (on an error or an interrupt) abandons running scans."""
