@@ -142,19 +142,21 @@ def normalization_range(norm: Normalization) -> tuple[np.ndarray, np.ndarray]:
     return (0.0 - mean) / std, (norm.pixel_max - mean) / std
 
 
+def parse_pair(text: str, what: str = "'lo,hi' (two numbers)") -> tuple[float, float]:
+    """One ``lo,hi`` range: two finite numbers, lo < hi."""
+    try:
+        lo_s, hi_s = text.split(",")
+        lo, hi = float(lo_s), float(hi_s)
+    except ValueError:
+        raise DataError(f"--range takes {what}, got '{text[:80]}'") from None
+    if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
+        raise DataError(f"--range needs finite lo < hi, got {lo},{hi}")
+    return lo, hi
+
+
 def parse_channel_ranges(text: str) -> tuple[tuple[float, float], ...]:
     """``lo,hi`` or ``lo,hi;lo,hi;...`` (one pair per channel)."""
-    out = []
-    for part in text.split(";"):
-        try:
-            lo_s, hi_s = part.split(",")
-            lo, hi = float(lo_s), float(hi_s)
-        except ValueError:
-            raise DataError(f"--range takes 'lo,hi' or one 'lo,hi' per channel separated by ';', got '{text[:80]}'") from None
-        if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
-            raise DataError(f"--range needs finite lo < hi, got {lo},{hi}")
-        out.append((lo, hi))
-    return tuple(out)
+    return tuple(parse_pair(part, "'lo,hi' or one 'lo,hi' per channel separated by ';'") for part in text.split(";"))
 
 
 def broadcast_channels(shape: tuple[int, ...], layout: str, values: np.ndarray) -> np.ndarray:

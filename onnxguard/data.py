@@ -188,14 +188,10 @@ def labels_for(samples: Samples, model: LoadedModel) -> np.ndarray | None:
 
 
 def parse_range(text: str) -> tuple[float, float]:
-    try:
-        lo_s, hi_s = text.split(",")
-        lo, hi = float(lo_s), float(hi_s)
-    except ValueError:
-        raise DataError(f"--range takes 'lo,hi' (two numbers), got '{text}'") from None
-    if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
-        raise DataError(f"--range needs finite lo < hi, got {lo},{hi}")
-    return lo, hi
+    """``lo,hi``: one range for every feature."""
+    from .conventions import parse_pair
+
+    return parse_pair(text)
 
 
 @dataclass

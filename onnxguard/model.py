@@ -144,6 +144,11 @@ class LoadedModel:
         :class:`onnxguard.errors.InferenceTimeout`."""
         feed = {self.input_name: np.ascontiguousarray(x, dtype=self.input_dtype)}
         names = [n for n in (self._label_name, self._score_name) if n]
+        return self.session_run(names, feed, f"a batch of shape {tuple(x.shape)}")
+
+    def session_run(self, names: list[str], feed: dict[str, Any], what: str) -> tuple[list[Any], float]:
+        """The one ``session.run`` every model kind goes through: timed, under the per-run watchdog,
+        onnxruntime's errors typed. ``what`` says which batch, for messages."""
         t0 = time.perf_counter()
         dog = self._watchdog
         if dog is None and self.inference_timeout_s:
@@ -156,10 +161,10 @@ class LoadedModel:
                 from .errors import InferenceTimeout
 
                 raise InferenceTimeout(
-                    f"one model run (a batch of shape {tuple(x.shape)}) took longer than the policy's "
+                    f"one model run ({what}) took longer than the policy's "
                     f"limits.inference_timeout_s = {dog.timeout_s:g} s and was stopped by the watchdog"
                 ) from None
-            raise ort_error(exc, f"the model failed while running on a batch of shape {tuple(x.shape)}") from exc
+            raise ort_error(exc, f"the model failed while running on {what}") from exc
         finally:
             if dog is not None:
                 dog.disarm()

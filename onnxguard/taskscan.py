@@ -24,7 +24,7 @@ import numpy as np
 
 from .assemble import static_model_info, task_report
 from .attacks import ATTACKS
-from .errors import CannotRunError, DataError, NotAClassifierError
+from .errors import CannotRunError, DataError, InferenceTimeout, NotAClassifierError
 from .model import TaskInfo, TensorSpec, detect_task
 from .options import ProgressFactory, ScanOptions
 from .policy import CheckSpec, LoadedPolicy
@@ -217,7 +217,7 @@ class _Ctx:
         run_specs, na = self.split(lambda c: _fits(c, task, {"box"}))
         try:
             model, x = load_feed_model(opts.model_path, arrays=arrays, raw=self.raw, max_bytes=pol.limits.max_model_mb * 1024 * 1024,
-                                       regression=regression)
+                                       regression=regression, inference_timeout_s=pol.limits.inference_timeout_s)
         except NotAClassifierError as exc:
             return self.nothing_runs(str(exc), backdoor_why=str(exc))
         from .assemble import model_info
@@ -256,10 +256,13 @@ class _Ctx:
         threat = "labels" if (self.threat == "labels" or not model.has_scores) else "scores"
         for spec in run_specs:
             cb = self.progress(spec.check_id, 1000) if self.progress else None
-            if regression:
-                chk = run_regression_check(prep, spec, values=values, seed=opts.seed, progress=cb, save_dir=opts.save_adversarials)
-            else:
-                chk = run_evasion_check(prep, spec, threat=threat, seed=opts.seed, progress=cb, save_dir=opts.save_adversarials)
+            try:
+                if regression:
+                    chk = run_regression_check(prep, spec, values=values, seed=opts.seed, progress=cb, save_dir=opts.save_adversarials)
+                else:
+                    chk = run_evasion_check(prep, spec, threat=threat, seed=opts.seed, progress=cb, save_dir=opts.save_adversarials)
+            except InferenceTimeout as exc:  # the watchdog stopped one model run: this check has no figures
+                chk = _not_run(spec, str(exc), opts.seed, threat)
             chk.space = "box"
             checks.append(chk)
         data = DataInfo(source="synthetic" if samples.synthetic else samples.source, sha256=samples.sha256, n_samples=len(z),
@@ -293,7 +296,8 @@ class _Ctx:
         if ts.texts is None and tokenizer is not None:
             raise DataError(f"{Path(opts.data_path).name} holds token ids; with a tokenizer, give the texts themselves")
         model = load_text_model(opts.model_path, raw=self.raw, max_bytes=pol.limits.max_model_mb * 1024 * 1024, tokenizer=tokenizer,
-                                ids=ts.ids, fixed=ts.fixed, probe_texts=ts.texts[:16] if ts.texts else None)
+                                ids=ts.ids, fixed=ts.fixed, probe_texts=ts.texts[:16] if ts.texts else None,
+                                inference_timeout_s=pol.limits.inference_timeout_s)
         from .assemble import model_info
         from .data import Samples, labels_for
 
@@ -315,7 +319,10 @@ class _Ctx:
         checks = []
         for spec in run_specs:
             cb = self.progress(spec.check_id, 1000) if self.progress else None
-            checks.append(run_text_check(prep, spec, threat=threat, seed=opts.seed, progress=cb, save_dir=opts.save_adversarials))
+            try:
+                checks.append(run_text_check(prep, spec, threat=threat, seed=opts.seed, progress=cb, save_dir=opts.save_adversarials))
+            except InferenceTimeout as exc:  # the watchdog stopped one model run: this check has no figures
+                checks.append(_not_run(spec, str(exc), opts.seed, threat))
         data = DataInfo(source=ts.source, sha256=ts.sha256, n_samples=len(items), synthetic=False,
                         labels="given" if prep.labels_given else "model_predictions", value_range=None)
         bd = BackdoorSection(status="not_run", reason="backdoor search covers image and tabular classifiers; not available for text classifiers") \

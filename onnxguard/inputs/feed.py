@@ -10,7 +10,6 @@ as values (``scores`` holds them, ``labels`` is zero).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import numpy as np
 from ..errors import DataError, ModelLoadError, NotAClassifierError
 from ..model import (
     _FLOAT_TYPES, MAX_SAMPLE_VALUES, LoadedModel, ModelOutputs, TensorSpec, _classify_outputs, _resolve_kind, _shape_of,
-    open_session, ort_error,
+    open_session,
 )
 from .spaces import InputRole, plan_inputs
 
@@ -59,13 +58,7 @@ class FeedModel(LoadedModel):
     def run_raw(self, x: np.ndarray, rows: np.ndarray | None = None) -> tuple[list[Any], float]:  # type: ignore[override]
         rows = np.arange(len(x)) if rows is None else rows
         names = [o.name for o in self.outputs] if self.regression else [n for n in (self._label_name, self._score_name) if n]
-        feed = self.feed(x, rows)
-        t0 = time.perf_counter()
-        try:
-            out = self.session.run(names, feed)
-        except Exception as exc:
-            raise ort_error(exc, f"the model failed while running on a batch of {len(x)}") from exc
-        return out, time.perf_counter() - t0
+        return self.session_run(names, self.feed(x, rows), f"a batch of {len(x)}")
 
     def predict(self, x: np.ndarray, max_batch: int = 256, rows: np.ndarray | None = None) -> tuple[ModelOutputs, float]:
         x = np.asarray(x)
@@ -123,6 +116,7 @@ def _resolve(spec: TensorSpec, data: np.ndarray | None) -> tuple[tuple[int, ...]
 
 def load_feed_model(
     path: Path, *, arrays: dict[str, np.ndarray] | None, raw: Any, max_bytes: int, regression: bool,
+    inference_timeout_s: float | None = None,
 ) -> tuple[FeedModel, np.ndarray | None]:
     """Open the model for a box attack over its float inputs; ``arrays`` holds data per input name.
 
@@ -174,6 +168,7 @@ def load_feed_model(
         fixed_batch=fixed_batch, output_kind="regression" if regression else ("label" if hint == "label" else hint),
         n_classes=None, class_labels=None, session=sess, external_files=loaded.external_files,
         _score_name=score_name, _label_name=label_name, box=box, fixed_values=fixed, roles=roles, regression=regression,
+        inference_timeout_s=inference_timeout_s,
     )
     x = None
     if all(arrays.get(name) is not None for name, _, _ in box):

@@ -9,7 +9,6 @@ every input other than the ids is held at its data values.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from ..errors import DataError, NotAClassifierError
 from ..inputs.feed import _NP_TYPES, FeedModel
 from ..inputs.spaces import MASK_NAMES, TYPE_ID_NAMES, _is, plan_inputs
 from ..inputs.tokenizer import PAD_TOKENS, special_id
-from ..model import TensorSpec, _classify_outputs, _resolve_kind, _shape_of, is_token_input, open_session, ort_error
+from ..model import TensorSpec, _classify_outputs, _resolve_kind, _shape_of, is_token_input, open_session
 
 DEFAULT_MAX_LEN = 256
 PROBE_TEXTS = ("a short probe text", "another probe sentence for the model", "the", "good", "bad", "ok then")
@@ -80,13 +79,7 @@ class TextModel(FeedModel):
     def run_raw(self, x: np.ndarray, rows: np.ndarray | None = None) -> tuple[list[Any], float]:  # type: ignore[override]
         rows = np.arange(len(x)) if rows is None else rows
         names = [n for n in (self._label_name, self._score_name) if n]
-        feed = self.feed(x, rows)
-        t0 = time.perf_counter()
-        try:
-            out = self.session.run(names, feed)
-        except Exception as exc:
-            raise ort_error(exc, f"the model failed while running on a batch of {len(x)} texts") from exc
-        return out, time.perf_counter() - t0
+        return self.session_run(names, self.feed(x, rows), f"a batch of {len(x)} texts")
 
 
 def _embedding_table(proto: Any, vocab: int | None) -> tuple[str | None, np.ndarray | None]:
@@ -103,7 +96,8 @@ def _embedding_table(proto: Any, vocab: int | None) -> tuple[str | None, np.ndar
 
 
 def load_text_model(path: Path, *, raw: Any, max_bytes: int, tokenizer: Any = None, ids: np.ndarray | None = None,
-                    fixed: dict[str, np.ndarray] | None = None, probe_texts: list[str] | None = None) -> TextModel:
+                    fixed: dict[str, np.ndarray] | None = None, probe_texts: list[str] | None = None,
+                    inference_timeout_s: float | None = None) -> TextModel:
     """Open a text model. ``tokenizer`` for token-id models (else id space with ``ids``/``fixed`` from the data)."""
     sess, loaded = open_session(path, raw=raw, max_bytes=max_bytes)
     proto = loaded.proto
@@ -154,7 +148,7 @@ def load_text_model(path: Path, *, raw: Any, max_bytes: int, tokenizer: Any = No
         external_files=loaded.external_files, _score_name=score_name, _label_name=label_name,
         fixed_values=fixed_values, roles=roles, mode=mode, tokenizer=tokenizer, text_input=text_input,
         pad_id=special_id(tokenizer, PAD_TOKENS, 0) if tokenizer is not None else 0, vocab_size=vocab,
-        embedding=emb, embedding_name=emb_name,
+        embedding=emb, embedding_name=emb_name, inference_timeout_s=inference_timeout_s,
     )
     if mode == "ids":
         probe = np.asarray(ids[:16], dtype=np.int64)

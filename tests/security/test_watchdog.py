@@ -53,3 +53,22 @@ def test_watchdog_stops_a_slow_run_and_the_check_is_not_run_with_the_reason(tmp_
     assert any("inference_timeout_s" in n for n in r.notes)
     assert any(nt.what == "check sq" for nt in r.not_tested)
     assert r.summary.verdict != "pass"  # graded by grading.not_run, never dropped
+
+
+def test_the_watchdog_guards_every_kind_of_model(tmp_path):
+    """Models scanned by their task (several inputs, text) run through the same watched session.run."""
+    import pytest
+
+    from onnxguard.errors import InferenceTimeout
+    from onnxguard.inputs.feed import load_feed_model
+
+    m = _slow_above(0.95)
+    m.graph.input.append(helper.make_tensor_value_info("aux", TensorProto.INT64, ["N", 1]))  # held fixed per sample
+    path = tmp_path / "two_inputs.onnx"
+    path.write_bytes(m.SerializeToString())
+    x = np.full((2, bc.N_IN), 0.5, np.float32)
+    model, z = load_feed_model(path, arrays={"x": x, "aux": np.zeros((2, 1), np.int64)}, raw=None, max_bytes=1 << 26,
+                               regression=False, inference_timeout_s=0.5)
+    assert type(model).__name__ == "FeedModel"
+    with pytest.raises(InferenceTimeout, match="watchdog"):
+        model.predict(np.full((1, *model.sample_shape), 0.99), rows=np.array([0]))
