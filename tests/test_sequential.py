@@ -96,7 +96,7 @@ def test_time_stop_mid_check_keeps_finished_samples(make_digits_model, digits_da
             raise TimeBudgetExhausted("the check's time budget ran out")
         return real.fn(*a, **k)
 
-    monkeypatch.setitem(ATTACKS, "square", dataclasses.replace(real, fn=flaky))
+    monkeypatch.setitem(ATTACKS, "square", dataclasses.replace(real, entry=flaky))
     spec = CheckSpec(id="sq", attack="square", norm="linf", epsilon=0.3, samples=100, budget=100, early_stop=False, looks=5)
     chk = run_evasion_check(prep, spec, threat="scores", seed=0)
     assert chk.status == "completed" and chk.n_samples == 20 and chk.n_planned == 100

@@ -579,11 +579,15 @@ def build(out: Path) -> tuple[list[Case], Path, str]:
 
 # -- running a case (used by the tests and by --run) ----------------------------------
 
+# The parent's own peak memory: VmHWM of this process image (ru_maxrss would also count the pytest process
+# this one was forked from, since Linux carries the high-water mark across exec)
 _WRAPPER = (
-    "import os, resource, sys\n"
+    "import os, re, resource, sys\n"
     "from onnxguard.cli import main\n"
     "rc = main(sys.argv[1:])\n"
-    "open(os.environ['OG_RUSAGE'], 'w').write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))\n"
+    "m = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()) if os.path.exists('/proc/self/status') else None\n"
+    "peak = int(m.group(1)) if m else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+    "open(os.environ['OG_RUSAGE'], 'w').write(str(peak))\n"
     "sys.exit(rc)\n"
 )
 
