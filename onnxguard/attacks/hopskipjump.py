@@ -238,28 +238,38 @@ def hopskipjump(
                 tot += evals[stop] * d
                 stop += 1
             part = order[start:stop]
-            owners_local = np.repeat(part, evals[part])
+            ev = evals[part]
+            owners_local = np.repeat(part, ev)
             m = owners_local.size
             # float32 probes: the model sees float32 anyway, and this halves the cost of the estimate
             if norm == "l2":
                 rv = rng.standard_normal((m, d), dtype=np.float32)
             else:
                 rv = rng.random((m, d), dtype=np.float32) * 2.0 - 1.0
-            rv /= np.maximum(np.sqrt(np.einsum("ij,ij->i", rv, rv))[:, None], 1e-12)
             base = adv[act[part]].astype(np.float32)
             dl = delta[part].astype(np.float32)
-            probe = rv * np.repeat(dl, evals[part])[:, None]
-            probe += np.repeat(base, evals[part], axis=0)
-            np.clip(probe, 0.0, 1.0, out=probe)
+            # probe = base + delta * rv / |rv|, built in place (one m x d buffer)
+            rv *= (np.repeat(dl, ev) / np.maximum(np.sqrt(np.einsum("ij,ij->i", rv, rv)), 1e-12))[:, None]
+            equal = bool((ev == ev[0]).all())
+            if equal:  # the usual case: every sample takes the same number of probes
+                rv.reshape(part.size, int(ev[0]), d)[...] += base[:, None, :]
+            else:
+                rv += np.repeat(base, ev, axis=0)
+            probe = np.clip(rv, 0.0, 1.0, out=rv)
             ok = decide(probe, act[owners_local])
             fval = np.where(ok, 1.0, -1.0).astype(np.float32)
-            seg = np.concatenate([[0], np.cumsum(evals[part])[:-1]])
-            mean_f = np.add.reduceat(fval, seg) / evals[part]
+            seg = np.concatenate([[0], np.cumsum(ev)[:-1]])
+            mean_f = np.add.reduceat(fval, seg) / ev
             all_same = np.abs(mean_f) == 1.0
-            fc = fval - np.repeat(np.where(all_same, 0.0, mean_f), evals[part]).astype(np.float32)
+            fc = fval - np.repeat(np.where(all_same, 0.0, mean_f), ev).astype(np.float32)
             # sum of fc * (probe - base) / delta, per sample: the clipped direction, as in the reference code
-            g = np.add.reduceat(fc[:, None] * probe, seg, axis=0) - np.add.reduceat(fc, seg)[:, None] * base
-            g = g.astype(np.float64) / (dl.astype(np.float64)[:, None] * evals[part][:, None])
+            if equal:  # a batched matrix product per sample (BLAS) instead of a segmented sum over m x d
+                e = int(ev[0])
+                g = np.matmul(fc.reshape(part.size, 1, e), probe.reshape(part.size, e, d))[:, 0, :]
+            else:
+                g = np.add.reduceat(fc[:, None] * probe, seg, axis=0)
+            g = g - np.add.reduceat(fc, seg)[:, None] * base
+            g = g.astype(np.float64) / (dl.astype(np.float64)[:, None] * ev[:, None])
             grad[part] = g
             start = stop
         gn = np.sqrt((grad * grad).sum(axis=1, keepdims=True))
