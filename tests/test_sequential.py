@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -93,6 +95,8 @@ def test_time_stop_mid_check_keeps_finished_samples(make_digits_model, digits_da
         calls["n"] += 1
         if calls["n"] > 1:
             a[0].scores(a[1][:1], np.array([0]))  # one query on a sample that will be dropped
+            time.sleep(0.3)  # the dropped work takes time, here booked as onnxruntime time
+            a[0].ort_time += 0.3
             raise TimeBudgetExhausted("the check's time budget ran out")
         return real.fn(*a, **k)
 
@@ -103,3 +107,5 @@ def test_time_stop_mid_check_keeps_finished_samples(make_digits_model, digits_da
     assert chk.success_rate.n == chk.n_attacked > 0
     assert "dropped" in chk.stopped_early
     assert chk.queries_dropped == 1  # still counted
+    # the check's wall time covers the dropped work, as its onnxruntime time does: never less than it
+    assert chk.ort_time_s >= 0.3 and chk.wall_time_s >= chk.ort_time_s
