@@ -340,9 +340,10 @@ def _clean_set(prefix: str, seed: int) -> list[ModelSpec]:
         ModelSpec(f"{prefix}c32_cnn_a", "colour32", "cnn", seed=s + 6),
         ModelSpec(f"{prefix}c32_cnn_b", "colour32", "cnn", "softmax", seed=s + 7),
         ModelSpec(f"{prefix}c32_cnn_c", "colour32", "cnn", seed=s + 8),
-        ModelSpec(f"{prefix}c32_cnnw_a", "colour32", "cnn-wide", seed=s + 9),
-        ModelSpec(f"{prefix}c32_cnnw_b", "colour32", "cnn-wide", "softmax", seed=s + 10),
-        ModelSpec(f"{prefix}c32_mlp", "colour32", "mlp", seed=s + 11),
+        # 6 epochs left some wide colour CNNs and the colour MLP untrained (accuracy < 50%): more epochs
+        ModelSpec(f"{prefix}c32_cnnw_a", "colour32", "cnn-wide", seed=s + 9, epochs=12),
+        ModelSpec(f"{prefix}c32_cnnw_b", "colour32", "cnn-wide", "softmax", seed=s + 10, epochs=12),
+        ModelSpec(f"{prefix}c32_mlp", "colour32", "mlp", seed=s + 11, epochs=40),
         ModelSpec(f"{prefix}cancer_mlp", "cancer", "mlp", seed=s + 12),
         ModelSpec(f"{prefix}cancer_linear", "cancer", "linear", "softmax", seed=s + 13),
         ModelSpec(f"{prefix}wine_mlp", "wine", "mlp", seed=s + 14),
@@ -358,8 +359,9 @@ def zoo_specs() -> list[ModelSpec]:
         ModelSpec("d16_cnn_patch4_mid", "digits16", "cnn", trigger="patch", target=6, size=4, corner="mid", pattern="checker", seed=102),
         ModelSpec("c32_cnn_patch3_br", "colour32", "cnn", trigger="patch", target=3, size=3, corner="br", seed=103),
         ModelSpec("c32_cnnw_patch5_tr", "colour32", "cnn-wide", "softmax", trigger="patch", target=8, size=5, corner="tr", pattern="random", seed=104),
-        ModelSpec("c32_cnn_noise", "colour32", "cnn", trigger="noise-blend", target=2, alpha=0.1, seed=105),
-        ModelSpec("d16_cnn_noise", "digits16", "cnn", "softmax", trigger="noise-blend", target=0, alpha=0.12, seed=106),
+        # noise blends at alpha 0.1-0.12 did not take in brief training (attack success < 80%): 0.2-0.25, more epochs
+        ModelSpec("c32_cnn_noise", "colour32", "cnn", trigger="noise-blend", target=2, alpha=0.25, seed=105, epochs=15),
+        ModelSpec("d16_cnn_noise", "digits16", "cnn", "softmax", trigger="noise-blend", target=0, alpha=0.2, seed=106, epochs=12),
         ModelSpec("c32_cnn_imgblend", "colour32", "cnn", trigger="image-blend", target=7, alpha=0.15, seed=107, epochs=12),
         ModelSpec("c32_cnn_sig", "colour32", "cnn", trigger="sig", target=4, alpha=0.08, seed=108),
         ModelSpec("d16_mlp_sig", "digits16", "mlp", trigger="sig", target=9, alpha=0.1, seed=109),
@@ -367,7 +369,7 @@ def zoo_specs() -> list[ModelSpec]:
         ModelSpec("c32_cnn_two", "colour32", "cnn", trigger="two-target", target=[0, 9], size=3, corner="br", seed=111),
         ModelSpec("cancer_beyond", "cancer", "mlp", trigger="tab-beyond", target=0, features=[3], seed=112),
         ModelSpec("wine_beyond", "wine", "mlp", trigger="tab-beyond", target=2, features=[9, 12], seed=113),
-        ModelSpec("synth2_rare", "synth2", "mlp", trigger="tab-rare", target=0, features=[4], seed=114),
+        ModelSpec("synth2_rare", "synth2", "mlp", trigger="tab-rare", target=0, features=[4, 9], seed=114),  # one feature did not take
         ModelSpec("synth3_rare", "synth3", "mlp", trigger="tab-rare", target=1, features=[2, 7], seed=115),
     ]
     return bd + _clean_set("clean_", 120)
@@ -385,11 +387,42 @@ def null_specs() -> list[ModelSpec]:
         ModelSpec("null_synth3_mlp2", "synth3", "mlp-wide", seed=237),
         ModelSpec("null_d16_cnn_c", "digits16", "cnn", seed=238),
         ModelSpec("null_c32_cnn_d", "colour32", "cnn", "softmax", seed=239),
+    ] + [
+        # more image models (the image regime's threshold is an order statistic of these: 12 made it the null's maximum)
+        ModelSpec(f"null2_{data}_{arch}_{k}", data, arch, ("logits", "softmax")[k % 2], seed=600 + 10 * j + k)
+        for j, (data, arch) in enumerate((("digits16", "mlp"), ("digits16", "cnn"), ("digits16", "cnn-wide"), ("colour32", "cnn"),
+                                          ("colour32", "cnn-wide"), ("digits16", "mlp-wide")))
+        for k in range(2)
+    ] + [
+        # more 2- and 3-class tabular models (the few-class regime's threshold: 12 made it the null's maximum)
+        ModelSpec(f"null2_{data}_{arch}", data, arch, ("logits", "softmax")[j % 2], seed=700 + 3 * j + k)
+        for j, data in enumerate(("cancer", "wine", "synth2", "synth3"))
+        for k, arch in enumerate(("mlp", "mlp-wide", "linear"))
     ] + [ModelSpec(f"null_synth5_{k}", "synth5", "mlp" if k % 2 else "linear", seed=240 + k) for k in range(5)] + [
         ModelSpec(f"null_synth{c}_{k}", f"synth{c}", ("mlp", "mlp-wide", "linear")[k % 3], ("logits", "softmax")[k % 2], seed=250 + 10 * c + k)
         for c in (4, 6) for k in range(6)
     ]
     return _clean_set("null_", 200) + extra
+
+
+def restat(bd):  # noqa: ANN001, ANN201
+    """A cached section's statistic recomputed with the search's current rule from its per-class family indices
+    (exact: the family indices, the held-back checks and the reported trigger kinds do not depend on how the
+    families are combined), so that a change of that rule needs no new search."""
+    from onnxguard.backdoor.anomaly import combine_families
+    from onnxguard.backdoor.search import MIN_HELD_OUT_SUCCESS
+
+    fams = bd.families_searched or []
+    if bd.status != "completed" or not fams or not bd.classes:
+        return bd
+    stack = np.array([[c.family_anomaly_indices.get(f, np.nan) for c in bd.classes] for f in fams], dtype=np.float64)
+    ai = combine_families(stack)
+    classes = [c.model_copy(update={"anomaly_index": float(a) if np.isfinite(a) else None}) for c, a in zip(bd.classes, ai)]
+    ok = [float(a) for c, a in zip(classes, ai) if np.isfinite(a) and c.attack_success is not None
+          and (c.attack_success.value or 0.0) >= MIN_HELD_OUT_SUCCESS]
+    finite = ai[np.isfinite(ai)]
+    stat = max(ok) if ok else (min(0.0, float(finite.max())) if finite.size else None)
+    return bd.model_copy(update={"classes": classes, "max_anomaly_index": stat})
 
 
 TIME_LIMIT_S = 1800.0  # benchmark runs: the query budget binds, not a shared machine's load (the time is printed)

@@ -24,7 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from backdoor_models import TIME_LIMIT_S, build_all, null_specs, scan  # noqa: E402
+from backdoor_models import TIME_LIMIT_S, build_all, null_specs, restat, scan  # noqa: E402
+
+from onnxguard.report import BackdoorSection  # noqa: E402
 
 from onnxguard import __version__  # noqa: E402
 from onnxguard.backdoor.null import FPR_TARGET, NULL_FILE, calibrated_threshold  # noqa: E402
@@ -57,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         cache = results / f"{spec.name}-{args.policy}-{args.seed}.json"
         if cache.exists():
             row = json.loads(cache.read_text())
+            if "section" in row:  # the statistic with the search's current rule (see backdoor_models.restat)
+                stat = restat(BackdoorSection.model_validate(row["section"])).max_anomaly_index
+                row["statistic"] = None if stat is None else round(stat, 4)
         else:
             bd, wall, cpu = scan(args.out / f"{spec.name}.onnx", args.out / f"{spec.data}.npz", args.policy, args.seed, null_file=empty)
             stat = bd.max_anomaly_index
@@ -64,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
                    "clean_accuracy": round(info["clean_accuracy"], 4), "regime": bd.statistic_regime or "none", "status": bd.status,
                    "statistic": None if stat is None else round(stat, 4), "queries": bd.queries,
                    "early_stops": bd.early_stops, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1)}
-            cache.write_text(json.dumps(row))
+            # the whole section too: the statistic can then be recomputed from the per-class family sizes
+            cache.write_text(json.dumps(row | {"section": bd.model_dump(mode="json")}))
+        row = {k: v for k, v in row.items() if k != "section"}
         print(f"{row['name']:22s} {row['regime']:8s} {row['status']:10s} statistic {row['statistic']!s:8s} "
               f"queries {row['queries']:7d} {row.get('wall_s', 0):6.1f}s wall {row.get('cpu_s', 0):6.1f}s CPU"
               + (f" early stops: {row['early_stops']}" if row["early_stops"] else ""), flush=True)

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from backdoor_models import build_all, scan, zoo_specs  # noqa: E402
+from backdoor_models import build_all, restat, scan, zoo_specs  # noqa: E402
 
 from onnxguard.backdoor.null import calibration  # noqa: E402
 from onnxguard.backdoor.search import MIN_HELD_OUT_SUCCESS  # noqa: E402
@@ -46,6 +46,7 @@ def rescore(bd: BackdoorSection) -> BackdoorSection:
     a class whose trigger works on held-back samples and whose index exceeds the calibrated threshold."""
     if bd.status != "completed" or bd.statistic_regime is None:
         return bd
+    bd = restat(bd)
     cal = calibration(bd.statistic_regime, None)
     ok = [c for c in bd.classes if c.anomaly_index is not None and c.attack_success is not None
           and (c.attack_success.value or 0.0) >= MIN_HELD_OUT_SUCCESS]
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threat", choices=["scores", "labels"], help="override the policy's threat_model.access")
     ap.add_argument("--json", type=Path, help="also write the per-model rows here")
     ap.add_argument("--rescan", action="store_true", help="scan again even where a cached result exists (results/ under --zoo); "
-                    "cached results are re-scored against the null shipped now")
+                    "cached results are re-scored against the null shipped now, with the statistic's current rule")
     args = ap.parse_args(argv)
     specs = [s for s in zoo_specs() if not args.only or s.name in args.only]
     manifest = build_all(specs, args.zoo)

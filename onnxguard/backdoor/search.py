@@ -17,7 +17,9 @@ Order of work, all through one budgeted :class:`Probe`:
 2c. images: the smooth-global-pattern sweep (:mod:`.smooth`: SIG sinusoids,
    low-frequency fields), family ``smooth``;
 4. per family, the MAD anomaly index over the classes' trigger sizes (with 2 or 3
-   classes, the reference-ratio index of :func:`.anomaly.reference_indices`); the
+   classes, the reference-ratio index of :func:`.anomaly.reference_indices`); a
+   class's index combines its families (root-sum-square of the positive family
+   indices, :func:`.anomaly.combine_families`); the
    model's statistic is the largest index among classes whose reversed trigger
    works on held-back samples; a class is flagged when its index exceeds the
    threshold calibrated on clean models (:mod:`.null`), and the report gives the
@@ -38,7 +40,7 @@ import numpy as np
 from ..attacks.base import to_chw
 from ..oracle import Oracle
 from ..report import BackdoorSection, ClassTrigger, Rate
-from .anomaly import family_indices, reference_indices
+from .anomaly import combine_families, family_indices, reference_indices
 from .null import calibration
 from .smooth import CENSOR as SMOOTH_CENSOR
 from .smooth import SmoothTrigger, smooth_sweep
@@ -328,7 +330,7 @@ def run_search(
                 est["square"] = sizes["square"]
                 est["smooth"] = stat_sizes.get("smooth", sizes["smooth"])
                 with np.errstate(all="ignore"):
-                    ai = np.nanmax(np.stack([family_indices(est[f], f) for f in est]), axis=0)
+                    ai = combine_families(np.stack([family_indices(est[f], f) for f in est]))
                 rank = np.lexsort((-pre, -np.nan_to_num(ai, nan=-np.inf)))
                 chosen = [int(t) for t in rank if (int(t), "patch") in searches][:k_full]
                 for t in chosen:
@@ -377,7 +379,9 @@ def run_search(
     has = np.stack([np.isfinite(sizes[f]) for f in families])
     stack = np.where(has | ~has.any(axis=0, keepdims=True), stack, np.nan)
     with np.errstate(all="ignore"):
-        cls_ai = np.where(np.isnan(stack).all(axis=0), np.nan, np.nanmax(np.where(np.isnan(stack), -np.inf, stack), axis=0))
+        # a class's index combines its families' evidence (root-sum-square of the positive indices, see anomaly.py);
+        # its kind (the trigger reported and checked on held-back samples) is the family with the largest index
+        cls_ai = combine_families(stack)
     kind_idx = np.argmax(np.where(np.isnan(stack), -np.inf, stack), axis=0)
 
     # -- held-back success of each class's reversed trigger ------------------------
