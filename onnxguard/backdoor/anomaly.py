@@ -71,3 +71,20 @@ def reference_indices(sizes: np.ndarray, reference: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         out = np.log2(np.maximum(r, 0.25) / np.maximum(s, 0.25))
     return np.where(np.isfinite(s) & np.isfinite(r), out, np.nan)
+
+
+def few_image_indices(sizes: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Per-class index for image models with 2 or 3 classes: the smaller of ``log2(reference / size)`` (how many
+    times smaller the reversed trigger is than the natural change of the same kind, :mod:`.natural`) and
+    ``log2(others / size)`` (than the median reversed trigger of the other classes, where known). A planted
+    trigger is small on both counts; a clean model's adversarial patch can be far below the natural window
+    (clean 2-class CNNs: index ~3.4 on the first count alone) but not far below the other class's patch."""
+    s = np.asarray(sizes, dtype=np.float64)
+    nat = reference_indices(s, reference)
+    out = nat.copy()
+    for t in range(len(s)):
+        others = np.delete(s, t)
+        others = others[np.isfinite(others)]
+        if np.isfinite(nat[t]) and others.size:
+            out[t] = min(nat[t], float(np.log2(max(float(np.median(others)), 0.25) / max(s[t], 0.25))))
+    return out
