@@ -24,7 +24,8 @@ linear 20% floor above. On the fixtures and the zoo clean classes' log areas spr
 by 0.1 to 0.3 and the easiest clean class sits at about 55-60% of the median.
 
 With two or three classes a MAD across classes means little (:func:`reference_indices`):
-each class's trigger is compared with what the data itself needs to change class.
+each class's trigger is compared with what the data itself needs to change class
+(images: also with the other classes' triggers, :func:`few_image_indices`).
 Thresholds are not fixed here: :mod:`.null` calibrates them on clean models.
 """
 
