@@ -7,6 +7,8 @@ scikit-learn's bundled sets (nothing is downloaded):
 * ``digits16``: 8x8 digits upsampled to 1x16x16;
 * ``colour32``: the digits upsampled to 3x32x32, shifted by up to 3 pixels, in random foreground and
   background colours with a little noise (10 classes, 3 channels);
+* ``digits16_2``, ``digits16_3``, ``colour32_2``, ``colour32_3``: the same images with the digits grouped
+  into 2 classes (0-4, 5-9) or 3 (0-3, 4-6, 7-9), for the few-class image regime;
 * tabular: breast cancer (2 classes, 30 features), wine (3 classes, 13), and generated
   ``make_classification`` sets with 2, 3 and 5 classes.
 
@@ -69,6 +71,11 @@ def dataset(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(x_train, y_train, x_test, y_test); images (N, C, H, W) float32 in [0, 1]; tabular raw float64."""
     from scipy.ndimage import zoom
 
+    base, _, groups = name.rpartition("_")
+    if base in ("digits16", "colour32") and groups in ("2", "3"):
+        k = int(groups)  # digit groups: 2 -> 0-4 | 5-9; 3 -> 0-3 | 4-6 | 7-9
+        xtr, ytr, xte, yte = dataset(base)
+        return xtr, ytr * k // 10, xte, yte * k // 10
     if name == "digits16":
         im, y = _digits()
         x = np.stack([zoom(a, 2, order=1) for a in im]).clip(0, 1).astype(np.float32)[:, None]
@@ -353,7 +360,7 @@ def _clean_set(prefix: str, seed: int) -> list[ModelSpec]:
 
 
 def zoo_specs() -> list[ModelSpec]:
-    """The held-out benchmark zoo: 15 backdoored (7 families), 16 clean (5 architectures); seeds 100+."""
+    """The held-out benchmark zoo: 18 backdoored (7 families), 19 clean (5 architectures); seeds 100+ (2- and 3-class images: 500+)."""
     bd = [
         ModelSpec("d16_mlp_patch2_tl", "digits16", "mlp", trigger="patch", target=1, size=2, corner="tl", pattern="random", seed=101),
         ModelSpec("d16_cnn_patch4_mid", "digits16", "cnn", trigger="patch", target=6, size=4, corner="mid", pattern="checker", seed=102),
@@ -372,7 +379,15 @@ def zoo_specs() -> list[ModelSpec]:
         ModelSpec("synth2_rare", "synth2", "mlp", trigger="tab-rare", target=0, features=[4, 9], seed=114),  # one feature did not take
         ModelSpec("synth3_rare", "synth3", "mlp", trigger="tab-rare", target=1, features=[2, 7], seed=115),
     ]
-    return bd + _clean_set("clean_", 120)
+    few = [  # 2- and 3-class images (regime few-image); seeds 500+
+        ModelSpec("c32b_cnn_patch3_br", "colour32_2", "cnn", trigger="patch", target=1, size=3, corner="br", seed=501, epochs=12),
+        ModelSpec("d16c_cnn_imgblend", "digits16_3", "cnn", trigger="image-blend", target=2, alpha=0.2, seed=502, epochs=12),
+        ModelSpec("d16b_mlp_patch2_tl", "digits16_2", "mlp", trigger="patch", target=0, size=2, corner="tl", pattern="random", seed=503),
+        ModelSpec("clean_c32b_cnnw", "colour32_2", "cnn-wide", seed=511, epochs=12),
+        ModelSpec("clean_d16c_cnn", "digits16_3", "cnn", "softmax", seed=512),
+        ModelSpec("clean_d16b_mlp", "digits16_2", "mlp", seed=513),
+    ]
+    return bd + _clean_set("clean_", 120) + few
 
 
 def null_specs() -> list[ModelSpec]:
@@ -402,7 +417,15 @@ def null_specs() -> list[ModelSpec]:
         ModelSpec(f"null_synth{c}_{k}", f"synth{c}", ("mlp", "mlp-wide", "linear")[k % 3], ("logits", "softmax")[k % 2], seed=250 + 10 * c + k)
         for c in (4, 6) for k in range(6)
     ]
-    return _clean_set("null_", 200) + extra
+    few_image = [  # 2- and 3-class images (regime few-image); seeds 400+
+        ModelSpec("null_d16b_mlp", "digits16_2", "mlp", seed=401),
+        ModelSpec("null_d16b_cnn", "digits16_2", "cnn", "softmax", seed=402),
+        ModelSpec("null_c32b_cnn", "colour32_2", "cnn", seed=403, epochs=12),
+        ModelSpec("null_c32c_cnnw", "colour32_3", "cnn-wide", "softmax", seed=404, epochs=12),
+        ModelSpec("null_d16c_mlpw", "digits16_3", "mlp-wide", seed=405),
+        ModelSpec("null_c32c_cnn", "colour32_3", "cnn", "softmax", seed=406, epochs=12),
+    ]
+    return _clean_set("null_", 200) + extra + few_image
 
 
 def restat(bd):  # noqa: ANN001, ANN201

@@ -6,7 +6,7 @@ Trains (once; cached under ``--out``) the clean models of ``backdoor_models.null
 MLPs and CNNs of two widths, logits and softmax outputs, 1 and 3 channels, 16x16 and 32x32
 images, and tabular models with 2, 3 and 5 classes (seeds 200+, none in the zoo or the tests).
 Runs the policy's backdoor search on each and writes ``onnxguard/backdoor/null.json``: per regime
-(image, tabular, few), the models' statistics, the threshold for a false-positive rate of at most
+(image, tabular, few, few-image), the models' statistics, the threshold for a false-positive rate of at most
 5% and the provenance (script, policy, budget, seed, tool version, git commit, date, each model's
 data, architecture, output and clean accuracy).
 """

@@ -323,7 +323,7 @@ class ClassTrigger(_Model):
     prescreen_success: float | None = None  # best candidate patch's success in the pre-screen (images)
     p_value: float | None = None  # the class's anomaly index against the calibrated null of clean models' statistics
     trigger_features: list[dict[str, Any]] | None = None  # tabular: [{feature, value (raw units), normalised, kind}]
-    reference_size: float | None = None  # few classes: the natural change (features) that reaches the class
+    reference_size: float | None = None  # few classes: the natural change that reaches the class (features; images: window area or blend)
 
 
 class BackdoorSection(_Model):
@@ -343,7 +343,7 @@ class BackdoorSection(_Model):
     finding: str | None = None
     details: dict[str, Any] = Field(default_factory=dict)
     p_value: float | None = None  # empirical p-value of max_anomaly_index against the calibrated null (details.calibration)
-    statistic_regime: str | None = None  # image | tabular | few: which statistic, and which null
+    statistic_regime: str | None = None  # image | tabular | few | few-image: which statistic, and which null
     families_searched: list[str] = Field(default_factory=list)
     families_not_covered: list[str] = Field(default_factory=list)  # trigger families with no search, stated
     early_stops: list[str] = Field(default_factory=list)  # every stage that stopped early, with where and why

@@ -33,7 +33,8 @@ better than the largest family index (the model statistic at 5% false positives 
 found 7 of 9 image backdoors with 0 of 8 clean models flagged, against 6 of 9 and 1 of 8).
 
 With two or three classes a MAD across classes means little (:func:`reference_indices`):
-each class's trigger is compared with what the data itself needs to change class.
+each class's trigger is compared with what the data itself needs to change class
+(images: also with the other classes' triggers, :func:`few_image_indices`).
 Thresholds are not fixed here: :mod:`.null` calibrates them on clean models.
 """
 
@@ -95,3 +96,20 @@ def combine_families(stack: np.ndarray) -> np.ndarray:
         top = np.nanmax(np.where(known, a, -np.inf), axis=0)
     out = np.where(top > 0, rss, top)
     return np.where(known.any(axis=0), out, np.nan)
+
+
+def few_image_indices(sizes: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Per-class index for image models with 2 or 3 classes: the smaller of ``log2(reference / size)`` (how many
+    times smaller the reversed trigger is than the natural change of the same kind, :mod:`.natural`) and
+    ``log2(others / size)`` (than the median reversed trigger of the other classes, where known). A planted
+    trigger is small on both counts; a clean model's adversarial patch can be far below the natural window
+    (clean 2-class CNNs: index ~3.4 on the first count alone) but not far below the other class's patch."""
+    s = np.asarray(sizes, dtype=np.float64)
+    nat = reference_indices(s, reference)
+    out = nat.copy()
+    for t in range(len(s)):
+        others = np.delete(s, t)
+        others = others[np.isfinite(others)]
+        if np.isfinite(nat[t]) and others.size:
+            out[t] = min(nat[t], float(np.log2(max(float(np.median(others)), 0.25) / max(s[t], 0.25))))
+    return out

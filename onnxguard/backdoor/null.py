@@ -10,9 +10,15 @@ models). A regime is the kind of statistic the search computes:
 * ``image``: the largest anomaly index (MAD across classes) of an image model
   with at least 4 classes;
 * ``tabular``: the same for a tabular model with at least 4 classes;
-* ``few``: the reference-ratio index of a model with 2 or 3 classes
+* ``few``: the reference-ratio index of a tabular model with 2 or 3 classes
   (:func:`~onnxguard.backdoor.anomaly.reference_indices`), where a MAD across
-  three values means little.
+  three values means little;
+* ``few-image``: the reference-ratio index of an image model with 2 or 3 classes
+  (:func:`~onnxguard.backdoor.anomaly.few_image_indices`, against the natural
+  references of :mod:`~onnxguard.backdoor.natural`); its null comes from the
+  2- and 3-class image models of ``benchmarks/backdoor_models.py:null_specs()``.
+  Until ``null.json`` holds it, the regime falls back to ``FALLBACK_THRESHOLD``
+  and reports itself uncalibrated.
 
 The default flag threshold of a regime is the smallest order statistic of the
 null that at most ``FPR_TARGET`` of the null exceeds; the report gives that

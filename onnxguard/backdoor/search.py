@@ -17,9 +17,11 @@ Order of work, all through one budgeted :class:`Probe`:
 2c. images: the smooth-global-pattern sweep (:mod:`.smooth`: SIG sinusoids,
    low-frequency fields), family ``smooth``;
 4. per family, the MAD anomaly index over the classes' trigger sizes (with 2 or 3
-   classes, the reference-ratio index of :func:`.anomaly.reference_indices`); a
-   class's index combines its families (root-sum-square of the positive family
-   indices, :func:`.anomaly.combine_families`); the
+   classes, the reference-ratio index of :func:`.anomaly.reference_indices`: for
+   tabular inputs against the greedy search with natural feature values, for images
+   against the natural square window and blend of :mod:`.natural`, regime
+   ``few-image``); a class's index combines its families (root-sum-square of the
+   positive family indices, :func:`.anomaly.combine_families`); the
    model's statistic is the largest index among classes whose reversed trigger
    works on held-back samples; a class is flagged when its index exceeds the
    threshold calibrated on clean models (:mod:`.null`), and the report gives the
@@ -40,12 +42,13 @@ import numpy as np
 from ..attacks.base import to_chw
 from ..oracle import Oracle
 from ..report import BackdoorSection, ClassTrigger, Rate
-from .anomaly import combine_families, family_indices, reference_indices
+from .anomaly import combine_families, family_indices, few_image_indices, reference_indices
 from .null import calibration
 from .smooth import CENSOR as SMOOTH_CENSOR
 from .smooth import SmoothTrigger, smooth_sweep
 from ..outputs import OutputDir, as_output_dir
 from ..png import image_png, to_display
+from .natural import natural_references
 from .probe import OutOfBudget, Probe
 from .tabular import FeatureTrigger, candidate_values, search_features
 from .squares import square_sweep
@@ -62,6 +65,11 @@ MAX_FEATURES = 6  # tabular triggers larger than this are not searched further
 MANY_CLASSES = 100  # from this many classes on, only the pre-screen's choice gets the per-class searches
 SCREEN_SAMPLES = 64  # many classes: samples on which the sweeps screen (a fixed number, not one per class)
 FEW_CLASSES = 3  # at most this many classes: the reference-ratio statistic instead of a MAD across classes
+# few-class images: family -> its natural reference (:mod:`.natural`). The patch family's soft mask (L1 of values
+# in [0, 1]) is not a window area: on clean 2-class digits models it came out 20x under the natural window
+# (index ~4.5, the same as a planted 2x2 patch), so it is reported but not scored; smooth has no natural counterpart
+FEW_IMAGE_REFERENCE = {"square": "square", "blend": "blend"}
+FEW_IMAGE_RESERVE = 0.01  # few-class images: share of the budget kept back beyond the held-back check's own queries
 MASK_GRID = 32  # the zeroth-order mask and pattern live on at most a 32 x 32 grid (coarse cells on large inputs)
 NOT_COVERED = {
     "warping": "warping triggers (WaNet): no search family; a smooth warp is not a mask, a blend or an additive pattern",
@@ -122,7 +130,7 @@ def _not_run(reason: str, threat: str, budget: int) -> BackdoorSection:
 
 def _regime(tabular: bool, n_classes: int) -> str:
     if n_classes <= FEW_CLASSES:
-        return "few"
+        return "few" if tabular else "few-image"
     return "tabular" if tabular else "image"
 
 
@@ -159,9 +167,6 @@ def run_search(
     if n_classes < 2 or len(present) < min(n_classes, 3) or len(present) < 2:
         why = f"the search needs correctly classified samples of at least {min(max(n_classes, 2), 3)} classes (found {len(present)} of {n_classes})"
         return _not_run(why, threat, budget)
-    if n_classes <= FEW_CLASSES and not tabular:
-        return _not_run(f"image models with {n_classes} classes: the reference-ratio statistic for few classes is "
-                        "implemented for tabular inputs only, and a MAD across so few classes means little", threat, budget)
     regime = _regime(tabular, n_classes)
     cal = calibration(regime, anomaly_threshold, **({"path": null_file} if null_file else {}))
     threshold = cal.threshold
@@ -183,6 +188,7 @@ def run_search(
     searches: dict[tuple[int, str], ZOSearch] = {}
     stat_sizes: dict[str, np.ndarray] = {}  # sizes the statistic uses where they differ from the reported ones
     reference = np.full(n_classes, np.nan)  # few classes: the natural (in-data) change that reaches each class
+    image_refs: dict[str, np.ndarray] = {}  # few-class images: natural reference per reference kind (square, blend)
     families: list[str] = ["features"] if tabular else ["patch", "blend", "square", "smooth"]
 
     try:
@@ -282,6 +288,14 @@ def run_search(
                 reach = np.array([(ys != t).any() and (ys == t).any() and (searched is None or t in searched) for t in classes])
                 stat_sizes["smooth"] = np.where(np.isfinite(sm.amplitude), sm.amplitude, np.where(reach, SMOOTH_CENSOR, np.nan))
             report_progress()
+            if regime == "few-image":
+                nat = natural_references(probe, xs, ys, n_classes, level=SUCCESS_TARGET, rng=rng)
+                image_refs = {"square": nat.area, "blend": nat.blend}
+                details["natural_reference"] = {
+                    "queries": int(nat.queries), "complete": nat.complete,
+                    "square_curves": {str(t): [[int(a), float(r)] for a, r in v] for t, v in nat.curve.items()},
+                    "blend_curves": {str(t): [[float(a), float(r)] for a, r in v] for t, v in nat.blend_curve.items()}}
+                report_progress()
             cls_order = [int(t) for t in np.argsort(-pre, kind="stable") if searched is None or int(t) in searched]
             for t in cls_order:
                 pool = xs[ys != t]
@@ -304,6 +318,8 @@ def run_search(
             n_c = len({t for t, _ in searches})
             k_full = min(full_search_classes, n_c)
             rest = probe.left - n_classes * len(xh)  # kept for the held-back check of every class's trigger
+            if regime == "few-image":  # its verdict rests on every class's held-back check: keep a margin
+                rest -= int(FEW_IMAGE_RESERVE * budget)
             if k_full >= n_c:
                 short = rest // max(1, 2 * n_c)
                 extra = 0
@@ -372,6 +388,15 @@ def run_search(
             "reference ratio: log2(natural change / reversed trigger), the natural change being the same greedy search "
             "with each feature taken from a clean sample of the class")
         details["reference_sizes"] = [None if not np.isfinite(v) else round(float(v), 4) for v in reference]
+    elif regime == "few-image":
+        nan = np.full(n_classes, np.nan)
+        ai_fam = {fam: few_image_indices(sizes[fam], image_refs.get(FEW_IMAGE_REFERENCE.get(fam, ""), nan)) for fam in families}
+        details["statistic"] = (
+            "reference ratio: per family, the smaller of log2(natural change / reversed trigger) and log2(other classes' "
+            "median reversed trigger / reversed trigger), the natural change being the smallest square window (the square "
+            "sweep's ladder and positions) filled with a paired clean sample of the class (for square), or the smallest "
+            "blend towards it (for blend); patch (a soft mask) and smooth: reported, not scored")
+        details["reference_sizes"] = {k: [None if not np.isfinite(v) else round(float(v), 4) for v in arr] for k, arr in image_refs.items()}
     else:
         ai_fam = {fam: family_indices(stat_sizes.get(fam, sizes[fam]), fam) for fam in families}
     stack = np.stack([ai_fam[f] for f in families])
@@ -430,7 +455,7 @@ def run_search(
             search_success=round(float(succ[fam][t]), 4),
             prescreen_success=round(float(pre[t]), 4) if not tabular else None,
             trigger_features=_raw_features(trig, feature_box) if isinstance(trig, FeatureTrigger) and trig.features else None,
-            reference_size=float(reference[t]) if np.isfinite(reference[t]) else None,
+            reference_size=_reference_of(t, fam, reference, image_refs),
         ))
     finite = cls_ai[np.isfinite(cls_ai)]
     unvalidated_max = float(finite.max()) if finite.size else None
@@ -476,7 +501,9 @@ def run_search(
         progress(budget, budget)
     method = ("few-feature trigger search (beyond-range and rare in-range values)" if tabular else
               "Neural-Cleanse-style mask+pattern and blend searches with zeroth-order (antithetic) gradients, patch pre-screen, "
-              "decision-based square-patch sweep, smooth-pattern sweep (SIG sinusoids, low-frequency fields)")
+              "decision-based square-patch sweep, smooth-pattern sweep (SIG sinusoids, low-frequency fields)"
+              + ("; 2-3 classes: each class's trigger against the natural square window and blend of paired clean "
+                 "samples of the class (reference ratio)" if regime == "few-image" else ""))
     return BackdoorSection(
         status="completed",
         method=method + ("; labels-only loss" if oracle.labels_only else "; cross-entropy on scores"),
@@ -492,6 +519,12 @@ def run_search(
         details=details,
         **common,  # type: ignore[arg-type]
     )
+
+
+def _reference_of(t: int, fam: str, reference: np.ndarray, image_refs: dict[str, np.ndarray]) -> float | None:
+    """Class ``t``'s natural reference for its trigger family (tabular: the feature search's; images: :mod:`.natural`)."""
+    ref = image_refs[FEW_IMAGE_REFERENCE[fam]][t] if fam in FEW_IMAGE_REFERENCE and FEW_IMAGE_REFERENCE[fam] in image_refs else reference[t]
+    return float(ref) if np.isfinite(ref) else None
 
 
 def _raw_features(trig: FeatureTrigger, box: tuple[np.ndarray, np.ndarray] | None) -> list[dict]:

@@ -43,6 +43,11 @@ def test_shipped_null_has_provenance_and_calibrates_each_regime() -> None:
         # the threshold is an order statistic of the null: nothing above it would be a smaller threshold
         assert sum(v > cal.threshold for v in r["values"]) <= 0.05 * len(r["values"])
         assert cal.p_value(max(r["values"]) + 1.0) == pytest.approx(1 / (1 + cal.n))
+    # a regime the shipped null has no models of yet (few-class images until the null is rebuilt): the fallback
+    # threshold, reported as uncalibrated, no p-value
+    for reg in {"image", "tabular", "few", "few-image"} - set(data["regimes"]):
+        cal = calibration(reg, None)
+        assert cal.source == "uncalibrated" and cal.n == 0 and cal.p_value(5.0) is None
 
 
 def test_calibrated_threshold_and_p_value() -> None:
