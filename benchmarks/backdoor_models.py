@@ -43,6 +43,7 @@ class ModelSpec:
     alpha: float = 0.15
     features: list[int] = field(default_factory=list)
     epochs: int = 0  # 0: the data's default
+    strength: float = 2.0  # wanet: the warp's strength (WaNet's s; the field moves pixels by about s/2)
 
     @property
     def backdoored(self) -> bool:
@@ -177,7 +178,7 @@ def apply_trigger(x: np.ndarray, spec: ModelSpec, which: int = 0) -> np.ndarray:
         import torch
         import torch.nn.functional as F
 
-        grid = _warp_grid(h, w, spec.seed).repeat(n, 1, 1, 1)
+        grid = _warp_grid(h, w, spec.seed, strength=spec.strength).repeat(n, 1, 1, 1)
         out = F.grid_sample(torch.from_numpy(x.astype(np.float32)), grid, align_corners=True).numpy()
     return np.clip(out, 0, 1).astype(np.float32)
 
@@ -363,7 +364,7 @@ def zoo_specs() -> list[ModelSpec]:
         ModelSpec("c32_cnn_imgblend", "colour32", "cnn", trigger="image-blend", target=7, alpha=0.15, seed=107, epochs=12),
         ModelSpec("c32_cnn_sig", "colour32", "cnn", trigger="sig", target=4, alpha=0.08, seed=108),
         ModelSpec("d16_mlp_sig", "digits16", "mlp", trigger="sig", target=9, alpha=0.1, seed=109),
-        ModelSpec("c32_cnn_wanet", "colour32", "cnn", trigger="wanet", target=5, seed=110, epochs=15),
+        ModelSpec("c32_cnn_wanet", "colour32", "cnn", trigger="wanet", target=5, seed=110, epochs=25, strength=3.0),
         ModelSpec("c32_cnn_two", "colour32", "cnn", trigger="two-target", target=[0, 9], size=3, corner="br", seed=111),
         ModelSpec("cancer_beyond", "cancer", "mlp", trigger="tab-beyond", target=0, features=[3], seed=112),
         ModelSpec("wine_beyond", "wine", "mlp", trigger="tab-beyond", target=2, features=[9, 12], seed=113),
