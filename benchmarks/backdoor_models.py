@@ -364,7 +364,7 @@ def zoo_specs() -> list[ModelSpec]:
         ModelSpec("c32_cnn_imgblend", "colour32", "cnn", trigger="image-blend", target=7, alpha=0.15, seed=107, epochs=12),
         ModelSpec("c32_cnn_sig", "colour32", "cnn", trigger="sig", target=4, alpha=0.08, seed=108),
         ModelSpec("d16_mlp_sig", "digits16", "mlp", trigger="sig", target=9, alpha=0.1, seed=109),
-        ModelSpec("c32_cnn_wanet", "colour32", "cnn", trigger="wanet", target=5, seed=110, epochs=25, strength=3.0),
+        ModelSpec("c32_cnn_wanet", "colour32", "cnn", trigger="wanet", target=5, seed=110, epochs=30, strength=6.0),
         ModelSpec("c32_cnn_two", "colour32", "cnn", trigger="two-target", target=[0, 9], size=3, corner="br", seed=111),
         ModelSpec("cancer_beyond", "cancer", "mlp", trigger="tab-beyond", target=0, features=[3], seed=112),
         ModelSpec("wine_beyond", "wine", "mlp", trigger="tab-beyond", target=2, features=[9, 12], seed=113),

@@ -34,7 +34,7 @@ import numpy as np
 
 CONSISTENCY = 1.4826  # makes the MAD estimate the standard deviation of a normal distribution
 MAD_FLOOR = 0.1
-FAMILY_FLOOR = {"patch": 0.2, "blend": 0.2, "features": 0.1, "square": 0.3, "smooth": 0.5, "warp": 0.5}
+FAMILY_FLOOR = {"patch": 0.2, "blend": 0.2, "features": 0.1, "square": 0.3, "smooth": 0.5, "warp": 0.3}
 LOG_FAMILIES = {"square", "smooth", "warp"}  # statistic on log sizes; the floor is then in log units
 
 

@@ -50,7 +50,6 @@ from ..png import image_png, to_display
 from .probe import OutOfBudget, Probe
 from .tabular import FeatureTrigger, candidate_values, search_features
 from .squares import square_sweep
-from .warp import CENSOR as WARP_CENSOR
 from .warp import WarpTrigger, warp_sweep
 from .triggers import box_trigger, patch_library, patch_sizes, prescreen, stamp
 from .zo import ZOSearch
@@ -297,9 +296,9 @@ def run_search(
                 queries_per_class[t] += q
             details["warp"] = {"queries": int(wp.queries), "queries_per_class_cap": int(wq), "size_unit": "RMS displacement (pixels)",
                                "curves": {str(t): [[round(m, 4), round(r, 4)] for m, r in v] for t, v in wp.curves.items()}}
-            if wp.complete:  # unreached classes are censored, as in the smooth sweep
-                reach = np.array([(ys != t).any() and (ys == t).any() and t in warp_classes for t in classes])
-                stat_sizes["warp"] = np.where(np.isfinite(wp.magnitude), wp.magnitude, np.where(reach, WARP_CENSOR, np.nan))
+            # classes no warp reached within the ladder are left out of the warp statistic, not censored: on clean
+            # models most classes are often out of reach, and a median at the censoring value with a collapsed MAD
+            # would make every reached class look anomalous; leaving them out lowers the median (conservative)
             report_progress()
             cls_order = [int(t) for t in np.argsort(-pre, kind="stable") if searched is None or int(t) in searched]
             for t in cls_order:
@@ -348,7 +347,7 @@ def run_search(
                 details["statistic_on"] = "short-search sizes (patch, blend); sweep sizes (square, smooth, warp)"
                 est["square"] = sizes["square"]
                 est["smooth"] = stat_sizes.get("smooth", sizes["smooth"])
-                est["warp"] = stat_sizes.get("warp", sizes["warp"])
+                est["warp"] = sizes["warp"]
                 with np.errstate(all="ignore"):
                     ai = np.nanmax(np.stack([family_indices(est[f], f) for f in est]), axis=0)
                 rank = np.lexsort((-pre, -np.nan_to_num(ai, nan=-np.inf)))

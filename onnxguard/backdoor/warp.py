@@ -46,7 +46,6 @@ from .triggers import batch_rows
 
 GRID = 4  # control points per side (WaNet's k)
 MAGNITUDES = tuple(float(a) for a in np.geomspace(0.1, 6.0, 16))  # RMS displacement in pixels
-CENSOR = 12.0  # the statistic's size for a class no warp reached within the ladder: at least twice its top
 DICTIONARY = 24  # random directions in the warm-start screen
 SCREEN_MAGNITUDES = (0.5, 1.5)
 START_MAGNITUDE = 1.5
@@ -54,6 +53,7 @@ BATCH = 12  # samples per NES mini-batch
 PAIRS = 8  # antithetic pairs per NES step
 SIGMA = 0.35  # NES perturbation (on the unit sphere of directions)
 LR = 0.25  # NES step on the sphere
+ADAPT_LEVEL = 0.6  # the magnitude tracks where the warp sends this share of the target level (the informative region)
 CONFIRM = 40  # confirmation samples per class (other classes)
 
 
@@ -112,7 +112,7 @@ class WarpResult:
     curves: dict[int, list[tuple[float, float]]] = field(default_factory=dict)  # per class: (magnitude, rate) measured
     queries_per_class: dict[int, int] = field(default_factory=dict)
     queries: int = 0
-    complete: bool = False  # every class was searched (unreached classes are then censored at CENSOR)
+    complete: bool = False  # every class asked for was searched (unreached classes keep nan: not in the statistic)
 
 
 def _labels(probe: Probe, x: np.ndarray, fields: list[np.ndarray]) -> tuple[np.ndarray | None, np.ndarray]:
@@ -201,7 +201,7 @@ class _ClassSearch:
             gn = float(np.linalg.norm(g))
             if gn > 0:
                 theta = unit(theta - LR * g / gn)
-            if rate >= self.level:
+            if rate >= ADAPT_LEVEL * self.level:
                 if best_ok is None or m < best_ok[0]:
                     best_ok = (m, cand[0])
                 m = max(MAGNITUDES[0], m * 0.85)
