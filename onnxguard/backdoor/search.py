@@ -17,7 +17,8 @@ Order of work, all through one budgeted :class:`Probe`:
 2c. images: the smooth-global-pattern sweep (:mod:`.smooth`: SIG sinusoids,
    low-frequency fields), family ``smooth``;
 2d. images: the warp search (:mod:`.warp`: WaNet-style smooth warps, NES over a coarse
-   field's direction with an adaptive magnitude, a :data:`WARP_SHARE` of the budget),
+   field's direction with an adaptive magnitude, a :data:`WARP_SHARE` of the budget; run with
+   scores and a budget of at least :data:`WARP_MIN_BUDGET`, otherwise listed as not covered),
    family ``warp``;
 4. per family, the MAD anomaly index over the classes' trigger sizes (with 2 or 3
    classes, the reference-ratio index of :func:`.anomaly.reference_indices`); the
@@ -65,7 +66,10 @@ MANY_CLASSES = 100  # from this many classes on, only the pre-screen's choice ge
 SCREEN_SAMPLES = 64  # many classes: samples on which the sweeps screen (a fixed number, not one per class)
 FEW_CLASSES = 3  # at most this many classes: the reference-ratio statistic instead of a MAD across classes
 WARP_SHARE = 0.2  # share of the query budget for the warp search (split evenly over the classes it searches)
+WARP_MIN_BUDGET = 200_000  # below this budget (or under labels only) the warp search is not run: the mask searches need it all
 MASK_GRID = 32  # the zeroth-order mask and pattern live on at most a 32 x 32 grid (coarse cells on large inputs)
+WARP_NOT_RUN = ("warping triggers (WaNet): not searched in this scan (the warp search runs with scores and a budget of at "
+                f"least {WARP_MIN_BUDGET:,} queries)")
 NOT_COVERED = {
     "input-aware": "sample-specific (input-aware, dynamic) triggers: no search family",
 }
@@ -185,7 +189,8 @@ def run_search(
     searches: dict[tuple[int, str], ZOSearch] = {}
     stat_sizes: dict[str, np.ndarray] = {}  # sizes the statistic uses where they differ from the reported ones
     reference = np.full(n_classes, np.nan)  # few classes: the natural (in-data) change that reaches each class
-    families: list[str] = ["features"] if tabular else ["patch", "blend", "square", "smooth", "warp"]
+    warp_on = not tabular and not oracle.labels_only and budget >= WARP_MIN_BUDGET
+    families: list[str] = ["features"] if tabular else ["patch", "blend", "square", "smooth"] + (["warp"] if warp_on else [])
 
     try:
         if tabular:
@@ -264,7 +269,7 @@ def run_search(
                 sel = rng.permutation(len(xs))[:SCREEN_SAMPLES]
                 screen = (np.concatenate([screen[0], xs[sel]]), np.concatenate([screen[1], ys[sel]]))
             # the square-patch sweep: the same cheap, decision-based size for every class
-            families = ["patch", "blend", "square", "smooth", "warp"]
+            families = ["patch", "blend", "square", "smooth"] + (["warp"] if warp_on else [])
             sq = square_sweep(probe, screen, confirm, n_classes,
                               _class_means(xs, ys, n_classes), level=SUCCESS_TARGET, refine_size=max(patch_sizes(h, w)),
                               refine_samples=refine, rng=rng, classes=searched)
@@ -284,21 +289,22 @@ def run_search(
                 reach = np.array([(ys != t).any() and (ys == t).any() and (searched is None or t in searched) for t in classes])
                 stat_sizes["smooth"] = np.where(np.isfinite(sm.amplitude), sm.amplitude, np.where(reach, SMOOTH_CENSOR, np.nan))
             report_progress()
-            # smooth warps (WaNet): per class, NES over a coarse warp field's direction with an adaptive magnitude
-            warp_classes = searched if searched is not None else [t for t in classes if (ys == t).any()]
-            wq = int(WARP_SHARE * budget) // max(1, len(warp_classes))
-            wp = warp_sweep(probe, screen, (xs, ys), n_classes, level=SUCCESS_TARGET, max_queries_per_class=wq,
-                            seed=seed, classes=warp_classes)
-            sizes["warp"], succ["warp"] = wp.magnitude, wp.rate
-            for t, trig in wp.triggers.items():
-                triggers[(t, "warp")] = trig
-            for t, q in wp.queries_per_class.items():
-                queries_per_class[t] += q
-            details["warp"] = {"queries": int(wp.queries), "queries_per_class_cap": int(wq), "size_unit": "RMS displacement (pixels)",
-                               "curves": {str(t): [[round(m, 4), round(r, 4)] for m, r in v] for t, v in wp.curves.items()}}
-            # classes no warp reached within the ladder are left out of the warp statistic, not censored: on clean
-            # models most classes are often out of reach, and a median at the censoring value with a collapsed MAD
-            # would make every reached class look anomalous; leaving them out lowers the median (conservative)
+            if warp_on:
+                # smooth warps (WaNet): per class, NES over a coarse warp field's direction with an adaptive magnitude
+                warp_classes = searched if searched is not None else [t for t in classes if (ys == t).any()]
+                wq = int(WARP_SHARE * budget) // max(1, len(warp_classes))
+                wp = warp_sweep(probe, screen, (xs, ys), n_classes, level=SUCCESS_TARGET, max_queries_per_class=wq,
+                                seed=seed, classes=warp_classes)
+                sizes["warp"], succ["warp"] = wp.magnitude, wp.rate
+                for t, trig in wp.triggers.items():
+                    triggers[(t, "warp")] = trig
+                for t, q in wp.queries_per_class.items():
+                    queries_per_class[t] += q
+                details["warp"] = {"queries": int(wp.queries), "queries_per_class_cap": int(wq), "size_unit": "RMS displacement (pixels)",
+                                   "curves": {str(t): [[round(m, 4), round(r, 4)] for m, r in v] for t, v in wp.curves.items()}}
+                # classes no warp reached within the ladder are left out of the warp statistic, not censored: on clean
+                # models most classes are often out of reach, and a median at the censoring value with a collapsed MAD
+                # would make every reached class look anomalous; leaving them out lowers the median (conservative)
             report_progress()
             cls_order = [int(t) for t in np.argsort(-pre, kind="stable") if searched is None or int(t) in searched]
             for t in cls_order:
@@ -347,7 +353,8 @@ def run_search(
                 details["statistic_on"] = "short-search sizes (patch, blend); sweep sizes (square, smooth, warp)"
                 est["square"] = sizes["square"]
                 est["smooth"] = stat_sizes.get("smooth", sizes["smooth"])
-                est["warp"] = sizes["warp"]
+                if warp_on:
+                    est["warp"] = sizes["warp"]
                 with np.errstate(all="ignore"):
                     ai = np.nanmax(np.stack([family_indices(est[f], f) for f in est]), axis=0)
                 rank = np.lexsort((-pre, -np.nan_to_num(ai, nan=-np.inf)))
@@ -465,7 +472,7 @@ def run_search(
     if unvalidated_max is not None and max_ai is not None and unvalidated_max > max_ai:
         details["largest_index_not_validated"] = round(unvalidated_max, 4)
     common = dict(threat_model=threat, queries=probe.used, query_budget=budget, families_searched=families,
-                  families_not_covered=[] if tabular else [v for v in NOT_COVERED.values()], statistic_regime=regime,
+                  families_not_covered=[] if tabular else [v for v in NOT_COVERED.values()] + ([] if warp_on else [WARP_NOT_RUN]), statistic_regime=regime,
                   early_stops=[f"{d['where']}: {d['reason']} (after {d['queries_used']} queries)" for d in probe.stops])
     if max_ai is None:
         why = details.get("statistic") or f"no class's trigger size could be measured ({stopped or 'no samples'})"

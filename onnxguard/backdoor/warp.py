@@ -141,10 +141,13 @@ def crossing(mags: list[float], rates: list[float], level: float) -> float:
 
 
 def ladder(probe: Probe, x: np.ndarray, t: int, unit_field: np.ndarray, level: float,
-           mags: tuple[float, ...] = MAGNITUDES) -> tuple[float, list[tuple[float, float]]]:
-    """Walk the magnitude ladder upwards on samples ``x`` until ``level`` of them go to ``t``: (crossing, curve)."""
+           mags: tuple[float, ...] = MAGNITUDES, cap: int | None = None) -> tuple[float, list[tuple[float, float]]]:
+    """Walk the magnitude ladder upwards on samples ``x`` until ``level`` of them go to ``t`` (or ``cap`` queries
+    would be passed): (crossing, curve)."""
     curve: list[tuple[float, float]] = []
-    for m in mags:
+    for i, m in enumerate(mags):
+        if cap is not None and (i + 1) * len(x) > cap:
+            break
         _, lab = _labels(probe, x, [m * unit_field])
         curve.append((float(m), float((lab[0] == t).mean())))
         if curve[-1][1] >= level:
@@ -211,7 +214,8 @@ class _ClassSearch:
         best: tuple[float, np.ndarray, list[tuple[float, float]]] | None = None
         curves: list[tuple[float, float]] = []
         for d in [theta] + ([best_ok[1]] if best_ok is not None else []):
-            size, curve = ladder(self.probe, self.confirm, self.t, displacement(d, h, w), self.level)
+            left = self.max_queries - (self.probe.used - q0)
+            size, curve = ladder(self.probe, self.confirm, self.t, displacement(d, h, w), self.level, cap=left)
             curves += curve
             if np.isfinite(size) and (best is None or size < best[0]):
                 best = (size, d, curve)
