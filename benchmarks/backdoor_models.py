@@ -137,7 +137,8 @@ def _block(s: int, pattern: str, c: int, seed: int) -> np.ndarray:
 
 def _warp_grid(h: int, w: int, seed: int, k: int = 4, strength: float = 2.0):
     """WaNet's warping field (Nguyen & Tran 2021): a random k x k field of offsets, upsampled, normalised.
-    The strength is 2 (about one pixel), above the paper's 0.5, so that brief training learns it."""
+    The default strength is 2 (about one pixel), above the paper's 0.5, so that brief training learns it; the zoo's
+    3x32x32 CNN uses 6 with 30 epochs (attack success 95.5%; strength 2 with 15 epochs was below 80%, 3 with 25 gave 57%)."""
     import torch
     import torch.nn.functional as F
 

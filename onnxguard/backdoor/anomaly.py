@@ -23,6 +23,14 @@ when its area is under ``exp(-0.9)`` = 41% of the median, the same rule as the
 linear 20% floor above. On the fixtures and the zoo clean classes' log areas spread
 by 0.1 to 0.3 and the easiest clean class sits at about 55-60% of the median.
 
+The ``warp`` family (:mod:`.warp`, RMS displacement in pixels) is on log sizes too, for the same
+reason (a scale quantity), with the square family's floor of 0.3 log units rather than the smooth
+family's 0.5: classes no warp reaches are left out of its statistic rather than censored (most
+classes of a clean model can be out of reach), and on the reached ones the clean classes' log
+sizes spread widely (MAD 0.3 to 0.5 log units on the 16x16 CNN fixtures of ``tests/backdoor/test_warp.py``),
+so the floor rarely binds; it keeps a model whose few reached classes happen to agree from making
+a slightly smaller one look odd.
+
 With two or three classes a MAD across classes means little (:func:`reference_indices`):
 each class's trigger is compared with what the data itself needs to change class.
 Thresholds are not fixed here: :mod:`.null` calibrates them on clean models.
