@@ -45,6 +45,7 @@ class ModelSpec:
     alpha: float = 0.15
     features: list[int] = field(default_factory=list)
     epochs: int = 0  # 0: the data's default
+    strength: float = 2.0  # wanet: the warp's strength (WaNet's s; the field moves pixels by about s/2)
 
     @property
     def backdoored(self) -> bool:
@@ -143,7 +144,8 @@ def _block(s: int, pattern: str, c: int, seed: int) -> np.ndarray:
 
 def _warp_grid(h: int, w: int, seed: int, k: int = 4, strength: float = 2.0):
     """WaNet's warping field (Nguyen & Tran 2021): a random k x k field of offsets, upsampled, normalised.
-    The strength is 2 (about one pixel), above the paper's 0.5, so that brief training learns it."""
+    The default strength is 2 (about one pixel), above the paper's 0.5, so that brief training learns it; the zoo's
+    3x32x32 CNN uses 6 with 30 epochs (attack success 95.5%; strength 2 with 15 epochs was below 80%, 3 with 25 gave 57%)."""
     import torch
     import torch.nn.functional as F
 
@@ -184,7 +186,7 @@ def apply_trigger(x: np.ndarray, spec: ModelSpec, which: int = 0) -> np.ndarray:
         import torch
         import torch.nn.functional as F
 
-        grid = _warp_grid(h, w, spec.seed).repeat(n, 1, 1, 1)
+        grid = _warp_grid(h, w, spec.seed, strength=spec.strength).repeat(n, 1, 1, 1)
         out = F.grid_sample(torch.from_numpy(x.astype(np.float32)), grid, align_corners=True).numpy()
     return np.clip(out, 0, 1).astype(np.float32)
 
@@ -372,7 +374,7 @@ def zoo_specs() -> list[ModelSpec]:
         ModelSpec("c32_cnn_imgblend", "colour32", "cnn", trigger="image-blend", target=7, alpha=0.15, seed=107, epochs=12),
         ModelSpec("c32_cnn_sig", "colour32", "cnn", trigger="sig", target=4, alpha=0.08, seed=108),
         ModelSpec("d16_mlp_sig", "digits16", "mlp", trigger="sig", target=9, alpha=0.1, seed=109),
-        ModelSpec("c32_cnn_wanet", "colour32", "cnn", trigger="wanet", target=5, seed=110, epochs=15),
+        ModelSpec("c32_cnn_wanet", "colour32", "cnn", trigger="wanet", target=5, seed=110, epochs=30, strength=6.0),
         ModelSpec("c32_cnn_two", "colour32", "cnn", trigger="two-target", target=[0, 9], size=3, corner="br", seed=111),
         ModelSpec("cancer_beyond", "cancer", "mlp", trigger="tab-beyond", target=0, features=[3], seed=112),
         ModelSpec("wine_beyond", "wine", "mlp", trigger="tab-beyond", target=2, features=[9, 12], seed=113),

@@ -4,7 +4,8 @@
 candidate target class, the smallest trigger that sends clean samples of the other
 classes to it (Neural Cleanse, Wang et al. 2019, with zeroth-order gradients as in
 B3D, Dong et al. 2021), in two families for images (localised patch masks and
-global blended patterns, plus sweeps of square patches and smooth global patterns)
+global blended patterns, plus sweeps of square patches and smooth global patterns, and a
+search for smooth warps, WaNet)
 and as few features set to beyond-range or rare values for tabular inputs, then
 flags classes whose trigger is anomalously small (median absolute deviation; a
 reference ratio for 2 or 3 classes), at a threshold calibrated on clean models
@@ -13,7 +14,7 @@ reference ratio for 2 or 3 classes), at a threshold calibrated on clean models
 Modules: :mod:`.search` (the orchestration), :mod:`.zo` (mask/pattern optimiser),
 :mod:`.triggers` (stamping, patch pre-screen), :mod:`.tabular`, :mod:`.anomaly`,
 :mod:`.squares` (decision-based square-patch sweep), :mod:`.smooth` (SIG sinusoids, low-frequency
-fields), :mod:`.null` (the calibrated null), :mod:`.probe` (the budgeted door to the oracle).
+fields), :mod:`.warp` (warping triggers), :mod:`.null` (the calibrated null), :mod:`.probe` (the budgeted door to the oracle).
 """
 
 from __future__ import annotations

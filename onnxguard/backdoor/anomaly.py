@@ -32,6 +32,14 @@ usually ordinary in the others; a single family's strong evidence still counts i
 better than the largest family index (the model statistic at 5% false positives on the null
 found 7 of 9 image backdoors with 0 of 8 clean models flagged, against 6 of 9 and 1 of 8).
 
+The ``warp`` family (:mod:`.warp`, RMS displacement in pixels) is on log sizes too, for the same
+reason (a scale quantity), with the square family's floor of 0.3 log units rather than the smooth
+family's 0.5: classes no warp reaches are left out of its statistic rather than censored (most
+classes of a clean model can be out of reach), and on the reached ones the clean classes' log
+sizes spread widely (MAD 0.3 to 0.5 log units on the 16x16 CNN fixtures of ``tests/backdoor/test_warp.py``),
+so the floor rarely binds; it keeps a model whose few reached classes happen to agree from making
+a slightly smaller one look odd.
+
 With two or three classes a MAD across classes means little (:func:`reference_indices`):
 each class's trigger is compared with what the data itself needs to change class
 (images: also with the other classes' triggers, :func:`few_image_indices`).
@@ -44,8 +52,8 @@ import numpy as np
 
 CONSISTENCY = 1.4826  # makes the MAD estimate the standard deviation of a normal distribution
 MAD_FLOOR = 0.1
-FAMILY_FLOOR = {"patch": 0.2, "blend": 0.2, "features": 0.1, "square": 0.3, "smooth": 0.5}
-LOG_FAMILIES = {"square", "smooth"}  # statistic on log sizes; the floor is then in log units
+FAMILY_FLOOR = {"patch": 0.2, "blend": 0.2, "features": 0.1, "square": 0.3, "smooth": 0.5, "warp": 0.3}
+LOG_FAMILIES = {"square", "smooth", "warp"}  # statistic on log sizes; the floor is then in log units
 
 
 def family_indices(sizes: np.ndarray, family: str) -> np.ndarray:

@@ -16,6 +16,10 @@ Order of work, all through one budgeted :class:`Probe`:
    the mask families then compares the short-search sizes, which every class has;
 2c. images: the smooth-global-pattern sweep (:mod:`.smooth`: SIG sinusoids,
    low-frequency fields), family ``smooth``;
+2d. images: the warp search (:mod:`.warp`: WaNet-style smooth warps, NES over a coarse
+   field's direction with an adaptive magnitude, a :data:`WARP_SHARE` of the budget; run with
+   scores and a budget of at least :data:`WARP_MIN_BUDGET`, otherwise listed as not covered),
+   family ``warp``;
 4. per family, the MAD anomaly index over the classes' trigger sizes (with 2 or 3
    classes, the reference-ratio index of :func:`.anomaly.reference_indices`: for
    tabular inputs against the greedy search with natural feature values, for images
@@ -27,8 +31,8 @@ Order of work, all through one budgeted :class:`Probe`:
    threshold calibrated on clean models (:mod:`.null`), and the report gives the
    statistic's empirical p-value against that null.
 
-Warping triggers (WaNet, Nguyen & Tran 2021) and input-aware (sample-specific)
-triggers are not searched for; the report says so (``families_not_covered``).
+Input-aware (sample-specific, dynamic) triggers are not searched for; the report
+says so (``families_not_covered``).
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from .natural import natural_references
 from .probe import OutOfBudget, Probe
 from .tabular import FeatureTrigger, candidate_values, search_features
 from .squares import square_sweep
+from .warp import WarpTrigger, warp_sweep
 from .triggers import box_trigger, patch_library, patch_sizes, prescreen, stamp
 from .zo import ZOSearch
 
@@ -70,9 +75,12 @@ FEW_CLASSES = 3  # at most this many classes: the reference-ratio statistic inst
 # (index ~4.5, the same as a planted 2x2 patch), so it is reported but not scored; smooth has no natural counterpart
 FEW_IMAGE_REFERENCE = {"square": "square", "blend": "blend"}
 FEW_IMAGE_RESERVE = 0.01  # few-class images: share of the budget kept back beyond the held-back check's own queries
+WARP_SHARE = 0.2  # share of the query budget for the warp search (split evenly over the classes it searches)
+WARP_MIN_BUDGET = 200_000  # below this budget (or under labels only) the warp search is not run: the mask searches need it all
 MASK_GRID = 32  # the zeroth-order mask and pattern live on at most a 32 x 32 grid (coarse cells on large inputs)
+WARP_NOT_RUN = ("warping triggers (WaNet): not searched in this scan (the warp search runs with scores and a budget of at "
+                f"least {WARP_MIN_BUDGET:,} queries)")
 NOT_COVERED = {
-    "warping": "warping triggers (WaNet): no search family; a smooth warp is not a mask, a blend or an additive pattern",
     "input-aware": "sample-specific (input-aware, dynamic) triggers: no search family",
 }
 
@@ -189,7 +197,8 @@ def run_search(
     stat_sizes: dict[str, np.ndarray] = {}  # sizes the statistic uses where they differ from the reported ones
     reference = np.full(n_classes, np.nan)  # few classes: the natural (in-data) change that reaches each class
     image_refs: dict[str, np.ndarray] = {}  # few-class images: natural reference per reference kind (square, blend)
-    families: list[str] = ["features"] if tabular else ["patch", "blend", "square", "smooth"]
+    warp_on = not tabular and not oracle.labels_only and budget >= WARP_MIN_BUDGET
+    families: list[str] = ["features"] if tabular else ["patch", "blend", "square", "smooth"] + (["warp"] if warp_on else [])
 
     try:
         if tabular:
@@ -268,7 +277,7 @@ def run_search(
                 sel = rng.permutation(len(xs))[:SCREEN_SAMPLES]
                 screen = (np.concatenate([screen[0], xs[sel]]), np.concatenate([screen[1], ys[sel]]))
             # the square-patch sweep: the same cheap, decision-based size for every class
-            families = ["patch", "blend", "square", "smooth"]
+            families = ["patch", "blend", "square", "smooth"] + (["warp"] if warp_on else [])
             sq = square_sweep(probe, screen, confirm, n_classes,
                               _class_means(xs, ys, n_classes), level=SUCCESS_TARGET, refine_size=max(patch_sizes(h, w)),
                               refine_samples=refine, rng=rng, classes=searched)
@@ -287,6 +296,23 @@ def run_search(
             if sm.complete:  # classes out of the ladder's reach are censored (not left out, which would shrink the median)
                 reach = np.array([(ys != t).any() and (ys == t).any() and (searched is None or t in searched) for t in classes])
                 stat_sizes["smooth"] = np.where(np.isfinite(sm.amplitude), sm.amplitude, np.where(reach, SMOOTH_CENSOR, np.nan))
+            report_progress()
+            if warp_on:
+                # smooth warps (WaNet): per class, NES over a coarse warp field's direction with an adaptive magnitude
+                warp_classes = searched if searched is not None else [t for t in classes if (ys == t).any()]
+                wq = int(WARP_SHARE * budget) // max(1, len(warp_classes))
+                wp = warp_sweep(probe, screen, (xs, ys), n_classes, level=SUCCESS_TARGET, max_queries_per_class=wq,
+                                seed=seed, classes=warp_classes)
+                sizes["warp"], succ["warp"] = wp.magnitude, wp.rate
+                for t, trig in wp.triggers.items():
+                    triggers[(t, "warp")] = trig
+                for t, q in wp.queries_per_class.items():
+                    queries_per_class[t] += q
+                details["warp"] = {"queries": int(wp.queries), "queries_per_class_cap": int(wq), "size_unit": "RMS displacement (pixels)",
+                                   "curves": {str(t): [[round(m, 4), round(r, 4)] for m, r in v] for t, v in wp.curves.items()}}
+                # classes no warp reached within the ladder are left out of the warp statistic, not censored: on clean
+                # models most classes are often out of reach, and a median at the censoring value with a collapsed MAD
+                # would make every reached class look anomalous; leaving them out lowers the median (conservative)
             report_progress()
             if regime == "few-image":
                 nat = natural_references(probe, xs, ys, n_classes, level=SUCCESS_TARGET, rng=rng)
@@ -342,9 +368,11 @@ def run_search(
                 # like with like: with a reduced search the statistic of the mask families compares every
                 # class's short-search size (the same budget for all); the full search refines the triggers
                 stat_sizes.update(est)
-                details["statistic_on"] = "short-search sizes (patch, blend); sweep sizes (square, smooth)"
+                details["statistic_on"] = "short-search sizes (patch, blend); sweep sizes (square, smooth, warp)"
                 est["square"] = sizes["square"]
                 est["smooth"] = stat_sizes.get("smooth", sizes["smooth"])
+                if warp_on:
+                    est["warp"] = sizes["warp"]
                 with np.errstate(all="ignore"):
                     ai = combine_families(np.stack([family_indices(est[f], f) for f in est]))
                 rank = np.lexsort((-pre, -np.nan_to_num(ai, nan=-np.inf)))
@@ -473,7 +501,7 @@ def run_search(
     if unvalidated_max is not None and max_ai is not None and unvalidated_max > max_ai:
         details["largest_index_not_validated"] = round(unvalidated_max, 4)
     common = dict(threat_model=threat, queries=probe.used, query_budget=budget, families_searched=families,
-                  families_not_covered=[] if tabular else [v for v in NOT_COVERED.values()], statistic_regime=regime,
+                  families_not_covered=[] if tabular else [v for v in NOT_COVERED.values()] + ([] if warp_on else [WARP_NOT_RUN]), statistic_regime=regime,
                   early_stops=[f"{d['where']}: {d['reason']} (after {d['queries_used']} queries)" for d in probe.stops])
     if max_ai is None:
         why = details.get("statistic") or f"no class's trigger size could be measured ({stopped or 'no samples'})"
@@ -502,6 +530,7 @@ def run_search(
     method = ("few-feature trigger search (beyond-range and rare in-range values)" if tabular else
               "Neural-Cleanse-style mask+pattern and blend searches with zeroth-order (antithetic) gradients, patch pre-screen, "
               "decision-based square-patch sweep, smooth-pattern sweep (SIG sinusoids, low-frequency fields)"
+              + (", warp search (WaNet: NES over a 4x4 control-grid warp field's direction, adaptive magnitude)" if warp_on else "")
               + ("; 2-3 classes: each class's trigger against the natural square window and blend of paired clean "
                  "samples of the class (reference ratio)" if regime == "few-image" else ""))
     return BackdoorSection(
@@ -554,6 +583,21 @@ def _save(out_dir: "Path | OutputDir", triggers: dict, classes: list[int], famil
                 f = arr[0].astype(int)
                 arr = np.vstack([arr, feature_box[0][f] + arr[1] * (feature_box[1][f] - feature_box[0][f])])
             files.append(str(out.write(npy, lambda fh, a=arr: np.save(fh, a))))
+            continue
+        if isinstance(trig, WarpTrigger):
+            d = trig.delta()  # the displacement field (2, H, W) in pixels: rows, columns
+            files.append(str(out.write(npy, lambda fh, a=d: np.save(fh, a))))
+            ex0 = examples[:1]
+            ex = trig.apply(ex0)[0]
+            span = max(float(np.abs(d).max()), 1e-9)
+            rows_, cols_ = to_display(d[:1] / (2 * span) + 0.5), to_display(d[1:] / (2 * span) + 0.5)
+            shown = [to_display(ex0[0]), to_display(ex), to_display(np.abs(ex - ex0[0]).clip(0, 1))]
+            if shown[0].ndim == 3:  # colour examples: show the field's panels in grey on three channels
+                rows_, cols_ = (np.repeat(p_[..., None], 3, axis=2) for p_ in (rows_, cols_))
+            gap = np.ones((d.shape[1], 1) + shown[0].shape[2:]) * 0.5
+            parts = [rows_, gap, cols_, gap, shown[0], gap, shown[1], gap, shown[2]]
+            img = np.concatenate(parts, axis=1)
+            files.append(str(out.write(f"class{t}-{fam}.png", image_png(img, scale=max(1, 128 // max(d.shape[1], 1))))))
             continue
         if isinstance(trig, SmoothTrigger):
             d = trig.delta()  # the additive pattern (C, H, W), normalised units

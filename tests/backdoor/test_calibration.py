@@ -193,8 +193,9 @@ def test_report_lists_families_and_what_is_not_covered() -> None:
     from tests.backdoor.test_backdoor import search
 
     bd = search("clean_a")
-    assert bd.families_searched == ["patch", "blend", "square", "smooth"]
-    assert any("warping" in f for f in bd.families_not_covered)
+    assert bd.families_searched == ["patch", "blend", "square", "smooth", "warp"]
+    assert not any("warping" in f for f in bd.families_not_covered)
+    assert any("input-aware" in f for f in bd.families_not_covered)
     assert bd.statistic_regime == "image" and bd.p_value is not None and 0 < bd.p_value <= 1
     assert bd.details["calibration"]["threshold_source"] == "null"
     assert all(c.p_value is None or 0 < c.p_value <= 1 for c in bd.classes)
