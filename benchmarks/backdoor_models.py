@@ -454,7 +454,7 @@ TIME_LIMIT_S = 1800.0  # benchmark runs: the query budget binds, not a shared ma
 
 
 def scan(model: Path, data: Path, policy: str = "standard", seed: int = 0, threat: str | None = None, null_file: Path | None = None,
-         time_limit_s: float | None = TIME_LIMIT_S):
+         time_limit_s: float | None = TIME_LIMIT_S, threads: int | None = None):
     """The backdoor search alone (no evasion checks) on one model, as a scan runs it, with the policy's budget
     (the time limit raised to ``time_limit_s``). Returns (section, wall seconds, CPU seconds of this process)."""
     import time
@@ -469,6 +469,6 @@ def scan(model: Path, data: Path, policy: str = "standard", seed: int = 0, threa
     if time_limit_s is not None:
         spec = spec.model_copy(update={"time_limit_s": time_limit_s})
     t0, c0 = time.perf_counter(), time.process_time()
-    prep = prepare(ScanOptions(model_path=model, data_path=data, policy=pol, seed=seed), pol, np.random.default_rng(seed), 0)
+    prep = prepare(ScanOptions(model_path=model, data_path=data, policy=pol, seed=seed, threads=threads), pol, np.random.default_rng(seed), 0)
     bd = search_backdoors(prep, spec, threat=threat or pol.policy.threat_model.access, seed=seed, null_file=null_file)
     return bd, time.perf_counter() - t0, time.process_time() - c0

@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "backdoor_null")
     ap.add_argument("--policy", default="standard")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: onnxruntime's; 1 when running two scripts side by side)")
     ap.add_argument("--write", type=Path, default=NULL_FILE)
     ap.add_argument("--only", nargs="*", help="scan only these models (a shard; results are cached under --out/results)")
     args = ap.parse_args(argv)
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                 stat = restat(BackdoorSection.model_validate(row["section"])).max_anomaly_index
                 row["statistic"] = None if stat is None else round(stat, 4)
         else:
-            bd, wall, cpu = scan(args.out / f"{spec.name}.onnx", args.out / f"{spec.data}.npz", args.policy, args.seed, null_file=empty)
+            bd, wall, cpu = scan(args.out / f"{spec.name}.onnx", args.out / f"{spec.data}.npz", args.policy, args.seed, null_file=empty, threads=args.threads)
             stat = bd.max_anomaly_index
             row = {"name": spec.name, "data": spec.data, "arch": spec.arch, "output": spec.output, "seed": spec.seed,
                    "clean_accuracy": round(info["clean_accuracy"], 4), "regime": bd.statistic_regime or "none", "status": bd.status,

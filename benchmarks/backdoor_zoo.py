@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--policy", default="standard")
     ap.add_argument("--only", nargs="*")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: onnxruntime's; 1 when running two scripts side by side)")
     ap.add_argument("--threat", choices=["scores", "labels"], help="override the policy's threat_model.access")
     ap.add_argument("--json", type=Path, help="also write the per-model rows here")
     ap.add_argument("--rescan", action="store_true", help="scan again even where a cached result exists (results/ under --zoo); "
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             saved = json.loads(cache.read_text())
             bd, wall, cpu = BackdoorSection.model_validate(saved["section"]), saved["wall"], saved["cpu"]
         else:
-            bd, wall, cpu = scan(args.zoo / f"{spec.name}.onnx", args.zoo / f"{spec.data}.npz", args.policy, args.seed, args.threat)
+            bd, wall, cpu = scan(args.zoo / f"{spec.name}.onnx", args.zoo / f"{spec.data}.npz", args.policy, args.seed, args.threat, threads=args.threads)
             cache.parent.mkdir(parents=True, exist_ok=True)
             cache.write_text(json.dumps({"section": bd.model_dump(mode="json"), "wall": wall, "cpu": cpu}))
         bd = rescore(bd)

