@@ -26,19 +26,18 @@ TARGET = 0
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
-    """Two 2-class digits MLPs (0-4 | 5-9) built with torch (seeds 650+, in neither the zoo nor the null):
-    one with a white 3x3 patch in the bottom-right corner planted towards class 0, one clean."""
-    from benchmarks.backdoor_models import ModelSpec, build, write_data
+def models() -> dict[str, tuple[Path, Path]]:
+    """Two 2-class digits MLPs (0-4 | 5-9), shipped in ``fixtures/torch/`` (``build_torch_fixtures.py`` trains them
+    with torch, seeds 650+, in neither the zoo nor the null): one with a white 3x3 patch in the bottom-right corner
+    planted towards class 0, one clean."""
+    import json
 
-    out = tmp_path_factory.mktemp("few_image")
-    specs = {"bad": ModelSpec("few_bad", "digits16_2", "mlp", trigger="patch", target=TARGET, size=3, corner="br", pattern="white", seed=651),
-             "clean": ModelSpec("few_clean", "digits16_2", "mlp", seed=652)}
+    out = HERE / "fixtures" / "torch"
     res = {}
-    for k, s in specs.items():
-        info = build(s, out)
-        assert info["clean_accuracy"] > 0.9 and (not s.backdoored or info["attack_success"] > 0.9)
-        res[k] = (out / f"{s.name}.onnx", write_data(s.data, out))
+    for k, name in (("bad", "few_bad"), ("clean", "few_clean")):
+        info = json.loads((out / f"{name}.json").read_text())
+        assert info["clean_accuracy"] > 0.9 and (not info["backdoored"] or info["attack_success"] > 0.9)
+        res[k] = (out / f"{name}.onnx", out / "digits16_2.npz")
     return res
 
 

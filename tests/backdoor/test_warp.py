@@ -1,8 +1,8 @@
 """The warp search family (WaNet, Nguyen & Tran 2021) on a small warp-backdoored CNN and a clean one.
 
-Both models are built here with torch (``benchmarks.backdoor_models``: digits upsampled to 1x16x16,
-a small CNN; the backdoored one poisoned with a fixed 4x4 WaNet field at strength 2), once per
-session into a temporary folder, about 20 s of CPU. The planted trigger must work (>= 80%) at build.
+Both models ship in ``fixtures/torch/`` (``build_torch_fixtures.py`` trains them with torch through
+``benchmarks.backdoor_models``: digits upsampled to 1x16x16, a small CNN; the backdoored one poisoned with
+a fixed 4x4 WaNet field at strength 2). The planted trigger must have worked (>= 80%) at build.
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ ROOT = HERE.parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-pytest.importorskip("torch")
-
 from onnxguard.attacks.base import to_chw  # noqa: E402
 from onnxguard.backdoor import warp as W  # noqa: E402
 from onnxguard.backdoor.anomaly import family_indices  # noqa: E402
@@ -36,16 +34,12 @@ _cache: dict = {}
 
 
 @pytest.fixture(scope="session")
-def models(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    import torch
+def models() -> dict:
+    """The shipped fixtures (``build_torch_fixtures.py`` trains them with torch; CI has no torch)."""
+    import json
 
-    from benchmarks.backdoor_models import ModelSpec, build_all
-
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("warp_models")
-    specs = [ModelSpec("wanet_t6", "digits16", "cnn", trigger="wanet", target=TARGET, seed=7, strength=2.0, epochs=50),
-             ModelSpec("clean_cnn", "digits16", "cnn", seed=8, epochs=40)]
-    info = build_all(specs, out, log=lambda *_: None)
+    out = HERE / "fixtures" / "torch"
+    info = {n: json.loads((out / f"{n}.json").read_text()) for n in ("wanet_t6", "clean_cnn")}
     assert info["wanet_t6"]["attack_success"] >= 0.8, info["wanet_t6"]
     assert info["clean_cnn"]["clean_accuracy"] >= 0.9
     return {"dir": out, "info": info}
