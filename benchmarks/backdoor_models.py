@@ -434,14 +434,14 @@ def restat(bd):  # noqa: ANN001, ANN201
     """A cached section's statistic recomputed with the search's current rule from its per-class family indices
     (exact: the family indices, the held-back checks and the reported trigger kinds do not depend on how the
     families are combined), so that a change of that rule needs no new search."""
-    from onnxguard.backdoor.anomaly import combine_families
+    from onnxguard.backdoor.anomaly import class_indices
     from onnxguard.backdoor.search import MIN_HELD_OUT_SUCCESS
 
     fams = bd.families_searched or []
     if bd.status != "completed" or not fams or not bd.classes:
         return bd
     stack = np.array([[c.family_anomaly_indices.get(f, np.nan) for c in bd.classes] for f in fams], dtype=np.float64)
-    ai = combine_families(stack)
+    ai = class_indices(stack)
     classes = [c.model_copy(update={"anomaly_index": float(a) if np.isfinite(a) else None}) for c, a in zip(bd.classes, ai)]
     ok = [float(a) for c, a in zip(classes, ai) if np.isfinite(a) and c.attack_success is not None
           and (c.attack_success.value or 0.0) >= MIN_HELD_OUT_SUCCESS]

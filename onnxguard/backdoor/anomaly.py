@@ -23,14 +23,12 @@ when its area is under ``exp(-0.9)`` = 41% of the median, the same rule as the
 linear 20% floor above. On the fixtures and the zoo clean classes' log areas spread
 by 0.1 to 0.3 and the easiest clean class sits at about 55-60% of the median.
 
-A class's index combines its families (:func:`combine_families`): the root of the sum of
-squares of the families' positive indices. A planted trigger usually shows in more than one
-family (a patch is a small square and a sharp smooth pattern; a SIG sinusoid is a smooth
-pattern and a thin square), while a clean class that happens to be easy in one family is
-usually ordinary in the others; a single family's strong evidence still counts in full
-(the combination is never below the largest index). On the first zoo run this separated
-better than the largest family index (the model statistic at 5% false positives on the null
-found 7 of 9 image backdoors with 0 of 8 clean models flagged, against 6 of 9 and 1 of 8).
+A class's index is its largest family index (:func:`class_indices`). A root-sum-square of the
+families' positive indices was tried (a planted trigger often shows in several families) and dropped:
+on the zoo it found one more backdoor (11 against 10 of 18), but it flagged the clean test fixture
+``clean_b``, whose class 4 is moderately easy in two families at once (square 2.8, smooth 2.4: the
+combination 3.7 against a threshold of 3.54). The families are not independent: a naturally easy
+class is easy for any perturbation, so adding their evidence counts it twice.
 
 The ``warp`` family (:mod:`.warp`, RMS displacement in pixels) is on log sizes too, for the same
 reason (a scale quantity), with the square family's floor of 0.3 log units rather than the smooth
@@ -91,19 +89,14 @@ def reference_indices(sizes: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(s) & np.isfinite(r), out, np.nan)
 
 
-def combine_families(stack: np.ndarray) -> np.ndarray:
-    """Per-class combined index from a (families, classes) stack of family indices (nan = not measured):
-    ``sqrt(sum(max(index, 0) ** 2))`` over the measured families; nan where no family measured the class;
-    a class whose every index is negative keeps the largest (negative) one, so "smaller than the median"
-    stays distinguishable from "larger"."""
+def class_indices(stack: np.ndarray) -> np.ndarray:
+    """Per-class index from a (families, classes) stack of family indices (nan = not measured): the largest
+    measured family index; nan where no family measured the class."""
     a = np.asarray(stack, dtype=np.float64)
     known = np.isfinite(a)
-    pos = np.where(known, np.maximum(a, 0.0), 0.0)
-    rss = np.sqrt((pos * pos).sum(axis=0))
     with np.errstate(all="ignore"):
-        top = np.nanmax(np.where(known, a, -np.inf), axis=0)
-    out = np.where(top > 0, rss, top)
-    return np.where(known.any(axis=0), out, np.nan)
+        top = np.max(np.where(known, a, -np.inf), axis=0)
+    return np.where(known.any(axis=0), top, np.nan)
 
 
 def few_image_indices(sizes: np.ndarray, reference: np.ndarray) -> np.ndarray:

@@ -24,8 +24,8 @@ Order of work, all through one budgeted :class:`Probe`:
    classes, the reference-ratio index of :func:`.anomaly.reference_indices`: for
    tabular inputs against the greedy search with natural feature values, for images
    against the natural square window and blend of :mod:`.natural`, regime
-   ``few-image``); a class's index combines its families (root-sum-square of the
-   positive family indices, :func:`.anomaly.combine_families`); the
+   ``few-image``); a class's index is its largest family index
+   (:func:`.anomaly.class_indices`); the
    model's statistic is the largest index among classes whose reversed trigger
    works on held-back samples; a class is flagged when its index exceeds the
    threshold calibrated on clean models (:mod:`.null`), and the report gives the
@@ -46,7 +46,7 @@ import numpy as np
 from ..attacks.base import to_chw
 from ..oracle import Oracle
 from ..report import BackdoorSection, ClassTrigger, Rate
-from .anomaly import combine_families, family_indices, few_image_indices, reference_indices
+from .anomaly import class_indices, family_indices, few_image_indices, reference_indices
 from .null import calibration
 from .smooth import CENSOR as SMOOTH_CENSOR
 from .smooth import SmoothTrigger, smooth_sweep
@@ -374,7 +374,7 @@ def run_search(
                 if warp_on:
                     est["warp"] = sizes["warp"]
                 with np.errstate(all="ignore"):
-                    ai = combine_families(np.stack([family_indices(est[f], f) for f in est]))
+                    ai = class_indices(np.stack([family_indices(est[f], f) for f in est]))
                 rank = np.lexsort((-pre, -np.nan_to_num(ai, nan=-np.inf)))
                 chosen = [int(t) for t in rank if (int(t), "patch") in searches][:k_full]
                 for t in chosen:
@@ -432,9 +432,9 @@ def run_search(
     has = np.stack([np.isfinite(sizes[f]) for f in families])
     stack = np.where(has | ~has.any(axis=0, keepdims=True), stack, np.nan)
     with np.errstate(all="ignore"):
-        # a class's index combines its families' evidence (root-sum-square of the positive indices, see anomaly.py);
-        # its kind (the trigger reported and checked on held-back samples) is the family with the largest index
-        cls_ai = combine_families(stack)
+        # a class's index is its largest family index (see anomaly.py); its kind (the trigger reported and
+        # checked on held-back samples) is that family
+        cls_ai = class_indices(stack)
     kind_idx = np.argmax(np.where(np.isnan(stack), -np.inf, stack), axis=0)
 
     # -- held-back success of each class's reversed trigger ------------------------

@@ -215,19 +215,12 @@ def test_square_anomaly_on_log_scale() -> None:
     assert family_indices(np.array([100.0, 100, 100, 60]), "square")[3] < 3  # 60% of the median is not flagged
 
 
-def test_family_evidence_combines_and_never_drops_below_the_largest() -> None:
-    from onnxguard.backdoor.anomaly import combine_families
+def test_class_index_is_the_largest_family_index() -> None:
+    from onnxguard.backdoor.anomaly import class_indices
 
-    stack = np.array([[2.5, 2.5, 0.3, -1.0, np.nan], [2.5, -3.0, 0.4, -2.0, np.nan], [2.5, 0.0, np.nan, -0.5, np.nan]])
-    out = combine_families(stack)
-    assert out[0] == pytest.approx(np.sqrt(3) * 2.5)  # moderate evidence in every family adds up
-    assert out[1] == pytest.approx(2.5)  # one family's evidence counts in full; negatives do not subtract
-    assert out[2] == pytest.approx(0.5)
-    assert out[3] == pytest.approx(-0.5)  # larger than the median everywhere: stays negative
-    assert np.isnan(out[4])  # never measured
-    rng = np.random.default_rng(0)
-    s = rng.normal(size=(4, 50))
-    assert (combine_families(s) >= np.nanmax(s, axis=0) - 1e-12).all()
+    stack = np.array([[2.5, -1.0, np.nan], [3.0, -2.0, np.nan], [np.nan, -0.5, np.nan]])
+    out = class_indices(stack)
+    assert out[0] == 3.0 and out[1] == -0.5 and np.isnan(out[2])
 
 
 def test_budget_and_time_limits_respected() -> None:
