@@ -426,6 +426,13 @@ def null_specs() -> list[ModelSpec]:
         ModelSpec("null_c32c_cnnw", "colour32_3", "cnn-wide", "softmax", seed=404, epochs=12),
         ModelSpec("null_d16c_mlpw", "digits16_3", "mlp-wide", seed=405),
         ModelSpec("null_c32c_cnn", "colour32_3", "cnn", "softmax", seed=406, epochs=12),
+    ] + [  # more of them: with 6 the regime's threshold was the null's maximum (seeds 410+)
+        ModelSpec(f"null2_{data}_{arch}_{k}", data, arch, ("logits", "softmax")[k % 2], seed=410 + 2 * j + k,
+                  epochs=12 if data.startswith("colour") else 0)
+        for j, (data, arch) in enumerate((("digits16_2", "mlp"), ("digits16_2", "cnn-wide"), ("digits16_3", "cnn"),
+                                          ("digits16_3", "mlp"), ("colour32_2", "cnn-wide"), ("colour32_2", "cnn"),
+                                          ("colour32_3", "cnn")))
+        for k in range(2)
     ]
     return _clean_set("null_", 200) + extra + few_image
 

@@ -162,7 +162,7 @@ def test_unbounded_interval_survives_signing(report, keys):
 def test_every_payload_byte_flip_fails_signature(kind, keys, envelopes):
     env, pub = envelopes[kind], keys[kind].public_key()
     payload = _payload(env)
-    assert len(payload) < 20_000
+    assert len(payload) < 32_000  # bounds the loop below: one verification per byte (a report with a backdoor section is ~23 kB)
     for i in range(len(payload)):
         bad = bytearray(payload)
         bad[i] ^= 0x01
