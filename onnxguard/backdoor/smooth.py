@@ -118,17 +118,22 @@ def _rates(probe: Probe, x: np.ndarray, cands: list[tuple[float, np.ndarray]]) -
     return np.concatenate(out)
 
 
-def _crossing(rates: np.ndarray, level: float) -> float:
-    """Amplitude where the rate along :data:`AMPLITUDES` first reaches ``level`` (log-interpolated); nan if never."""
-    amps = np.log(np.array(AMPLITUDES))
-    prev_a, prev_r = np.log(AMPLITUDES[0]) - np.log(2.0), 0.0
-    for a, r in zip(amps, rates):
+def log_crossing(ladder, rates, level: float) -> float:  # noqa: ANN001
+    """Where the rate along the increasing ``ladder`` first reaches ``level``, interpolated on the log ladder
+    (from half the first rung at rate 0); nan if never."""
+    prev_a, prev_r = np.log(ladder[0]) - np.log(2.0), 0.0
+    for a, r in zip(np.log(np.asarray(ladder, dtype=np.float64)), rates):
         if r >= level:
             frac = (level - prev_r) / max(r - prev_r, 1e-9)
             return float(np.exp(prev_a + (a - prev_a) * np.clip(frac, 0.0, 1.0)))
         if r >= prev_r:
             prev_a, prev_r = a, r
     return float("nan")
+
+
+def _crossing(rates: np.ndarray, level: float) -> float:
+    """Amplitude where the rate along :data:`AMPLITUDES` first reaches ``level`` (log-interpolated); nan if never."""
+    return log_crossing(AMPLITUDES, rates, level)
 
 
 def smooth_sweep(

@@ -41,7 +41,7 @@ import numpy as np
 
 from ..attacks.base import cross_entropy
 from .probe import OutOfBudget, Probe
-from .smooth import _upsample
+from .smooth import _upsample, log_crossing
 from .triggers import batch_rows
 
 GRID = 4  # control points per side (WaNet's k)
@@ -128,18 +128,6 @@ def _labels(probe: Probe, x: np.ndarray, fields: list[np.ndarray]) -> tuple[np.n
     return (np.concatenate(sc) if sc else None), np.concatenate(lab)
 
 
-def crossing(mags: list[float], rates: list[float], level: float) -> float:
-    """Magnitude where the rate along increasing ``mags`` first reaches ``level`` (log-interpolated); nan if never."""
-    prev_a, prev_r = np.log(mags[0]) - np.log(2.0), 0.0
-    for a, r in zip(np.log(mags), rates):
-        if r >= level:
-            frac = (level - prev_r) / max(r - prev_r, 1e-9)
-            return float(np.exp(prev_a + (a - prev_a) * np.clip(frac, 0.0, 1.0)))
-        if r >= prev_r:
-            prev_a, prev_r = a, r
-    return float("nan")
-
-
 def ladder(probe: Probe, x: np.ndarray, t: int, unit_field: np.ndarray, level: float,
            mags: tuple[float, ...] = MAGNITUDES, cap: int | None = None) -> tuple[float, list[tuple[float, float]]]:
     """Walk the magnitude ladder upwards on samples ``x`` until ``level`` of them go to ``t`` (or ``cap`` queries
@@ -152,7 +140,7 @@ def ladder(probe: Probe, x: np.ndarray, t: int, unit_field: np.ndarray, level: f
         curve.append((float(m), float((lab[0] == t).mean())))
         if curve[-1][1] >= level:
             break
-    return crossing([m for m, _ in curve], [r for _, r in curve], level), curve
+    return log_crossing([m for m, _ in curve], [r for _, r in curve], level), curve
 
 
 def screen_directions(probe: Probe, x: np.ndarray, n: int, grid: int, rng: np.random.Generator,
