@@ -153,6 +153,18 @@ def square_vs_art_on(path: Path, x: np.ndarray, nhwc: bool, normalize: str, mean
         print(f"  Square L-inf {name:<9} success {k}/{n} [{lo:.2f}, {hi:.2f}]  median queries {np.median(q):.0f}  max {int(q.max())}  wall {wall:.1f}s")
 
 
+def scan_in_child(script: str, name: str, args: argparse.Namespace) -> tuple[dict | None, float]:
+    """Run ``script --child name`` (one scan, so that peak RSS is that model's own); its figures and the process's
+    wall time, or None (the failure printed)."""
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, script, "--child", name, "--samples", str(args.samples), "--policy", args.policy,
+                          "--seed", str(args.seed)], capture_output=True, text=True)
+    if out.returncode != 0:
+        print("  scan failed:", out.stderr[-2000:])
+        return None, time.perf_counter() - t0
+    return json.loads(out.stdout.strip().splitlines()[-1]), time.perf_counter() - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="resnet18,resnet18_nhwc,resnet18_dyn")
@@ -182,16 +194,12 @@ def main() -> None:
             sweep = ort_best(path, nhwc)
             best = max(sweep.values())
             print("  onnxruntime alone: " + "  ".join(f"b{b} {q:.1f} q/s" for b, q in sweep.items()) + f"  -> best {best:.1f} q/s")
-        t0 = time.perf_counter()
-        out = subprocess.run([sys.executable, __file__, "--child", model, "--samples", str(args.samples), "--policy", args.policy,
-                              "--seed", str(args.seed)], capture_output=True, text=True)
-        if out.returncode != 0:
-            print("  scan failed:", out.stderr[-2000:])
+        r, process_s = scan_in_child(__file__, model, args)
+        if r is None:
             continue
-        r = json.loads(out.stdout.strip().splitlines()[-1])
         qps = r["queries"] / r["wall_s"]
         print(f"  scan ({args.policy}, {args.samples} samples, layout {r['layout']}, range from {r['range_source']}): wall {r['wall_s']:.0f}s "
-              f"(process {time.perf_counter() - t0:.0f}s), {r['queries']} queries, {qps:.1f} q/s"
+              f"(process {process_s:.0f}s), {r['queries']} queries, {qps:.1f} q/s"
               + (f" = {qps / best:.0%} of onnxruntime's best" if best else "")
               + f", {r['ort_s'] / r['wall_s']:.0%} of wall time inside onnxruntime, peak RSS {r['peak_rss_mb']:.0f} MB, verdict {r['verdict']}")
         for c in r["checks"]:

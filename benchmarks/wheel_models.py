@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import time
 import zipfile
@@ -187,6 +186,8 @@ def main() -> None:
     ap.add_argument("--art-budget", type=int, default=300)
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    from realsize import scan_in_child
+
     if args.art:
         from realsize import square_vs_art_on
 
@@ -208,16 +209,12 @@ def main() -> None:
         best = max(sweep.values())
         print(f"== {name} ({path.stat().st_size / 1e6:.1f} MB, input {tuple(x.shape[1:])}, --normalize {MODELS[name][2]})")
         print("  onnxruntime alone: " + "  ".join(f"b{b} {q:.1f} q/s" for b, q in sweep.items()) + f"  -> best {best:.1f} q/s")
-        t0 = time.perf_counter()
-        out = subprocess.run([sys.executable, __file__, "--child", name, "--samples", str(args.samples), "--policy", args.policy,
-                              "--seed", str(args.seed)], capture_output=True, text=True)
-        if out.returncode != 0:
-            print("  scan failed:", out.stderr[-2000:])
+        r, process_s = scan_in_child(__file__, name, args)
+        if r is None:
             continue
-        r = json.loads(out.stdout.strip().splitlines()[-1])
         qps = r["queries"] / r["wall_s"]
         print(f"  scan ({args.policy}, {args.samples} samples, layout {r['layout']}, shape {r['shape']}, range from {r['range_source']}, "
-              f"clean accuracy {r['clean_accuracy']}): wall {r['wall_s']:.0f}s (process {time.perf_counter() - t0:.0f}s), {r['queries']} queries, "
+              f"clean accuracy {r['clean_accuracy']}): wall {r['wall_s']:.0f}s (process {process_s:.0f}s), {r['queries']} queries, "
               f"{qps:.1f} q/s = {qps / best:.0%} of onnxruntime's best, {r['ort_s'] / r['wall_s']:.0%} of wall time inside onnxruntime, "
               f"peak RSS {r['peak_rss_mb']:.0f} MB, verdict {r['verdict']}")
         for c in r["checks"]:

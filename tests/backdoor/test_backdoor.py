@@ -26,6 +26,7 @@ from onnxguard.png import write_png  # noqa: E402
 from onnxguard.policy import BackdoorSpec, load_policy, parse_policy  # noqa: E402
 from onnxguard.evasion import prepare  # noqa: E402
 from onnxguard.scan import ScanOptions, run_scan  # noqa: E402
+from tests.backdoor.baselines import random_patch_area  # noqa: E402
 
 FIX = HERE / "fixtures"
 MANIFEST = json.loads((FIX / "manifest.json").read_text())
@@ -81,30 +82,6 @@ def test_clean_model_not_flagged_across_seeds(seed: int) -> None:
     assert bd.flagged_classes == [], (seed, bd.flagged_classes, bd.max_anomaly_index)
 
 
-def _random_patch_baseline(name: str, target: int, queries: int, seed: int) -> float:
-    """The smallest random square patch (random size on the sweep's ladder, position, binary pattern) that sends
-    90% of other-class samples to ``target``, within ``queries`` model queries; inf if none does."""
-    from onnxguard.backdoor.squares import ladder
-    from onnxguard.oracle import Oracle
-
-    pol = load_policy("standard")
-    prep = prepare(ScanOptions(model_path=FIX / f"{name}.onnx", data_path=data_for(name)), pol, np.random.default_rng(seed), 0)
-    x = prep.z[(prep.y != target) & (prep.pred == prep.y)][:30].astype(np.float64)
-    oracle = Oracle(prep.model, prep.domain, n_samples=1, budget=queries)
-    rng = np.random.default_rng([seed, 99])
-    _, h, w = x.shape[1:]
-    best = np.inf
-    while oracle.remaining()[0] >= len(x):
-        s = int(rng.choice(ladder(h, w)))
-        r, c = rng.integers(0, h - s + 1), rng.integers(0, w - s + 1)
-        xt = x.copy()
-        xt[:, :, r : r + s, c : c + s] = (rng.uniform(size=(s, s)) > 0.5)
-        out = oracle.query(xt, np.zeros(len(xt), dtype=np.int64))
-        if (out.labels == target).mean() >= 0.9:
-            best = min(best, s * s)
-    return best
-
-
 @pytest.mark.parametrize("seed", [0, 1])
 def test_search_beats_random_patches_at_equal_budget(seed: int) -> None:
     """The reversed trigger of the target is far smaller than what random patches find with the same queries."""
@@ -112,7 +89,7 @@ def test_search_beats_random_patches_at_equal_budget(seed: int) -> None:
     bd = search("badnets_t5_bl", seed=seed)
     row = bd.classes[truth["target"]]
     ours = min(v for k, v in row.family_sizes.items() if k in ("patch", "square"))
-    rand = _random_patch_baseline("badnets_t5_bl", truth["target"], row.queries, seed)
+    rand = random_patch_area(FIX / "badnets_t5_bl.onnx", data_for("badnets_t5_bl"), truth["target"], row.queries, seed, salt=99)
     assert ours * 2 < rand, (ours, rand, row.queries)
 
 

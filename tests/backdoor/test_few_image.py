@@ -20,6 +20,7 @@ from onnxguard.backdoor.anomaly import few_image_indices
 from onnxguard.backdoor.null import FALLBACK_THRESHOLD, calibration
 from onnxguard.policy import BackdoorSpec, load_policy
 from onnxguard.scan import ScanOptions, prepare
+from tests.backdoor.baselines import random_patch_area
 
 SPEC = BackdoorSpec(budget=100_000, time_limit_s=120, samples_per_class=20, full_search_classes=2, anomaly_threshold=3.0)
 TARGET = 0
@@ -74,36 +75,13 @@ def test_two_class_image_clean_not_flagged(models: dict) -> None:
     assert bd.queries <= SPEC.budget
 
 
-def _random_patch_area(model: Path, data: Path, target: int, queries: int, seed: int) -> float:
-    """The smallest random square patch (random size on the sweep's ladder, position, binary pattern) that sends
-    90% of other-class samples to ``target`` within ``queries`` queries; inf if none does."""
-    from onnxguard.backdoor.squares import ladder
-    from onnxguard.oracle import Oracle
-
-    pol = load_policy("standard")
-    prep = prepare(ScanOptions(model_path=model, data_path=data), pol, np.random.default_rng(seed), 0)
-    x = prep.z[(prep.y != target) & (prep.pred == prep.y)][:30].astype(np.float64)
-    oracle = Oracle(prep.model, prep.domain, n_samples=1, budget=queries)
-    rng = np.random.default_rng([seed, 98])
-    _, h, w = x.shape[1:]
-    best = np.inf
-    while oracle.remaining()[0] >= len(x):
-        s = int(rng.choice(ladder(h, w)))
-        r, c = rng.integers(0, h - s + 1), rng.integers(0, w - s + 1)
-        xt = x.copy()
-        xt[:, :, r : r + s, c : c + s] = rng.uniform(size=(s, s)) > 0.5
-        if (oracle.query(xt, np.zeros(len(xt), dtype=np.int64)).labels == target).mean() >= 0.9:
-            best = min(best, s * s)
-    return best
-
-
 def test_random_patch_baseline_does_not_reach_the_planted_ratio(models: dict) -> None:
     """Random square patches with as many queries as the square sweep and the natural reference spent (for every
     class; the flagged index comes from them) do not reach the target's ratio."""
     bd = _search(models, "bad")
     row = bd.classes[TARGET]
     spent = bd.details["square"]["queries"] + bd.details["natural_reference"]["queries"]
-    area = _random_patch_area(*models["bad"], TARGET, spent, 0)
+    area = random_patch_area(*models["bad"], TARGET, spent, 0, salt=98)
     # the same statistic with the random patch in place of the sweep's trigger for the target
     sq = np.array([c.family_sizes.get("square", np.nan) for c in bd.classes])
     sq[TARGET] = area if np.isfinite(area) else 16 * 16
