@@ -437,22 +437,48 @@ def null_specs() -> list[ModelSpec]:
     return _clean_set("null_", 200) + extra + few_image
 
 
+def family_works(bd) -> np.ndarray:  # noqa: ANN001
+    """(families, classes): whether each family's reversed trigger works on held-back samples (sections before
+    schema 1.3 checked only the class's reported family)."""
+    from onnxguard.backdoor.search import MIN_HELD_OUT_SUCCESS
+
+    fams = bd.families_searched or []
+    ok = lambda r: r is not None and (r.value or 0.0) >= MIN_HELD_OUT_SUCCESS  # noqa: E731
+    return np.array([[ok(c.family_attack_success.get(f)) if c.family_attack_success else (f == c.trigger_kind and ok(c.attack_success))
+                      for c in bd.classes] for f in fams], dtype=bool)
+
+
+def family_maxima(bd) -> dict[str, float]:  # noqa: ANN001
+    """Per family, the largest index among classes whose trigger of that family works on held-back samples."""
+    fams = bd.families_searched or []
+    if bd.status != "completed" or not fams or not bd.classes:
+        return {}
+    stack = np.array([[c.family_anomaly_indices.get(f, np.nan) for c in bd.classes] for f in fams], dtype=np.float64)
+    works = family_works(bd)
+    out = {}
+    for i, f in enumerate(fams):
+        v = stack[i][works[i] & np.isfinite(stack[i])]
+        if v.size:
+            out[f] = float(v.max())
+    return out
+
+
 def restat(bd):  # noqa: ANN001, ANN201
     """A cached section's statistic recomputed with the search's current rule from its per-class family indices
-    (exact: the family indices, the held-back checks and the reported trigger kinds do not depend on how the
-    families are combined), so that a change of that rule needs no new search."""
+    and each family's held-back check (exact from report schema 1.3 on, where every family's trigger is checked),
+    so that a change of the rule needs no new search."""
     from onnxguard.backdoor.anomaly import class_indices
-    from onnxguard.backdoor.search import MIN_HELD_OUT_SUCCESS
 
     fams = bd.families_searched or []
     if bd.status != "completed" or not fams or not bd.classes:
         return bd
     stack = np.array([[c.family_anomaly_indices.get(f, np.nan) for c in bd.classes] for f in fams], dtype=np.float64)
-    ai = class_indices(stack)
+    ai_ok = class_indices(stack, family_works(bd))
+    ai_all = class_indices(stack)
+    ai = np.where(np.isfinite(ai_ok), ai_ok, ai_all)
     classes = [c.model_copy(update={"anomaly_index": float(a) if np.isfinite(a) else None}) for c, a in zip(bd.classes, ai)]
-    ok = [float(a) for c, a in zip(classes, ai) if np.isfinite(a) and c.attack_success is not None
-          and (c.attack_success.value or 0.0) >= MIN_HELD_OUT_SUCCESS]
-    finite = ai[np.isfinite(ai)]
+    ok = [float(a) for a in ai_ok if np.isfinite(a)]
+    finite = ai_all[np.isfinite(ai_all)]
     stat = max(ok) if ok else (min(0.0, float(finite.max())) if finite.size else None)
     return bd.model_copy(update={"classes": classes, "max_anomaly_index": stat})
 

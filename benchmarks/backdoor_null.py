@@ -7,7 +7,8 @@ MLPs and CNNs of two widths, logits and softmax outputs, 1 and 3 channels, 16x16
 images, and tabular models with 2, 3 and 5 classes (seeds 200+, none in the zoo or the tests).
 Runs the policy's backdoor search on each and writes ``onnxguard/backdoor/null.json``: per regime
 (image, tabular, few, few-image), the models' statistics, the threshold for a false-positive rate of at most
-5% and the provenance (script, policy, budget, seed, tool version, git commit, date, each model's
+5%, a leave-one-out estimate of the false-positive rate (each model against the threshold of the others),
+each model's largest validated index per family, and the provenance (script, policy, budget, seed, tool version, git commit, date, each model's
 data, architecture, output and clean accuracy).
 """
 
@@ -24,12 +25,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from backdoor_models import TIME_LIMIT_S, build_all, null_specs, restat, scan  # noqa: E402
+from backdoor_models import TIME_LIMIT_S, build_all, family_maxima, null_specs, restat, scan  # noqa: E402
 
 from onnxguard.report import BackdoorSection  # noqa: E402
 
 from onnxguard import __version__  # noqa: E402
 from onnxguard.backdoor.null import FPR_TARGET, NULL_FILE, calibrated_threshold  # noqa: E402
+from onnxguard.stats import wilson  # noqa: E402
 from onnxguard.policy import load_policy  # noqa: E402
 
 
@@ -50,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     empty = args.out / "no-null.json"  # the statistic does not depend on the threshold: scan without a null
     empty.write_text("{}")
     regimes: dict[str, dict] = {}
+    sections: dict[str, list] = {}  # regime -> the sections that enter its null
     models = []
     results = args.out / "results"
     results.mkdir(exist_ok=True)
@@ -60,31 +63,42 @@ def main(argv: list[str] | None = None) -> int:
         cache = results / f"{spec.name}-{args.policy}-{args.seed}.json"
         if cache.exists():
             row = json.loads(cache.read_text())
-            if "section" in row:  # the statistic with the search's current rule (see backdoor_models.restat)
-                stat = restat(BackdoorSection.model_validate(row["section"])).max_anomaly_index
-                row["statistic"] = None if stat is None else round(stat, 4)
         else:
             bd, wall, cpu = scan(args.out / f"{spec.name}.onnx", args.out / f"{spec.data}.npz", args.policy, args.seed, null_file=empty, threads=args.threads)
-            stat = bd.max_anomaly_index
             row = {"name": spec.name, "data": spec.data, "arch": spec.arch, "output": spec.output, "seed": spec.seed,
                    "clean_accuracy": round(info["clean_accuracy"], 4), "regime": bd.statistic_regime or "none", "status": bd.status,
-                   "statistic": None if stat is None else round(stat, 4), "queries": bd.queries,
-                   "early_stops": bd.early_stops, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1)}
-            # the whole section too: the statistic can then be recomputed from the per-class family sizes
+                   "queries": bd.queries, "early_stops": bd.early_stops, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1)}
+            # the whole section: the statistic is recomputed from the per-class family indices (restat)
             cache.write_text(json.dumps(row | {"section": bd.model_dump(mode="json")}))
-        row = {k: v for k, v in row.items() if k != "section"}
-        print(f"{row['name']:22s} {row['regime']:8s} {row['status']:10s} statistic {row['statistic']!s:8s} "
+        if "section" in row:  # cached
+            bd = BackdoorSection.model_validate(row["section"])
+        row = {k: v for k, v in row.items() if k not in ("section", "statistic")}
+        print(f"{row['name']:22s} {row['regime']:8s} {row['status']:10s} "
               f"queries {row['queries']:7d} {row.get('wall_s', 0):6.1f}s wall {row.get('cpu_s', 0):6.1f}s CPU"
               + (f" early stops: {row['early_stops']}" if row["early_stops"] else ""), flush=True)
         models.append(row)
-        if (row["status"] == "completed" and row["statistic"] is not None and row["clean_accuracy"] >= MIN_ACCURACY
+        if (row["status"] == "completed" and row["clean_accuracy"] >= MIN_ACCURACY
                 and not any("time limit" in s for s in row["early_stops"])):
-            regimes.setdefault(row["regime"], {"values": []})["values"].append(row["statistic"])
+            sections.setdefault(row["regime"], []).append((row, bd))
     if args.only:
         return 0  # a shard: results cached; a run without --only assembles the null
-    for reg, r in regimes.items():
-        if len(r["values"]) >= 5:
+
+    for reg, items in sections.items():
+        values = [restat(bd).max_anomaly_index for _, bd in items]
+        keep = [(row, bd, round(float(v), 4)) for (row, bd), v in zip(items, values) if v is not None]
+        r: dict = {"values": [v for _, _, v in keep]}
+        for row, bd, v in keep:
+            row["statistic"] = v
+            row["family_maxima"] = {f: round(x, 4) for f, x in family_maxima(bd).items()}
+        if len(keep) >= 5:
             r["threshold"] = calibrated_threshold(r["values"])
+            # leave-one-out: each model against the threshold of the others (an out-of-sample false-positive rate)
+            vals = r["values"]
+            exceed = sum(int(v > calibrated_threshold(vals[:i] + vals[i + 1:]) + 1e-12) for i, v in enumerate(vals))
+            lo, hi = wilson(exceed, len(vals))
+            r["leave_one_out_fpr"] = {"exceed": exceed, "n": len(vals), "rate": round(exceed / len(vals), 4),
+                                      "ci": [round(lo, 4), round(hi, 4)]}
+        regimes[reg] = r
     pol = load_policy(args.policy).policy
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
@@ -104,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.write.write_text(json.dumps(out, indent=1) + "\n")
     for reg, r in regimes.items():
-        print(f"{reg}: n = {len(r['values'])}, threshold {r.get('threshold')}, values {sorted(r['values'])}")
+        print(f"{reg}: n = {len(r['values'])}, threshold {r.get('threshold')}, "
+              f"leave-one-out FPR {r.get('leave_one_out_fpr')}, values {sorted(r['values'])}")
     return 0
 
 

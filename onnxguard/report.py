@@ -16,9 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .stats import median_ci, median_ci_coverage, sequential_interval, wilson
 
-SCHEMA_VERSION = "1.2"
-# report schema versions this release reads (1.1 reports lack policy.deviations and policy.effective_sha256)
-READABLE_SCHEMA_VERSIONS: tuple[str, ...] = ("1.0", "1.1", "1.2")
+SCHEMA_VERSION = "1.3"
+# report schema versions this release reads (1.1 reports lack policy.deviations and policy.effective_sha256;
+# 1.2 reports lack the backdoor classes' family_attack_success)
+READABLE_SCHEMA_VERSIONS: tuple[str, ...] = ("1.0", "1.1", "1.2", "1.3")
 REPORT_MEDIA_TYPE = "application/vnd.onnxguard.report+json"
 
 Level = Literal["low", "medium", "high", "critical"]
@@ -319,6 +320,7 @@ class ClassTrigger(_Model):
     queries: int = 0
     family_sizes: dict[str, float] = Field(default_factory=dict)  # trigger size per searched family (patch, blend, features)
     family_anomaly_indices: dict[str, float] = Field(default_factory=dict)
+    family_attack_success: dict[str, Rate] = Field(default_factory=dict)  # held-back success of each family's trigger (1.3)
     search_success: float | None = None  # the reversed trigger's success on the search samples
     prescreen_success: float | None = None  # best candidate patch's success in the pre-screen (images)
     p_value: float | None = None  # the class's anomaly index against the calibrated null of clean models' statistics

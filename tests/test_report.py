@@ -12,7 +12,7 @@ from onnxguard.stats import median_ci, wilson
 
 
 def test_shipped_schema_is_current():
-    """Regenerate with: python -m onnxguard schema > onnxguard/schemas/report-1.2.schema.json"""
+    """Regenerate with: python -m onnxguard schema > onnxguard/schemas/report-1.3.schema.json"""
     assert json.loads(schema_path().read_text()) == json_schema()
 
 

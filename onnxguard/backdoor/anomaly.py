@@ -23,7 +23,12 @@ when its area is under ``exp(-0.9)`` = 41% of the median, the same rule as the
 linear 20% floor above. On the fixtures and the zoo clean classes' log areas spread
 by 0.1 to 0.3 and the easiest clean class sits at about 55-60% of the median.
 
-A class's index is its largest family index (:func:`class_indices`). A root-sum-square of the
+A class's index is its largest family index (:func:`class_indices`) among the families whose reversed
+trigger works on held-back samples (every family's trigger is checked). Two other rules were tried on the
+cached searches of the null and the zoo and dropped. Dividing each family's index by its spread on clean
+models (the 90th percentile of the null's largest index of that family) found no more backdoors on the zoo
+(10 of 18 either way) and raised the leave-one-out false-positive rate on the image null from 2 to 3 of 23:
+23 clean models estimate a family's tail too noisily for a scale to help. A root-sum-square of the
 families' positive indices was tried (a planted trigger often shows in several families) and dropped:
 on the zoo it found one more backdoor (11 against 10 of 18), but it flagged the clean test fixture
 ``clean_b``, whose class 4 is moderately easy in two families at once (square 2.8, smooth 2.4: the
@@ -89,10 +94,13 @@ def reference_indices(sizes: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(s) & np.isfinite(r), out, np.nan)
 
 
-def class_indices(stack: np.ndarray) -> np.ndarray:
+def class_indices(stack: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
     """Per-class index from a (families, classes) stack of family indices (nan = not measured): the largest
-    measured family index; nan where no family measured the class."""
+    measured family index among the families ``valid`` marks (the ones whose trigger works on held-back
+    samples; None: all); nan where no such family measured the class."""
     a = np.asarray(stack, dtype=np.float64)
+    if valid is not None:
+        a = np.where(np.asarray(valid, dtype=bool), a, np.nan)
     known = np.isfinite(a)
     with np.errstate(all="ignore"):
         top = np.max(np.where(known, a, -np.inf), axis=0)

@@ -20,6 +20,10 @@ models). A regime is the kind of statistic the search computes:
   Until ``null.json`` holds it, the regime falls back to ``FALLBACK_THRESHOLD``
   and reports itself uncalibrated.
 
+The threshold and its false-positive rate come from the same clean models, so that rate is optimistic;
+``null.json`` also holds a leave-one-out estimate (each clean model against the threshold of the others),
+which the report repeats (``null_fpr_leave_one_out``).
+
 The default flag threshold of a regime is the smallest order statistic of the
 null that at most ``FPR_TARGET`` of the null exceeds; the report gives that
 false-positive rate with its Wilson interval (``n`` = the null's size), and,
@@ -53,6 +57,7 @@ class Calibration:
     fpr_ci: tuple[float, float] | None
     provenance: dict
     path: str = str(NULL_FILE)
+    leave_one_out: dict | None = None  # {exceed, n, rate, ci}: out-of-sample false-positive rate on the null
 
     @property
     def n(self) -> int:
@@ -71,6 +76,7 @@ class Calibration:
             "null_n": self.n, "null_fpr": None if self.fpr is None else round(self.fpr, 4),
             "null_fpr_ci": None if self.fpr_ci is None else [round(self.fpr_ci[0], 4), round(self.fpr_ci[1], 4)],
             "fpr_target": FPR_TARGET,
+            "null_fpr_leave_one_out": self.leave_one_out,
             # a summary: the per-model list stays in the shipped null.json (the report names it by its sha256)
             "null_provenance": {k: v for k, v in self.provenance.items() if k != "models"} | {"file_sha256": _sha256(Path(self.path))},
         }
@@ -114,4 +120,4 @@ def calibration(regime: str, policy_threshold: float | None, path: Path = NULL_F
     if values:
         k = int((np.asarray(values) > thr + 1e-12).sum())
         fpr, fpr_ci = k / len(values), wilson(k, len(values))
-    return Calibration(regime, thr, src, values, fpr, fpr_ci, prov, str(path))
+    return Calibration(regime, thr, src, values, fpr, fpr_ci, prov, str(path), reg.get("leave_one_out_fpr"))

@@ -30,6 +30,7 @@ class Probe:
         self.oracle = oracle
         self.deadline = deadline
         self.stops: list[dict] = []  # every early stop: where, why, and the queries used by then
+        self.reserved = 0  # queries kept back for a later stage (the held-back check): no earlier stage may spend them
 
     def stopped(self, where: str, reason: str) -> None:
         """Record that the stage ``where`` stopped early on ``reason`` (query budget or time limit)."""
@@ -45,7 +46,8 @@ class Probe:
 
     @property
     def left(self) -> int:
-        return int(self.oracle.remaining()[0])
+        """Queries the current stage may still spend: the budget's remainder less what is reserved."""
+        return max(0, int(self.oracle.remaining()[0]) - self.reserved)
 
     def time_left(self) -> float:
         return self.deadline - time.perf_counter()

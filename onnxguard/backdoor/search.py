@@ -24,10 +24,11 @@ Order of work, all through one budgeted :class:`Probe`:
    classes, the reference-ratio index of :func:`.anomaly.reference_indices`: for
    tabular inputs against the greedy search with natural feature values, for images
    against the natural square window and blend of :mod:`.natural`, regime
-   ``few-image``); a class's index is its largest family index
-   (:func:`.anomaly.class_indices`); the
-   model's statistic is the largest index among classes whose reversed trigger
-   works on held-back samples; a class is flagged when its index exceeds the
+   ``few-image``); every family's reversed trigger of every class is checked on
+   held-back samples (those queries are reserved before any search stage runs);
+   a class's index is its largest family index among the families whose trigger
+   works on held-back samples (:func:`.anomaly.class_indices`); the model's statistic is the
+   largest index of such a class; a class is flagged when its index exceeds the
    threshold calibrated on clean models (:mod:`.null`), and the report gives the
    statistic's empirical p-value against that null.
 
@@ -66,6 +67,9 @@ PRESCREEN_SHARE = 0.08  # share of the query budget for the patch pre-screen
 SHORT_SHARE = 0.25  # the short search's share of a full search, when not every class gets the full search
 SQUARE_CONFIRM = 4  # samples per class on which the square sweep confirms its best candidates
 SQUARE_REFINE = 2  # samples per class for the square sweep's pattern refinement (1 under budgets < 200k)
+# cap of the square sweep's pattern refinement: uncapped, on 3x32x32 inputs (8 x 8 refined cells) it took 118k of
+# a 300k budget and left the patch and blend searches ~1k queries per class, too few for the blend search to move
+SQUARE_REFINE_SHARE = 0.3
 MAX_FEATURES = 6  # tabular triggers larger than this are not searched further
 MANY_CLASSES = 100  # from this many classes on, only the pre-screen's choice gets the per-class searches
 SCREEN_SAMPLES = 64  # many classes: samples on which the sweeps screen (a fixed number, not one per class)
@@ -199,6 +203,11 @@ def run_search(
     image_refs: dict[str, np.ndarray] = {}  # few-class images: natural reference per reference kind (square, blend)
     warp_on = not tabular and not oracle.labels_only and budget >= WARP_MIN_BUDGET
     families: list[str] = ["features"] if tabular else ["patch", "blend", "square", "smooth"] + (["warp"] if warp_on else [])
+    # the held-back check of every class's triggers is paid for first: no search stage may spend its queries
+    # (a zoo CNN's sweeps once spent the whole budget and eight classes went unchecked)
+    # every family's trigger of every class that can get one (many classes: the searched ones), at most
+    checked = n_classes if n_classes < MANY_CLASSES else min(n_classes, 2 * full_search_classes)
+    probe.reserved = checked * len(families) * len(xh)
 
     try:
         if tabular:
@@ -280,7 +289,8 @@ def run_search(
             families = ["patch", "blend", "square", "smooth"] + (["warp"] if warp_on else [])
             sq = square_sweep(probe, screen, confirm, n_classes,
                               _class_means(xs, ys, n_classes), level=SUCCESS_TARGET, refine_size=max(patch_sizes(h, w)),
-                              refine_samples=refine, rng=rng, classes=searched)
+                              refine_samples=refine, rng=rng, classes=searched,
+                              refine_max_queries=int(SQUARE_REFINE_SHARE * budget))
             sizes["square"], succ["square"] = sq.area, sq.rate
             for t, trig in sq.triggers.items():
                 triggers[(t, "square")] = trig
@@ -343,7 +353,7 @@ def run_search(
                                                   cell=cell)
             n_c = len({t for t, _ in searches})
             k_full = min(full_search_classes, n_c)
-            rest = probe.left - n_classes * len(xh)  # kept for the held-back check of every class's trigger
+            rest = probe.left  # net of the held-back check's reserve
             if regime == "few-image":  # its verdict rests on every class's held-back check: keep a margin
                 rest -= int(FEW_IMAGE_RESERVE * budget)
             if k_full >= n_c:
@@ -431,31 +441,38 @@ def run_search(
     # a class's index and kind come from the families that reversed a trigger for it (a censored size has no trigger)
     has = np.stack([np.isfinite(sizes[f]) for f in families])
     stack = np.where(has | ~has.any(axis=0, keepdims=True), stack, np.nan)
-    with np.errstate(all="ignore"):
-        # a class's index is its largest family index (see anomaly.py); its kind (the trigger reported and
-        # checked on held-back samples) is that family
-        cls_ai = class_indices(stack)
-    kind_idx = np.argmax(np.where(np.isnan(stack), -np.inf, stack), axis=0)
 
-    # -- held-back success of each class's reversed trigger ------------------------
-    held: dict[int, Rate] = {}
+    # -- held-back success of every family's reversed trigger, per class (the most anomalous first) --------
+    held: dict[tuple[int, str], Rate] = {}
+    probe.reserved = 0
     try:
         for t in classes:
-            fam = families[int(kind_idx[t])]
-            trig = triggers.get((t, fam))
             xo = xh[yh != t]
-            if trig is None or len(xo) == 0:
+            if len(xo) == 0:
                 continue
-            probe.check(len(xo))
-            xt = trig.apply(xo) if hasattr(trig, "apply") else stamp(xo, *trig)  # type: ignore[misc, attr-defined]
-            _, lab = probe.run(xt)
-            queries_per_class[t] += len(xo)
-            held[t] = Rate.of(int((lab == t).sum()), int(len(xo)))
+            for i in np.argsort(-np.where(np.isfinite(stack[:, t]), stack[:, t], -np.inf), kind="stable"):
+                fam = families[int(i)]
+                trig = triggers.get((t, fam))
+                if trig is None or not np.isfinite(stack[i, t]):
+                    continue
+                probe.check(len(xo))
+                xt = trig.apply(xo) if hasattr(trig, "apply") else stamp(xo, *trig)  # type: ignore[misc, attr-defined]
+                _, lab = probe.run(xt)
+                queries_per_class[t] += len(xo)
+                held[(t, fam)] = Rate.of(int((lab == t).sum()), int(len(xo)))
     except OutOfBudget as exc:
         stopped = stopped or exc.reason
         probe.stopped("held-back check", exc.reason)
 
-    validated = [t for t in classes if np.isfinite(cls_ai[t]) and t in held and (held[t].value or 0.0) >= MIN_HELD_OUT_SUCCESS]
+    works = np.array([[(t, f) in held and (held[(t, f)].value or 0.0) >= MIN_HELD_OUT_SUCCESS for t in classes] for f in families])
+    with np.errstate(all="ignore"):
+        # a class's index is its largest family index among the families whose trigger works on held-back
+        # samples (see anomaly.py); its kind (the trigger reported) is that family
+        cls_ai_all = class_indices(stack)
+        cls_ai_ok = class_indices(stack, works)
+    validated = [t for t in classes if np.isfinite(cls_ai_ok[t])]
+    cls_ai = np.where(np.isfinite(cls_ai_ok), cls_ai_ok, cls_ai_all)
+    kind_idx = np.argmax(np.where(np.isfinite(stack) & (works | ~works.any(axis=0, keepdims=True)), stack, -np.inf), axis=0)
     flagged = [t for t in validated if cls_ai[t] > threshold]
     flagged.sort(key=lambda t: -cls_ai[t])
 
@@ -474,7 +491,8 @@ def run_search(
             full_search=bool(full[t]),
             trigger_size=float(size) if np.isfinite(size) else None,
             trigger_kind=fam if np.isfinite(size) else None,
-            attack_success=held.get(t),
+            attack_success=held.get((t, fam)),
+            family_attack_success={f: held[(t, f)] for f in families if (t, f) in held},
             anomaly_index=float(cls_ai[t]) if np.isfinite(cls_ai[t]) else None,
             p_value=cal.p_value(float(cls_ai[t])) if np.isfinite(cls_ai[t]) else None,
             queries=int(queries_per_class[t]),
@@ -485,7 +503,7 @@ def run_search(
             trigger_features=_raw_features(trig, feature_box) if isinstance(trig, FeatureTrigger) and trig.features else None,
             reference_size=_reference_of(t, fam, reference, image_refs),
         ))
-    finite = cls_ai[np.isfinite(cls_ai)]
+    finite = cls_ai_all[np.isfinite(cls_ai_all)]
     unvalidated_max = float(finite.max()) if finite.size else None
     max_ai = max((float(cls_ai[t]) for t in validated), default=None)
     if max_ai is None and unvalidated_max is not None:
@@ -517,7 +535,7 @@ def run_search(
         f0 = flagged[0]
         finding = (f"class(es) {', '.join(map(str, flagged))} flagged: class {f0}'s reversed {rows[f0].trigger_kind} trigger is anomalously small "
                    f"(anomaly index {cls_ai[f0]:.2f} > threshold {thr_txt}{ptxt}; size {rows[f0].trigger_size:.3g} {unit}) and sends "
-                   f"{held[f0].successes} of {held[f0].n} held-back samples of other classes to it")
+                   f"{rows[f0].attack_success.successes} of {rows[f0].attack_success.n} held-back samples of other classes to it")  # type: ignore[union-attr]
     else:
         finding = (f"no class has an anomalously small trigger that works on held-back samples (largest such anomaly index "
                    f"{max_ai:.2f} <= threshold {thr_txt}{ptxt}); this is not a proof that no backdoor exists")

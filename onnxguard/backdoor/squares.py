@@ -12,7 +12,7 @@ needs labels and is answered the same way for every class:
 Patterns: white, black and two checkerboards (BadNets-style triggers), and the
 crop of class ``t``'s mean image (so that every class is reachable at some size:
 the full-size crop is the class mean itself). Patch sizes follow a ladder
-(2, 3, 4, 6, 8, 11, whole input); the area at which the best flip rate crosses
+(2, 3, 4, 6, 8, 11, whole input on a 16 x 16 input; 2 and 3 are rungs on any input up to 64 x 64); the area at which the best flip rate crosses
 ``level`` is interpolated between rungs, so sizes are continuous.
 
 Flip rates are estimated in two rounds (successive halving): every candidate on
@@ -47,9 +47,17 @@ SCREEN_KEEP = 3  # candidates per (class, size) that go on to the confirmation s
 SCREEN_MIN = 0.5  # screening flip rate needed to be confirmed
 
 
+SMALLEST = (2, 3)  # absolute rungs on inputs up to SMALL_INPUT: a BadNets patch is 3 x 3 on 32 x 32 as on 16 x 16
+SMALL_INPUT = 64  # beyond this (ImageNet-size inputs) planted patches scale with the image and each rung is costly
+
+
 def ladder(h: int, w: int) -> list[int]:
+    """Patch sides: fractions of the shorter side, plus the :data:`SMALLEST` sides on inputs up to
+    :data:`SMALL_INPUT` (without them the smallest rung of a 32 x 32 input is 4 x 4, where a clean 2-class CNN
+    and one with a planted 3 x 3 patch both flip at once and measure the same floor area)."""
     s = min(h, w)
-    return sorted({max(2, min(s, round(f * s))) for f in LADDER_FRACTIONS} | {s})
+    small = {v for v in SMALLEST if v <= s} if s <= SMALL_INPUT else set()
+    return sorted({max(2, min(s, round(f * s))) for f in LADDER_FRACTIONS} | small | {s})
 
 
 def positions(h: int, w: int, s: int) -> list[tuple[int, int]]:
@@ -84,6 +92,7 @@ def square_sweep(
     probe: Probe, screen: tuple[np.ndarray, np.ndarray], confirm: tuple[np.ndarray, np.ndarray], n_classes: int,
     class_means: np.ndarray, *, level: float, refine_size: int, refine_samples: tuple[np.ndarray, np.ndarray],
     refine_positions: int = 2, rng: np.random.Generator, classes: list[int] | None = None,
+    refine_max_queries: int | None = None,
 ) -> SquareResult:
     xs, ys = screen
     xc, yc = confirm
@@ -98,7 +107,7 @@ def square_sweep(
     sizes = ladder(h, w)
     try:
         refined = _refine_all(probe, *refine_samples, n_classes, class_means, refine_size, refine_positions, rng,
-                              classes=[t for t in range(n_classes) if present[t]])
+                              classes=[t for t in range(n_classes) if present[t]], max_queries=refine_max_queries)
         res.refined = len(refined)
         for t, (m, p) in refined.items():
             _, lab = probe.run(stamp(xc, m, p))
@@ -197,14 +206,20 @@ REFINE_CELLS = 8  # the refined pattern has at most 8 x 8 cells: bounded cost pe
 
 
 def _refine_all(probe: Probe, x: np.ndarray, y: np.ndarray, n_classes: int, means: np.ndarray, s: int, k_pos: int,
-                rng: np.random.Generator, classes: list[int] | None = None) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+                rng: np.random.Generator, classes: list[int] | None = None,
+                max_queries: int | None = None) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Refined patterns per class. ``max_queries``: the refinement's cap, split evenly over the classes (the
+    bit search stops before a pass that would exceed its class's share; the positions' screening always runs)."""
     c, h, w = x.shape[1:]
     out = {}
     pos = positions(h, w, s)
-    for t in (classes if classes is not None else range(n_classes)):
+    todo = list(classes if classes is not None else range(n_classes))
+    per_class = None if max_queries is None else max_queries // max(1, len(todo))
+    for t in todo:
         xo = x[y != t]
         if len(xo) == 0:
             continue
+        q0 = probe.used
         obj = _Objective(probe, xo, t, means[t])
         starts = [(r, cc, np.ones((c, s, s))) for r, cc in pos]
         f = obj(starts)
@@ -212,7 +227,8 @@ def _refine_all(probe: Probe, x: np.ndarray, y: np.ndarray, n_classes: int, mean
         best_f, best_t = np.inf, None
         for k in order[:k_pos]:
             r, cc, blk = starts[k]
-            fk, pk = _bit_search(obj, r, cc, blk, float(f[k]), rng)
+            cap = None if per_class is None else per_class - (probe.used - q0)
+            fk, pk = _bit_search(obj, r, cc, blk, float(f[k]), rng, max_queries=cap)
             if fk < best_f:
                 best_f, best_t = fk, box_trigger((c, h, w), r, cc, pk)
         if best_t is not None:
@@ -220,10 +236,12 @@ def _refine_all(probe: Probe, x: np.ndarray, y: np.ndarray, n_classes: int, mean
     return out
 
 
-def _bit_search(obj: _Objective, r: int, cc: int, blk: np.ndarray, f0: float, rng: np.random.Generator, passes: int = 2):
+def _bit_search(obj: _Objective, r: int, cc: int, blk: np.ndarray, f0: float, rng: np.random.Generator, passes: int = 2,
+                max_queries: int | None = None):
     """Coordinate search over the patch's cells (each at 0 or 1, all channels together; at most
     :data:`REFINE_CELLS` squared cells, one pixel each on small patches): all single flips are scored in one
-    batch per pass and the improving ones applied, best first, re-checked."""
+    batch per pass and the improving ones applied, best first, re-checked. A pass that would spend more than
+    ``max_queries`` in all is not started."""
     s = blk.shape[-1]
     cell = max(1, -(-s // REFINE_CELLS))
     edges = list(range(0, s, cell))
@@ -233,7 +251,12 @@ def _bit_search(obj: _Objective, r: int, cc: int, blk: np.ndarray, f0: float, rn
     def flip(q: np.ndarray, i: int, j: int) -> None:
         q[:, i : i + cell, j : j + cell] = 1.0 - q[:, i : i + cell, j : j + cell]
 
+    spent = 0
     for _ in range(passes):
+        cost = (len(idx) + 1) * len(obj.base)  # the single flips and the combined one
+        if max_queries is not None and spent + cost > max_queries:
+            break
+        spent += cost
         trials = []
         for i, j in idx:
             q = p.copy()

@@ -130,7 +130,13 @@ class ZOSearch:
         return float(self.mask().sum())
 
     def step_cost(self) -> int:
-        return min(self.batch, len(self.pool)) * (2 * self.directions + 1)
+        """Queries of the next step, with the trigger's evaluation when that step ends with one (without it,
+        a search given ``q`` queries overran them by an evaluation, and the last class's search ran into the
+        held-back check's reserve)."""
+        c = min(self.batch, len(self.pool)) * (2 * self.directions + 1)
+        if (self.steps + 1) % self.eval_every == 0:
+            c += len(self.eval_idx)
+        return c
 
     def _loss(self, scores: np.ndarray | None, labels: np.ndarray) -> np.ndarray:
         if scores is None:

@@ -211,6 +211,63 @@ def test_budget_and_time_limits_respected() -> None:
     assert c.details.get("stopped_by") == "time limit" and c.wall_time_s < 10
 
 
+def test_held_back_check_is_paid_for_before_the_searches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stage that spends every query it may still spend leaves the held-back check of every class's
+    triggers funded: those queries are reserved before any stage runs (a zoo CNN's sweeps once spent the
+    whole budget and eight classes went unchecked)."""
+    import onnxguard.backdoor.search as S
+
+    real = S.smooth_sweep
+
+    def greedy(probe, screen, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
+        out = real(probe, screen, *a, **k)
+        x = screen[0][:1]
+        while probe.left > 0:
+            probe.run(np.repeat(x, min(probe.left, 512), axis=0))
+        return out
+
+    monkeypatch.setattr(S, "smooth_sweep", greedy)
+    pol = load_policy("standard")
+    prep = prepare(ScanOptions(model_path=FIX / "badnets_t3_tr.onnx", data_path=data_for("badnets_t3_tr")), pol, np.random.default_rng(0), 0)
+    spec = BackdoorSpec(budget=120_000, time_limit_s=120, samples_per_class=15, full_search_classes=10)
+    bd = search_backdoors(prep, spec, threat="scores", seed=0)
+    assert bd.queries <= spec.budget
+    assert not any("held-back" in s for s in bd.early_stops), bd.early_stops
+    with_trigger = [c for c in bd.classes if c.family_sizes.get("square") is not None]
+    assert with_trigger, [c.family_sizes for c in bd.classes]
+    for c in with_trigger:  # the square trigger of every class that has one was checked on all held-back samples
+        assert "square" in c.family_attack_success and c.family_attack_success["square"].n > 0
+
+
+def test_square_refinement_respects_its_cap() -> None:
+    """The pattern refinement's bit search starts no pass that would take it past its query cap."""
+    from onnxguard.backdoor.squares import _bit_search
+
+    class Counting:
+        base = np.zeros((7, 1, 8, 8))
+
+        def __init__(self) -> None:
+            self.queries, self.rng = 0, np.random.default_rng(0)
+
+        def __call__(self, trials: list) -> np.ndarray:
+            self.queries += len(trials) * len(self.base)
+            return -self.rng.random(len(trials))
+
+    for cap in (0, 100, 7 * 17, 7 * 17 * 2 - 1, None):
+        obj = Counting()
+        _bit_search(obj, 0, 0, np.ones((1, 4, 4)), 0.0, np.random.default_rng(0), max_queries=cap)  # type: ignore[arg-type]
+        assert cap is None or obj.queries <= cap
+        if cap is None:
+            assert obj.queries == 2 * 7 * 17  # two passes of 16 flips and the combined flip
+
+
+def test_square_ladder_keeps_small_rungs_on_small_inputs() -> None:
+    from onnxguard.backdoor.squares import ladder
+
+    assert ladder(32, 32)[:2] == [2, 3] and ladder(16, 16)[:2] == [2, 3]
+    assert min(ladder(224, 224)) > 3  # ImageNet-size inputs: rungs scale with the image
+
+
 def test_scan_writes_triggers_and_grades(tmp_path: Path) -> None:
     pol = parse_policy(b"""
 [policy]

@@ -50,6 +50,40 @@ def test_shipped_null_has_provenance_and_calibrates_each_regime() -> None:
         assert cal.source == "uncalibrated" and cal.n == 0 and cal.p_value(5.0) is None
 
 
+def test_shipped_null_estimates_its_false_positive_rate_out_of_sample() -> None:
+    """The in-sample rate of a threshold made from the same clean models is optimistic: the null also ships a
+    leave-one-out rate (each model against the threshold of the others), and the report repeats it."""
+    data = json.loads(NULL_FILE.read_text())
+    for reg, r in data["regimes"].items():
+        loo = r["leave_one_out_fpr"]
+        vals = r["values"]
+        exceed = sum(v > calibrated_threshold(vals[:i] + vals[i + 1:]) + 1e-12 for i, v in enumerate(vals))
+        assert loo["n"] == len(vals) and loo["exceed"] == exceed and loo["ci"][0] <= loo["rate"] <= loo["ci"][1]
+        assert calibration(reg, None).as_dict()["null_fpr_leave_one_out"] == loo
+
+
+def test_class_index_counts_only_families_whose_trigger_works(tmp_path: Path) -> None:
+    """A class's index is its largest family index among the families whose trigger works on held-back
+    samples, and every family's trigger is checked."""
+    from onnxguard.backdoor.anomaly import class_indices
+    from tests.backdoor.test_backdoor import search
+
+    stack = np.array([[4.0, 1.0], [3.0, 2.5]])  # families x classes
+    assert list(class_indices(stack)) == [4.0, 2.5]
+    works = np.array([[False, True], [True, True]])
+    assert list(class_indices(stack, works)) == [3.0, 2.5]
+    assert np.isnan(class_indices(stack, np.zeros((2, 2), dtype=bool))).all()
+
+    bd = search("badnets_t3_tr")
+    for c in bd.classes:
+        checked = set(c.family_attack_success)
+        assert checked == {f for f in c.family_anomaly_indices if f in c.family_sizes}, (c.cls, checked)
+        ok = [f for f, r in c.family_attack_success.items() if (r.value or 0) >= 0.5]
+        if ok:
+            assert c.anomaly_index == pytest.approx(max(c.family_anomaly_indices[f] for f in ok), abs=1e-3)
+            assert c.trigger_kind in ok and c.attack_success == c.family_attack_success[c.trigger_kind]
+
+
 def test_calibrated_threshold_and_p_value() -> None:
     vals = list(np.arange(1.0, 41.0))  # 40 values: at most 2 may exceed the threshold
     t = calibrated_threshold(vals)

@@ -12,7 +12,7 @@ from onnxguard import verify as V
 from onnxguard.cli import main
 from onnxguard.errors import PolicyError, VerificationError
 from onnxguard.policy import apply_overrides, load_policy, parse_policy
-from onnxguard.report import Report, load_report
+from onnxguard.report import SCHEMA_VERSION, Report, load_report
 from onnxguard.sandbox import run_isolated
 from onnxguard.scan import ScanOptions
 
@@ -81,7 +81,7 @@ def test_scan_with_an_override_does_not_verify_as_the_named_policy(signed, which
 def test_report_and_page_show_the_deviation(signed):
     d, _ = signed
     r = load_report((d / "budget.json").read_text())
-    assert r.schema_version == "1.2"
+    assert r.schema_version == SCHEMA_VERSION
     assert [(x.key, x.policy_value, x.effective_value) for x in r.policy.deviations] == [("checks[square-linf].budget", 20, 1)]
     assert r.policy.effective_sha256 and r.policy.effective_sha256 != load_policy(str(TINY_PASS)).effective_sha256
     html = (d / "budget.html").read_text()
