@@ -30,7 +30,8 @@ class Probe:
         self.oracle = oracle
         self.deadline = deadline
         self.stops: list[dict] = []  # every early stop: where, why, and the queries used by then
-        self.reserved = 0  # queries kept back for a later stage (the held-back check): no earlier stage may spend them
+        self.ort0, self.used0 = oracle.ort_time, int(oracle.queries[0])  # onnxruntime time and queries before this search
+        self.reserved = 0  # queries kept back for a later stage (the held-back check): no earlier stage may spend them (nor their time)
 
     def stopped(self, where: str, reason: str) -> None:
         """Record that the stage ``where`` stopped early on ``reason`` (query budget or time limit)."""
@@ -49,8 +50,14 @@ class Probe:
         """Queries the current stage may still spend: the budget's remainder less what is reserved."""
         return max(0, int(self.oracle.remaining()[0]) - self.reserved)
 
+    def query_time(self, n: int) -> float:
+        """Expected seconds for ``n`` more queries: the onnxruntime time per query so far, with a 50% margin."""
+        done = self.used - self.used0
+        return 1.5 * (self.oracle.ort_time - self.ort0) / done * n if done > 0 else 0.0
+
     def time_left(self) -> float:
-        return self.deadline - time.perf_counter()
+        """Seconds the current stage may still run: to the deadline, less the expected time of the reserved queries."""
+        return self.deadline - time.perf_counter() - self.query_time(self.reserved)
 
     def affords(self, n: int) -> bool:
         return n <= self.left and self.time_left() > 0

@@ -239,6 +239,20 @@ def test_held_back_check_is_paid_for_before_the_searches(monkeypatch: pytest.Mon
         assert "square" in c.family_attack_success and c.family_attack_success["square"].n > 0
 
 
+def test_held_back_check_keeps_its_time_when_the_time_limit_binds() -> None:
+    """When the time limit stops the searches, the held-back checks still run: the stages before them stop
+    early enough to leave the expected time of the reserved queries."""
+    quick = BackdoorSpec(budget=10_000_000, time_limit_s=1.5, samples_per_class=15, full_search_classes=10)
+    bd = search("badnets_t3_tr", spec=quick)
+    assert bd.details.get("stopped_by") == "time limit"
+    assert not any("held-back" in s for s in bd.early_stops), bd.early_stops
+    sized = [c for c in bd.classes if c.trigger_size is not None]
+    assert sized and all(c.attack_success is not None for c in sized)
+    # bounded by its reserved queries, not by time: what it ran past the limit is recorded, and it is short
+    past = bd.details.get("held_back_check_past_time_limit_s", 0.0)
+    assert bd.wall_time_s <= quick.time_limit_s + past + 1.0 and past < 10
+
+
 def test_square_refinement_respects_its_cap() -> None:
     """The pattern refinement's bit search starts no pass that would take it past its query cap."""
     from onnxguard.backdoor.squares import _bit_search
