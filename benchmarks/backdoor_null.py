@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: onnxruntime's; 1 when running two scripts side by side)")
     ap.add_argument("--write", type=Path, default=NULL_FILE)
     ap.add_argument("--only", nargs="*", help="scan only these models (a shard; results are cached under --out/results)")
+    ap.add_argument("--variant", action="store_true", help="write this policy's null under the file's variants (a policy with "
+                    "other search settings than the default's), keeping the top-level null")
     args = ap.parse_args(argv)
     specs = null_specs()
     manifest = build_all(specs, args.out)
@@ -109,13 +111,22 @@ def main(argv: list[str] | None = None) -> int:
             "script": "benchmarks/backdoor_null.py", "policy": pol.name, "budget": pol.backdoor.budget,
             "time_limit_s": TIME_LIMIT_S,
             "excluded": f"models whose search stopped on its time limit, and models that failed to train (clean accuracy < {MIN_ACCURACY})",
-            "samples_per_class": pol.backdoor.samples_per_class, "threat_model": pol.threat_model.access, "seed": args.seed,
+            "samples_per_class": pol.backdoor.samples_per_class, "full_search_classes": pol.backdoor.full_search_classes,
+            "threat_model": pol.threat_model.access, "seed": args.seed,
             "fpr_target": FPR_TARGET, "tool_version": __version__, "git_commit": commit,
             "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "models": models,
         },
         "regimes": regimes,
     }
+    # the default policy's null is the file's top level; a null built under another policy's search settings
+    # (--variant) goes under "variants", replacing the one of the same policy (calibration picks by settings)
+    old = json.loads(args.write.read_text()) if args.write.exists() else {}
+    if args.variant:
+        variants = [v for v in old.get("variants", []) if v.get("provenance", {}).get("policy") != pol.name]
+        out = {k: v for k, v in old.items() if k != "variants"} | {"variants": variants + [out]}
+    elif old.get("variants"):
+        out["variants"] = old["variants"]
     args.write.write_text(json.dumps(out, indent=1) + "\n")
     for reg, r in regimes.items():
         print(f"{reg}: n = {len(r['values'])}, threshold {r.get('threshold')}, "

@@ -94,13 +94,13 @@ def _rates(probe: Probe, xo: np.ndarray, xt: np.ndarray, t: int, s: int, pos: li
 
 
 def natural_references(probe: Probe, xs: np.ndarray, ys: np.ndarray, n_classes: int, *, level: float,
-                       rng: np.random.Generator, samples: int = REF_SAMPLES) -> NaturalReference:
+                       rng: np.random.Generator, samples: int = REF_SAMPLES, small_rungs: bool = True) -> NaturalReference:
     """Per class ``t``: the natural square window and natural blend that send ``level`` of (up to ``samples``)
     other-class samples to ``t``, each sample paired with a random clean sample of ``t``."""
     _, h, w = xs.shape[1:]
     q0 = probe.used
     res = NaturalReference(area=np.full(n_classes, np.nan), blend=np.full(n_classes, np.nan))
-    sizes = ladder(h, w)
+    sizes = ladder(h, w, small_rungs)  # the square sweep's ladder: the two sizes are in the same units
     try:
         for t in range(n_classes):
             own = np.flatnonzero(ys == t)

@@ -58,6 +58,7 @@ class Calibration:
     provenance: dict
     path: str = str(NULL_FILE)
     leave_one_out: dict | None = None  # {exceed, n, rate, ci}: out-of-sample false-positive rate on the null
+    differs: tuple[str, ...] = ()  # the search settings in which this scan differs from the null's (empty: it matches)
 
     @property
     def n(self) -> int:
@@ -77,6 +78,8 @@ class Calibration:
             "null_fpr_ci": None if self.fpr_ci is None else [round(self.fpr_ci[0], 4), round(self.fpr_ci[1], 4)],
             "fpr_target": FPR_TARGET,
             "null_fpr_leave_one_out": self.leave_one_out,
+            "null_matches_scan": not self.differs if self.provenance else None,
+            "scan_differs_from_null_in": list(self.differs),
             # a summary: the per-model list stays in the shipped null.json (the report names it by its sha256)
             "null_provenance": {k: v for k, v in self.provenance.items() if k != "models"} | {"file_sha256": _sha256(Path(self.path))},
         }
@@ -105,8 +108,27 @@ def calibrated_threshold(values: list[float], fpr_target: float = FPR_TARGET) ->
     return float(v[n - 1 - allowed])
 
 
-def calibration(regime: str, policy_threshold: float | None, path: Path = NULL_FILE) -> Calibration:
-    data = _load(str(path))
+SETTINGS = ("budget", "samples_per_class", "full_search_classes", "threat_model")  # what a null is built under
+
+
+def _differs(prov: dict, settings: dict | None) -> tuple[str, ...]:
+    if not settings:
+        return ()
+    return tuple(k for k in SETTINGS if k in settings and prov.get(k) != settings[k])
+
+
+def calibration(regime: str, policy_threshold: float | None, path: Path = NULL_FILE, settings: dict | None = None) -> Calibration:
+    """The threshold of ``regime``: the policy's, else the null's. ``null.json`` holds the null built under the
+    default policy and, under ``variants``, nulls built under other search settings (budget, samples per class,
+    full-search classes, threat model); ``settings`` picks the one built under the scan's own settings, else the
+    default one, and the calibration then says in which settings the scan differs (its false-positive rate is
+    not calibrated for them)."""
+    top = _load(str(path))
+    data = top
+    for v in [top] + list(top.get("variants", [])):
+        if settings and not _differs(v.get("provenance", {}), settings) and v.get("regimes", {}).get(regime):
+            data = v
+            break
     reg = data.get("regimes", {}).get(regime, {})
     values = tuple(float(x) for x in reg.get("values", []) if x is not None and math.isfinite(x))
     prov = dict(data.get("provenance", {}))
@@ -120,4 +142,5 @@ def calibration(regime: str, policy_threshold: float | None, path: Path = NULL_F
     if values:
         k = int((np.asarray(values) > thr + 1e-12).sum())
         fpr, fpr_ci = k / len(values), wilson(k, len(values))
-    return Calibration(regime, thr, src, values, fpr, fpr_ci, prov, str(path), reg.get("leave_one_out_fpr"))
+    differs = _differs(prov, settings) if values else ()
+    return Calibration(regime, thr, src, values, fpr, fpr_ci, prov, str(path), reg.get("leave_one_out_fpr"), differs)

@@ -70,6 +70,7 @@ SQUARE_REFINE = 2  # samples per class for the square sweep's pattern refinement
 # cap of the square sweep's pattern refinement: uncapped, on 3x32x32 inputs (8 x 8 refined cells) it took 118k of
 # a 300k budget and left the patch and blend searches ~1k queries per class, too few for the blend search to move
 SQUARE_REFINE_SHARE = 0.3
+SMALL_RUNGS_MIN_BUDGET = 200_000  # below it the square sweep goes without its 2x2 and 3x3 rungs (squares.ladder)
 MAX_FEATURES = 6  # tabular triggers larger than this are not searched further
 MANY_CLASSES = 100  # from this many classes on, only the pre-screen's choice gets the per-class searches
 SCREEN_SAMPLES = 64  # many classes: samples on which the sweeps screen (a fixed number, not one per class)
@@ -180,7 +181,9 @@ def run_search(
         why = f"the search needs correctly classified samples of at least {min(max(n_classes, 2), 3)} classes (found {len(present)} of {n_classes})"
         return _not_run(why, threat, budget)
     regime = _regime(tabular, n_classes)
-    cal = calibration(regime, anomaly_threshold, **({"path": null_file} if null_file else {}))
+    settings = {"budget": budget, "samples_per_class": samples_per_class, "full_search_classes": full_search_classes,
+                "threat_model": threat}
+    cal = calibration(regime, anomaly_threshold, settings=settings, **({"path": null_file} if null_file else {}))
     threshold = cal.threshold
     xs, ys = x[s_idx], y[s_idx]
     xh, yh = x[h_idx], y[h_idx]
@@ -290,7 +293,8 @@ def run_search(
             sq = square_sweep(probe, screen, confirm, n_classes,
                               _class_means(xs, ys, n_classes), level=SUCCESS_TARGET, refine_size=max(patch_sizes(h, w)),
                               refine_samples=refine, rng=rng, classes=searched,
-                              refine_max_queries=int(SQUARE_REFINE_SHARE * budget))
+                              refine_max_queries=int(SQUARE_REFINE_SHARE * budget),
+                              small_rungs=budget >= SMALL_RUNGS_MIN_BUDGET)
             sizes["square"], succ["square"] = sq.area, sq.rate
             for t, trig in sq.triggers.items():
                 triggers[(t, "square")] = trig
@@ -325,7 +329,8 @@ def run_search(
                 # would make every reached class look anomalous; leaving them out lowers the median (conservative)
             report_progress()
             if regime == "few-image":
-                nat = natural_references(probe, xs, ys, n_classes, level=SUCCESS_TARGET, rng=rng)
+                nat = natural_references(probe, xs, ys, n_classes, level=SUCCESS_TARGET, rng=rng,
+                                         small_rungs=budget >= SMALL_RUNGS_MIN_BUDGET)
                 image_refs = {"square": nat.area, "blend": nat.blend}
                 details["natural_reference"] = {
                     "queries": int(nat.queries), "complete": nat.complete,
@@ -551,6 +556,9 @@ def run_search(
                    f"{max_ai:.2f} <= threshold {thr_txt}{ptxt}); this is not a proof that no backdoor exists")
         if "largest_index_not_validated" in details:
             finding += f" (index {unvalidated_max:.2f} was reached by a trigger that failed on held-back samples)"
+    if cal.differs and cal.source == "null":
+        finding += (f"; the threshold comes from a null built under other search settings ({', '.join(cal.differs)} differ), "
+                    "so its false-positive rate is not calibrated for this scan")
     if stopped or probe.stops:
         finding += f"; the search stopped early {len(probe.stops)} time(s), first at {probe.stops[0]['where']} ({probe.stops[0]['reason']})" if probe.stops else f"; the search stopped early on its {stopped}"
     if progress:

@@ -51,12 +51,13 @@ SMALLEST = (2, 3)  # absolute rungs on inputs up to SMALL_INPUT: a BadNets patch
 SMALL_INPUT = 64  # beyond this (ImageNet-size inputs) planted patches scale with the image and each rung is costly
 
 
-def ladder(h: int, w: int) -> list[int]:
-    """Patch sides: fractions of the shorter side, plus the :data:`SMALLEST` sides on inputs up to
-    :data:`SMALL_INPUT` (without them the smallest rung of a 32 x 32 input is 4 x 4, where a clean 2-class CNN
-    and one with a planted 3 x 3 patch both flip at once and measure the same floor area)."""
+def ladder(h: int, w: int, small_rungs: bool = True) -> list[int]:
+    """Patch sides: fractions of the shorter side, plus (``small_rungs``) the :data:`SMALLEST` sides on inputs up
+    to :data:`SMALL_INPUT` (without them the smallest rung of a 32 x 32 input is 4 x 4, where a planted 3 x 3 patch
+    flips at once and measures the floor area). They are the sweep's costliest rungs (every class is still
+    open there: ~60k queries on a 10-class 3x32x32 model), so small budgets go without them."""
     s = min(h, w)
-    small = {v for v in SMALLEST if v <= s} if s <= SMALL_INPUT else set()
+    small = {v for v in SMALLEST if v <= s} if s <= SMALL_INPUT and small_rungs else set()
     return sorted({max(2, min(s, round(f * s))) for f in LADDER_FRACTIONS} | small | {s})
 
 
@@ -92,7 +93,7 @@ def square_sweep(
     probe: Probe, screen: tuple[np.ndarray, np.ndarray], confirm: tuple[np.ndarray, np.ndarray], n_classes: int,
     class_means: np.ndarray, *, level: float, refine_size: int, refine_samples: tuple[np.ndarray, np.ndarray],
     refine_positions: int = 2, rng: np.random.Generator, classes: list[int] | None = None,
-    refine_max_queries: int | None = None,
+    refine_max_queries: int | None = None, small_rungs: bool = True,
 ) -> SquareResult:
     xs, ys = screen
     xc, yc = confirm
@@ -104,7 +105,7 @@ def square_sweep(
     present = np.array([(ys == t).any() or (yc == t).any() for t in range(n_classes)])
     if classes is not None:  # only these classes get the sweep (many classes: the pre-screen's choice)
         present &= np.isin(np.arange(n_classes), classes)
-    sizes = ladder(h, w)
+    sizes = ladder(h, w, small_rungs)
     try:
         refined = _refine_all(probe, *refine_samples, n_classes, class_means, refine_size, refine_positions, rng,
                               classes=[t for t in range(n_classes) if present[t]], max_queries=refine_max_queries)

@@ -280,6 +280,7 @@ def test_square_ladder_keeps_small_rungs_on_small_inputs() -> None:
 
     assert ladder(32, 32)[:2] == [2, 3] and ladder(16, 16)[:2] == [2, 3]
     assert min(ladder(224, 224)) > 3  # ImageNet-size inputs: rungs scale with the image
+    assert min(ladder(32, 32, small_rungs=False)) == 4  # small budgets go without them
 
 
 def test_scan_writes_triggers_and_grades(tmp_path: Path) -> None:

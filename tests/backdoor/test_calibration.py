@@ -84,6 +84,34 @@ def test_class_index_counts_only_families_whose_trigger_works(tmp_path: Path) ->
             assert c.trigger_kind in ok and c.attack_success == c.family_attack_success[c.trigger_kind]
 
 
+def test_calibration_picks_the_null_built_under_the_scans_settings(tmp_path: Path) -> None:
+    """A null is only calibrated for the search settings it was built under: the variant that matches the scan
+    is used, and a scan that matches none says in which settings it differs."""
+    def null(budget: int, values: list[float]) -> dict:
+        return {"provenance": {"budget": budget, "samples_per_class": 20, "full_search_classes": 10, "threat_model": "scores"},
+                "regimes": {"image": {"values": values}}}
+
+    path = tmp_path / "null.json"
+    path.write_text(json.dumps(null(300_000, [1.0, 2.0, 3.0, 4.0, 5.0]) | {"variants": [null(100_000, [0.5, 0.6, 0.7, 0.8, 0.9])]}))
+    same = {"budget": 300_000, "samples_per_class": 20, "full_search_classes": 10, "threat_model": "scores"}
+    a = calibration("image", None, path, settings=same)
+    assert a.threshold == 5.0 and not a.differs and a.as_dict()["null_matches_scan"] is True
+    b = calibration("image", None, path, settings=same | {"budget": 100_000})
+    assert b.threshold == 0.9 and not b.differs and b.provenance["budget"] == 100_000
+    c = calibration("image", None, path, settings=same | {"budget": 50_000, "threat_model": "labels"})
+    assert c.threshold == 5.0 and c.differs == ("budget", "threat_model")
+    assert c.as_dict()["null_matches_scan"] is False and c.as_dict()["scan_differs_from_null_in"] == ["budget", "threat_model"]
+
+
+def test_finding_says_when_the_null_was_built_under_other_settings() -> None:
+    from tests.backdoor.test_backdoor import search
+
+    bd = search("badnets_t3_tr", spec=BackdoorSpec(budget=60_000, time_limit_s=60, samples_per_class=15, full_search_classes=10))
+    cal = bd.details["calibration"]
+    assert cal["null_matches_scan"] is False and "budget" in cal["scan_differs_from_null_in"]
+    assert "not calibrated for this scan" in (bd.finding or "")
+
+
 def test_calibrated_threshold_and_p_value() -> None:
     vals = list(np.arange(1.0, 41.0))  # 40 values: at most 2 may exceed the threshold
     t = calibrated_threshold(vals)
