@@ -26,9 +26,10 @@ class OutOfBudget(Exception):
 
 
 class Probe:
-    def __init__(self, oracle: Oracle, deadline: float) -> None:
+    def __init__(self, oracle: Oracle, deadline: float, max_time_reserve: float = float("inf")) -> None:
         self.oracle = oracle
         self.deadline = deadline
+        self.max_time_reserve = max_time_reserve  # the reserved queries' expected time kept from the stages, at most
         self.stops: list[dict] = []  # every early stop: where, why, and the queries used by then
         self.ort0, self.used0 = oracle.ort_time, int(oracle.queries[0])  # onnxruntime time and queries before this search
         self.reserved = 0  # queries kept back for a later stage (the held-back check): no earlier stage may spend them (nor their time)
@@ -56,8 +57,9 @@ class Probe:
         return 1.5 * (self.oracle.ort_time - self.ort0) / done * n if done > 0 else 0.0
 
     def time_left(self) -> float:
-        """Seconds the current stage may still run: to the deadline, less the expected time of the reserved queries."""
-        return self.deadline - time.perf_counter() - self.query_time(self.reserved)
+        """Seconds the current stage may still run: to the deadline, less the expected time of the reserved queries
+        (at most ``max_time_reserve``: on a slow model the reserve's time could exceed the whole limit)."""
+        return self.deadline - time.perf_counter() - min(self.query_time(self.reserved), self.max_time_reserve)
 
     def affords(self, n: int) -> bool:
         return n <= self.left and self.time_left() > 0

@@ -70,6 +70,10 @@ SQUARE_REFINE = 2  # samples per class for the square sweep's pattern refinement
 # cap of the square sweep's pattern refinement: uncapped, on 3x32x32 inputs (8 x 8 refined cells) it took 118k of
 # a 300k budget and left the patch and blend searches ~1k queries per class, too few for the blend search to move
 SQUARE_REFINE_SHARE = 0.3
+# the held-back check's expected time kept from the search stages, at most this share of the time limit (a 224x224
+# model at ~17 queries/s would need more than the whole limit for 3,000 reserved queries); the check itself is
+# bounded by its queries and what it runs past the limit is recorded
+HELD_BACK_TIME_SHARE = 0.2
 SMALL_RUNGS_MIN_BUDGET = 200_000  # below it the square sweep goes without its 2x2 and 3x3 rungs (squares.ladder)
 MAX_FEATURES = 6  # tabular triggers larger than this are not searched further
 MANY_CLASSES = 100  # from this many classes on, only the pre-screen's choice gets the per-class searches
@@ -187,7 +191,7 @@ def run_search(
     threshold = cal.threshold
     xs, ys = x[s_idx], y[s_idx]
     xh, yh = x[h_idx], y[h_idx]
-    probe = Probe(oracle, t0 + time_limit_s)
+    probe = Probe(oracle, t0 + time_limit_s, max_time_reserve=HELD_BACK_TIME_SHARE * time_limit_s)
     ort0 = oracle.ort_time
     classes = list(range(n_classes))
     report_progress = (lambda: progress(min(probe.used, budget), budget)) if progress else (lambda: None)

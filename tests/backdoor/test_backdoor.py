@@ -239,18 +239,53 @@ def test_held_back_check_is_paid_for_before_the_searches(monkeypatch: pytest.Mon
         assert "square" in c.family_attack_success and c.family_attack_success["square"].n > 0
 
 
-def test_held_back_check_keeps_its_time_when_the_time_limit_binds() -> None:
-    """When the time limit stops the searches, the held-back checks still run: the stages before them stop
-    early enough to leave the expected time of the reserved queries."""
-    quick = BackdoorSpec(budget=10_000_000, time_limit_s=1.5, samples_per_class=15, full_search_classes=10)
-    bd = search("badnets_t3_tr", spec=quick)
+def test_held_back_check_keeps_its_time_when_the_time_limit_binds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the time limit stops the searches, the held-back checks still run: they are bounded by their reserved
+    queries, not by the clock, and what they run past the limit is recorded. (The limit is made to bind after the
+    smooth sweep by moving the deadline, not by racing the clock: the test does not depend on the machine's speed.)"""
+    import time as _time
+
+    import onnxguard.backdoor.search as S
+
+    real = S.smooth_sweep
+
+    def out_of_time(probe, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
+        out = real(probe, *a, **k)
+        probe.deadline = _time.perf_counter() - 0.001
+        return out
+
+    monkeypatch.setattr(S, "smooth_sweep", out_of_time)
+    pol = load_policy("standard")
+    prep = prepare(ScanOptions(model_path=FIX / "badnets_t3_tr.onnx", data_path=data_for("badnets_t3_tr")), pol, np.random.default_rng(0), 0)
+    spec = BackdoorSpec(budget=10_000_000, time_limit_s=600, samples_per_class=15, full_search_classes=10)
+    bd = search_backdoors(prep, spec, threat="scores", seed=0)
     assert bd.details.get("stopped_by") == "time limit"
     assert not any("held-back" in s for s in bd.early_stops), bd.early_stops
-    sized = [c for c in bd.classes if c.trigger_size is not None]
-    assert sized and all(c.attack_success is not None for c in sized)
-    # bounded by its reserved queries, not by time: what it ran past the limit is recorded, and it is short
-    past = bd.details.get("held_back_check_past_time_limit_s", 0.0)
-    assert bd.wall_time_s <= quick.time_limit_s + past + 1.0 and past < 10
+    sized = [c for c in bd.classes if c.family_sizes.get("square") is not None]
+    assert sized and all("square" in c.family_attack_success for c in sized)
+    assert bd.details.get("held_back_check_past_time_limit_s", 0.0) > 0
+
+
+def test_time_reserve_for_the_held_back_check_is_capped() -> None:
+    """On a slow model the reserved queries' expected time can exceed the whole time limit: the stages keep
+    at least the rest of the limit (the reserve's time is capped), rather than none."""
+    import time as _time
+
+    from onnxguard.backdoor.probe import Probe
+
+    class SlowOracle:  # 10 queries so far at 0.1 s each; 3,000 reserved would take 450 s with the margin
+        ort_time, queries, labels_only = 1.0, np.array([10]), False
+
+        def remaining(self) -> np.ndarray:
+            return np.array([100_000])
+
+    p = Probe(SlowOracle(), _time.perf_counter() + 100.0, max_time_reserve=20.0)  # type: ignore[arg-type]
+    p.used0, p.ort0 = 0, 0.0
+    p.reserved = 3_000
+    assert p.query_time(3_000) == pytest.approx(450.0)
+    assert 79.0 < p.time_left() <= 80.0
+    p.reserved = 0
+    assert p.time_left() > 99.0
 
 
 def test_square_refinement_respects_its_cap() -> None:
