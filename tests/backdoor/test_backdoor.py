@@ -211,26 +211,34 @@ def test_budget_and_time_limits_respected() -> None:
     assert c.details.get("stopped_by") == "time limit" and c.wall_time_s < 10
 
 
-def test_held_back_check_is_paid_for_before_the_searches(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A stage that spends every query it may still spend leaves the held-back check of every class's
-    triggers funded: those queries are reserved before any stage runs (a zoo CNN's sweeps once spent the
-    whole budget and eight classes went unchecked)."""
+def _search_after_smooth(monkeypatch: pytest.MonkeyPatch, then, spec: BackdoorSpec):  # noqa: ANN001, ANN202
+    """The search on ``badnets_t3_tr`` with ``then(probe, screen)`` run right after the smooth sweep (a stage
+    that misbehaves: spends everything, or runs out of time)."""
     import onnxguard.backdoor.search as S
 
     real = S.smooth_sweep
 
-    def greedy(probe, screen, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
+    def patched(probe, screen, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
         out = real(probe, screen, *a, **k)
-        x = screen[0][:1]
-        while probe.left > 0:
-            probe.run(np.repeat(x, min(probe.left, 512), axis=0))
+        then(probe, screen)
         return out
 
-    monkeypatch.setattr(S, "smooth_sweep", greedy)
-    pol = load_policy("standard")
-    prep = prepare(ScanOptions(model_path=FIX / "badnets_t3_tr.onnx", data_path=data_for("badnets_t3_tr")), pol, np.random.default_rng(0), 0)
+    monkeypatch.setattr(S, "smooth_sweep", patched)
+    prep = prepare(ScanOptions(model_path=FIX / "badnets_t3_tr.onnx", data_path=data_for("badnets_t3_tr")),
+                   load_policy("standard"), np.random.default_rng(0), 0)
+    return search_backdoors(prep, spec, threat="scores", seed=0)
+
+
+def test_held_back_check_is_paid_for_before_the_searches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stage that spends every query it may still spend leaves the held-back check of every class's
+    triggers funded: those queries are reserved before any stage runs (a zoo CNN's sweeps once spent the
+    whole budget and eight classes went unchecked)."""
+    def spend_all(probe, screen):  # noqa: ANN001, ANN202
+        while probe.left > 0:
+            probe.run(np.repeat(screen[0][:1], min(probe.left, 512), axis=0))
+
     spec = BackdoorSpec(budget=120_000, time_limit_s=120, samples_per_class=15, full_search_classes=10)
-    bd = search_backdoors(prep, spec, threat="scores", seed=0)
+    bd = _search_after_smooth(monkeypatch, spend_all, spec)
     assert bd.queries <= spec.budget
     assert not any("held-back" in s for s in bd.early_stops), bd.early_stops
     with_trigger = [c for c in bd.classes if c.family_sizes.get("square") is not None]
@@ -245,20 +253,11 @@ def test_held_back_check_keeps_its_time_when_the_time_limit_binds(monkeypatch: p
     smooth sweep by moving the deadline, not by racing the clock: the test does not depend on the machine's speed.)"""
     import time as _time
 
-    import onnxguard.backdoor.search as S
-
-    real = S.smooth_sweep
-
-    def out_of_time(probe, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
-        out = real(probe, *a, **k)
+    def out_of_time(probe, screen):  # noqa: ANN001, ANN202
         probe.deadline = _time.perf_counter() - 0.001
-        return out
 
-    monkeypatch.setattr(S, "smooth_sweep", out_of_time)
-    pol = load_policy("standard")
-    prep = prepare(ScanOptions(model_path=FIX / "badnets_t3_tr.onnx", data_path=data_for("badnets_t3_tr")), pol, np.random.default_rng(0), 0)
     spec = BackdoorSpec(budget=10_000_000, time_limit_s=600, samples_per_class=15, full_search_classes=10)
-    bd = search_backdoors(prep, spec, threat="scores", seed=0)
+    bd = _search_after_smooth(monkeypatch, out_of_time, spec)
     assert bd.details.get("stopped_by") == "time limit"
     assert not any("held-back" in s for s in bd.early_stops), bd.early_stops
     sized = [c for c in bd.classes if c.family_sizes.get("square") is not None]
