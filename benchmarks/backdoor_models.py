@@ -455,12 +455,15 @@ def null_specs() -> list[ModelSpec]:
 
 def family_works(bd) -> np.ndarray:  # noqa: ANN001
     """(families, classes): whether each family's reversed trigger works on held-back samples (sections before
-    schema 1.3 checked only the class's reported family)."""
+    schema 1.3 checked only the class's reported family); a family with no trigger to check (margin) works
+    where it measured the class."""
+    from onnxguard.backdoor.anomaly import UNCHECKED_FAMILIES
     from onnxguard.backdoor.search import MIN_HELD_OUT_SUCCESS
 
     fams = bd.families_searched or []
     ok = lambda r: r is not None and (r.value or 0.0) >= MIN_HELD_OUT_SUCCESS  # noqa: E731
-    return np.array([[ok(c.family_attack_success.get(f)) if c.family_attack_success else (f == c.trigger_kind and ok(c.attack_success))
+    return np.array([[f in c.family_sizes if f in UNCHECKED_FAMILIES else
+                      ok(c.family_attack_success.get(f)) if c.family_attack_success else (f == c.trigger_kind and ok(c.attack_success))
                       for c in bd.classes] for f in fams], dtype=bool)
 
 
@@ -479,24 +482,26 @@ def family_maxima(bd) -> dict[str, float]:  # noqa: ANN001
     return out
 
 
-def restat(bd):  # noqa: ANN001, ANN201
-    """A cached section's statistic recomputed with the search's current rule from its per-class family indices
-    and each family's held-back check (exact from report schema 1.3 on, where every family's trigger is checked),
-    so that a change of the rule needs no new search."""
-    from onnxguard.backdoor.anomaly import class_indices
+def section_statistic(bd):  # noqa: ANN001, ANN201
+    """A cached section's statistic with the search's current rule (:func:`.anomaly.model_statistic`), from its
+    per-class family indices and each family's held-back check (exact from report schema 1.3 on, where every
+    family's trigger is checked): a change of the rule needs no new search. None for a section without one."""
+    from onnxguard.backdoor.anomaly import model_statistic
 
     fams = bd.families_searched or []
     if bd.status != "completed" or not fams or not bd.classes:
-        return bd
+        return None
     stack = np.array([[c.family_anomaly_indices.get(f, np.nan) for c in bd.classes] for f in fams], dtype=np.float64)
-    ai_ok = class_indices(stack, family_works(bd))
-    ai_all = class_indices(stack)
-    ai = np.where(np.isfinite(ai_ok), ai_ok, ai_all)
-    classes = [c.model_copy(update={"anomaly_index": float(a) if np.isfinite(a) else None}) for c, a in zip(bd.classes, ai)]
-    ok = [float(a) for a in ai_ok if np.isfinite(a)]
-    finite = ai_all[np.isfinite(ai_all)]
-    stat = max(ok) if ok else (min(0.0, float(finite.max())) if finite.size else None)
-    return bd.model_copy(update={"classes": classes, "max_anomaly_index": stat})
+    return model_statistic(stack, family_works(bd))
+
+
+def restat(bd):  # noqa: ANN001, ANN201
+    """The section with its class indices and statistic recomputed (:func:`section_statistic`)."""
+    ms = section_statistic(bd)
+    if ms is None:
+        return bd
+    classes = [c.model_copy(update={"anomaly_index": float(a) if np.isfinite(a) else None}) for c, a in zip(bd.classes, ms.class_index)]
+    return bd.model_copy(update={"classes": classes, "max_anomaly_index": ms.statistic})
 
 
 TIME_LIMIT_S = 1800.0  # benchmark runs: the query budget binds, not a shared machine's load (the time is printed)

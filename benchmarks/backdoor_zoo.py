@@ -29,10 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from backdoor_models import build_all, restat, scan, zoo_specs  # noqa: E402
+from backdoor_models import build_all, restat, scan, section_statistic, zoo_specs  # noqa: E402
 
 from onnxguard.backdoor.null import calibration  # noqa: E402
-from onnxguard.backdoor.search import MIN_HELD_OUT_SUCCESS  # noqa: E402
 from onnxguard.report import BackdoorSection  # noqa: E402
 from onnxguard.stats import wilson  # noqa: E402
 
@@ -46,11 +45,10 @@ def rescore(bd: BackdoorSection) -> BackdoorSection:
     a class whose trigger works on held-back samples and whose index exceeds the calibrated threshold."""
     if bd.status != "completed" or bd.statistic_regime is None:
         return bd
+    ms = section_statistic(bd)
     bd = restat(bd)
     cal = calibration(bd.statistic_regime, None)
-    ok = [c for c in bd.classes if c.anomaly_index is not None and c.attack_success is not None
-          and (c.attack_success.value or 0.0) >= MIN_HELD_OUT_SUCCESS]
-    flagged = [c.cls for c in sorted(ok, key=lambda c: -c.anomaly_index) if c.anomaly_index > cal.threshold]
+    flagged = ms.flagged(cal.threshold) if ms is not None else []
     return bd.model_copy(update={"flagged_classes": flagged, "anomaly_threshold": cal.threshold, "p_value": cal.p_value(bd.max_anomaly_index)})
 
 

@@ -318,7 +318,9 @@ class ClassTrigger(_Model):
     attack_success: Rate | None = None
     anomaly_index: float | None = None
     queries: int = 0
-    family_sizes: dict[str, float] = Field(default_factory=dict)  # trigger size per searched family (patch, blend, features)
+    # trigger size per searched family (patch, blend, features, ...); family ``margin`` (MM-BD) holds the largest
+    # score margin reached instead, larger being more anomalous, and has no held-back check
+    family_sizes: dict[str, float] = Field(default_factory=dict)
     family_anomaly_indices: dict[str, float] = Field(default_factory=dict)
     family_attack_success: dict[str, Rate] = Field(default_factory=dict)  # held-back success of each family's trigger (1.3)
     search_success: float | None = None  # the reversed trigger's success on the search samples

@@ -20,6 +20,10 @@ Order of work, all through one budgeted :class:`Probe`:
    field's direction with an adaptive magnitude, a :data:`WARP_SHARE` of the budget; run with
    scores and a budget of at least :data:`WARP_MIN_BUDGET`, otherwise listed as not covered),
    family ``warp``;
+2e. images with 4 or more classes, with scores: the maximum-margin search (:mod:`.margin`, MM-BD: the
+   largest score margin any input in the box reaches per class, a :data:`MARGIN_SHARE` of the budget and
+   at most a :data:`MARGIN_TIME_SHARE` of the time limit), family ``margin``; it has no trigger to check
+   on held-back samples (its evidence is the margin itself), and its index is :func:`.anomaly.margin_indices`;
 4. per family, the MAD anomaly index over the classes' trigger sizes (with 2 or 3
    classes, the reference-ratio index of :func:`.anomaly.reference_indices`: for
    tabular inputs against the greedy search with natural feature values, for images
@@ -47,7 +51,7 @@ import numpy as np
 from ..attacks.base import to_chw
 from ..oracle import Oracle
 from ..report import BackdoorSection, ClassTrigger, Rate
-from .anomaly import class_indices, family_indices, few_image_indices, reference_indices
+from .anomaly import UNCHECKED_FAMILIES, class_indices, family_indices, few_image_indices, model_statistic, reference_indices
 from .null import calibration
 from .smooth import CENSOR as SMOOTH_CENSOR
 from .smooth import SmoothTrigger, smooth_sweep
@@ -58,6 +62,7 @@ from .probe import OutOfBudget, Probe
 from .tabular import FeatureTrigger, candidate_values, search_features
 from .squares import square_sweep
 from .warp import WarpTrigger, warp_sweep
+from .margin import RESTARTS, margin_sweep
 from .triggers import box_trigger, patch_library, patch_sizes, prescreen, stamp
 from .zo import ZOSearch
 
@@ -86,6 +91,9 @@ FEW_IMAGE_REFERENCE = {"square": "square", "blend": "blend"}
 FEW_IMAGE_RESERVE = 0.01  # few-class images: share of the budget kept back beyond the held-back check's own queries
 WARP_SHARE = 0.2  # share of the query budget for the warp search (split evenly over the classes it searches)
 WARP_MIN_BUDGET = 200_000  # below this budget (or under labels only) the warp search is not run: the mask searches need it all
+MARGIN_SHARE = 0.1  # share of the query budget for the maximum-margin search (images, 4+ classes, scores)
+MARGIN_TIME_SHARE = 0.15  # ... and of the time limit, at most (on a slow model its queries would take the whole limit)
+MARGIN_NOT_RUN = "maximum-margin statistic (MM-BD): not run in this scan (it needs scores)"
 MASK_GRID = 32  # the zeroth-order mask and pattern live on at most a 32 x 32 grid (coarse cells on large inputs)
 WARP_NOT_RUN = ("warping triggers (WaNet): not searched in this scan (the warp search runs with scores and a budget of at "
                 f"least {WARP_MIN_BUDGET:,} queries)")
@@ -208,13 +216,16 @@ def run_search(
     stat_sizes: dict[str, np.ndarray] = {}  # sizes the statistic uses where they differ from the reported ones
     reference = np.full(n_classes, np.nan)  # few classes: the natural (in-data) change that reaches each class
     image_refs: dict[str, np.ndarray] = {}  # few-class images: natural reference per reference kind (square, blend)
+    margin_inputs: dict[int, np.ndarray] = {}  # the margin search's input per class (saved for the classes it flags)
     warp_on = not tabular and not oracle.labels_only and budget >= WARP_MIN_BUDGET
-    families: list[str] = ["features"] if tabular else ["patch", "blend", "square", "smooth"] + (["warp"] if warp_on else [])
+    margin_on = regime == "image" and not oracle.labels_only
+    image_families = ["patch", "blend", "square", "smooth"] + (["warp"] if warp_on else []) + (["margin"] if margin_on else [])
+    families: list[str] = ["features"] if tabular else image_families
     # the held-back check of every class's triggers is paid for first: no search stage may spend its queries
     # (a zoo CNN's sweeps once spent the whole budget and eight classes went unchecked)
     # every family's trigger of every class that can get one (many classes: the searched ones), at most
     checked = n_classes if n_classes < MANY_CLASSES else min(n_classes, 2 * full_search_classes)
-    probe.reserved = checked * len(families) * len(xh)
+    probe.reserved = checked * len([f for f in families if f not in UNCHECKED_FAMILIES]) * len(xh)
 
     try:
         if tabular:
@@ -293,7 +304,7 @@ def run_search(
                 sel = rng.permutation(len(xs))[:SCREEN_SAMPLES]
                 screen = (np.concatenate([screen[0], xs[sel]]), np.concatenate([screen[1], ys[sel]]))
             # the square-patch sweep: the same cheap, decision-based size for every class
-            families = ["patch", "blend", "square", "smooth"] + (["warp"] if warp_on else [])
+            families = image_families
             sq = square_sweep(probe, screen, confirm, n_classes,
                               _class_means(xs, ys, n_classes), level=SUCCESS_TARGET, refine_size=max(patch_sizes(h, w)),
                               refine_samples=refine, rng=rng, classes=searched,
@@ -332,6 +343,13 @@ def run_search(
                 # models most classes are often out of reach, and a median at the censoring value with a collapsed MAD
                 # would make every reached class look anomalous; leaving them out lowers the median (conservative)
             report_progress()
+            if margin_on:
+                mr = _margin_stage(probe, xs, ys, n_classes, budget, time_limit_s, np.random.default_rng([seed, 9]), searched)
+                sizes["margin"] = mr.margin  # no success rate: the margin family has no trigger (search_success None)
+                margin_inputs = mr.inputs
+                details["margin"] = {"queries": int(mr.queries), "steps_per_restart": int(mr.steps), "restarts": RESTARTS,
+                                     "complete": mr.complete, "size_unit": "largest score margin reached (logits or log-probabilities)"}
+                report_progress()
             if regime == "few-image":
                 nat = natural_references(probe, xs, ys, n_classes, level=SUCCESS_TARGET, rng=rng,
                                          small_rungs=budget >= SMALL_RUNGS_MIN_BUDGET)
@@ -392,6 +410,8 @@ def run_search(
                 est["smooth"] = stat_sizes.get("smooth", sizes["smooth"])
                 if warp_on:
                     est["warp"] = sizes["warp"]
+                if margin_on:
+                    est["margin"] = sizes["margin"]
                 with np.errstate(all="ignore"):
                     ai = class_indices(np.stack([family_indices(est[f], f) for f in est]))
                 rank = np.lexsort((-pre, -np.nan_to_num(ai, nan=-np.inf)))
@@ -483,21 +503,19 @@ def run_search(
     if past > 0:
         details["held_back_check_past_time_limit_s"] = round(past, 3)
 
-    works = np.array([[(t, f) in held and (held[(t, f)].value or 0.0) >= MIN_HELD_OUT_SUCCESS for t in classes] for f in families])
-    with np.errstate(all="ignore"):
-        # a class's index is its largest family index among the families whose trigger works on held-back
-        # samples (see anomaly.py); its kind (the trigger reported) is that family
-        cls_ai_all = class_indices(stack)
-        cls_ai_ok = class_indices(stack, works)
-    validated = [t for t in classes if np.isfinite(cls_ai_ok[t])]
-    cls_ai = np.where(np.isfinite(cls_ai_ok), cls_ai_ok, cls_ai_all)
+    # the margin family has no trigger to check: its evidence is the margin itself (measured is "works")
+    works = np.array([[np.isfinite(sizes[f][t]) if f in UNCHECKED_FAMILIES else
+                       (t, f) in held and (held[(t, f)].value or 0.0) >= MIN_HELD_OUT_SUCCESS for t in classes] for f in families])
+    # a class's index is its largest family index among the families whose trigger works on held-back
+    # samples (see anomaly.py); its kind (the trigger reported) is that family
+    ms = model_statistic(stack, works)
+    cls_ai = ms.class_index
     kind_idx = np.argmax(np.where(np.isfinite(stack) & (works | ~works.any(axis=0, keepdims=True)), stack, -np.inf), axis=0)
-    flagged = [t for t in validated if cls_ai[t] > threshold]
-    flagged.sort(key=lambda t: -cls_ai[t])
+    flagged = ms.flagged(threshold)
 
     files: list[str] = []
     if out_dir is not None:
-        files = _save(out_dir, triggers, classes, families, kind_idx, tabular, xh if len(xh) else xs, feature_box)
+        files = _save(out_dir, triggers, classes, families, kind_idx, tabular, xh if len(xh) else xs, feature_box, margin_inputs)
 
     rows = []
     for t in classes:
@@ -517,17 +535,13 @@ def run_search(
             queries=int(queries_per_class[t]),
             family_sizes={f: round(float(sizes[f][t]), 4) for f in families if np.isfinite(sizes[f][t])},
             family_anomaly_indices={f: round(float(ai_fam[f][t]), 4) for f in families if np.isfinite(ai_fam[f][t])},
-            search_success=round(float(succ[fam][t]), 4),
+            search_success=round(float(succ[fam][t]), 4) if fam not in UNCHECKED_FAMILIES else None,
             prescreen_success=round(float(pre[t]), 4) if not tabular else None,
             trigger_features=_raw_features(trig, feature_box) if isinstance(trig, FeatureTrigger) and trig.features else None,
             reference_size=_reference_of(t, fam, reference, image_refs),
         ))
-    finite = cls_ai_all[np.isfinite(cls_ai_all)]
-    unvalidated_max = float(finite.max()) if finite.size else None
-    max_ai = max((float(cls_ai[t]) for t in validated), default=None)
-    if max_ai is None and unvalidated_max is not None:
-        # no class's reversed trigger works on held-back samples: nothing is evidence of a backdoor
-        max_ai = min(0.0, unvalidated_max)
+    # no class's reversed trigger works on held-back samples: nothing is evidence of a backdoor (min(0, ...))
+    max_ai, unvalidated_max = ms.statistic, ms.unvalidated_max
     details["early_stops"] = probe.stops
     if stopped:
         details["stopped_by"] = stopped
@@ -538,7 +552,8 @@ def run_search(
     if unvalidated_max is not None and max_ai is not None and unvalidated_max > max_ai:
         details["largest_index_not_validated"] = round(unvalidated_max, 4)
     common = dict(threat_model=threat, queries=probe.used, query_budget=budget, families_searched=families,
-                  families_not_covered=[] if tabular else [v for v in NOT_COVERED.values()] + ([] if warp_on else [WARP_NOT_RUN]), statistic_regime=regime,
+                  families_not_covered=[] if tabular else [v for v in NOT_COVERED.values()] + ([] if warp_on else [WARP_NOT_RUN])
+                  + ([MARGIN_NOT_RUN] if regime == "image" and not margin_on else []), statistic_regime=regime,
                   early_stops=[f"{d['where']}: {d['reason']} (after {d['queries_used']} queries)" for d in probe.stops])
     if max_ai is None:
         why = details.get("statistic") or f"no class's trigger size could be measured ({stopped or 'no samples'})"
@@ -550,7 +565,13 @@ def run_search(
     unit = "features" if tabular else "trigger size"
     ptxt = f"; p = {p_model:.3g} against {cal.n} clean models" if p_model is not None else "; no calibrated null for this kind of model"
     thr_txt = f"{threshold:.3g} ({cal.source}{f', false-positive rate {cal.fpr:.0%} on the null' if cal.fpr is not None else ''})"
-    if flagged:
+    if flagged and rows[flagged[0]].trigger_kind == "margin":
+        f0 = flagged[0]
+        others = np.delete(sizes["margin"], f0)
+        finding = (f"class(es) {', '.join(map(str, flagged))} flagged: an input reaches a score margin of {rows[f0].trigger_size:.3g} for "
+                   f"class {f0}, against a median of {float(np.nanmedian(others)):.3g} over the other classes' largest margins "
+                   f"(maximum-margin statistic, MM-BD: anomaly index {cls_ai[f0]:.2f} > threshold {thr_txt}{ptxt})")
+    elif flagged:
         f0 = flagged[0]
         finding = (f"class(es) {', '.join(map(str, flagged))} flagged: class {f0}'s reversed {rows[f0].trigger_kind} trigger is anomalously small "
                    f"(anomaly index {cls_ai[f0]:.2f} > threshold {thr_txt}{ptxt}; size {rows[f0].trigger_size:.3g} {unit}) and sends "
@@ -571,6 +592,7 @@ def run_search(
               "Neural-Cleanse-style mask+pattern and blend searches with zeroth-order (antithetic) gradients, patch pre-screen, "
               "decision-based square-patch sweep, smooth-pattern sweep (SIG sinusoids, low-frequency fields)"
               + (", warp search (WaNet: NES over a 4x4 control-grid warp field's direction, adaptive magnitude)" if warp_on else "")
+              + (", maximum-margin search (MM-BD: the largest score margin per class, random search over the input box)" if margin_on else "")
               + ("; 2-3 classes: each class's trigger against the natural square window and blend of paired clean "
                  "samples of the class (reference ratio)" if regime == "few-image" else ""))
     return BackdoorSection(
@@ -590,6 +612,18 @@ def run_search(
     )
 
 
+def _margin_stage(probe: Probe, xs: np.ndarray, ys: np.ndarray, n_classes: int, budget: int, time_limit_s: float,
+                  rng: np.random.Generator, searched: list[int] | None):
+    """The maximum-margin search within its share of the budget and of the time limit."""
+    deadline = probe.deadline
+    probe.deadline = min(deadline, time.perf_counter() + MARGIN_TIME_SHARE * time_limit_s)
+    try:
+        return margin_sweep(probe, xs, ys, n_classes, max_queries=min(int(MARGIN_SHARE * budget), probe.left), rng=rng,
+                            classes=searched if searched is not None else [t for t in range(n_classes) if (ys == t).any()])
+    finally:
+        probe.deadline = deadline
+
+
 def _reference_of(t: int, fam: str, reference: np.ndarray, image_refs: dict[str, np.ndarray]) -> float | None:
     """Class ``t``'s natural reference for its trigger family (tabular: the feature search's; images: :mod:`.natural`)."""
     ref = image_refs[FEW_IMAGE_REFERENCE[fam]][t] if fam in FEW_IMAGE_REFERENCE and FEW_IMAGE_REFERENCE[fam] in image_refs else reference[t]
@@ -606,13 +640,20 @@ def _raw_features(trig: FeatureTrigger, box: tuple[np.ndarray, np.ndarray] | Non
 
 
 def _save(out_dir: "Path | OutputDir", triggers: dict, classes: list[int], families: list[str], kind_idx: np.ndarray, tabular: bool,
-          examples: np.ndarray, feature_box: tuple[np.ndarray, np.ndarray] | None = None) -> list[str]:
+          examples: np.ndarray, feature_box: tuple[np.ndarray, np.ndarray] | None = None,
+          margin_inputs: dict[int, np.ndarray] | None = None) -> list[str]:
     out = as_output_dir(out_dir, "--backdoor-out")
     assert out is not None
     out.ensure()
     files = []
     for t in classes:
         fam = families[int(kind_idx[t])]
+        if fam == "margin" and margin_inputs and t in margin_inputs:
+            # the input that reached the class's largest margin: MM-BD's maximiser often shows the trigger
+            xm = margin_inputs[t]
+            files.append(str(out.write(f"class{t}-margin.npy", lambda fh, a=xm: np.save(fh, a))))
+            files.append(str(out.write(f"class{t}-margin.png", image_png(to_display(xm), scale=max(1, 128 // max(xm.shape[1], 1))))))
+            continue
         trig = triggers.get((t, fam))
         if trig is None:
             continue

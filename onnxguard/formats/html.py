@@ -717,8 +717,14 @@ def _backdoor(ctx: _Ctx) -> str:
             bits = ([c.trigger_kind] if c.trigger_kind and len(kinds) > 1 else []) + ([] if c.full_search else ["pre-screen only"])
             return f"({', '.join(bits)})" if bits else ""
 
-        size_bars = [Bar(labels[c.cls], c.trigger_size, c.cls in flagged, note(c)) for c in cls_sorted]
-        sdesc = "; ".join(f"{labels[c.cls]}: trigger size {c.trigger_size:.4g}" if c.trigger_size is not None else f"{labels[c.cls]}: not measured"
+        def is_margin(c: Any) -> bool:  # the maximum-margin family's figure is a margin, not a size: kept off the size chart
+            return c.trigger_kind == "margin"
+
+        size_bars = [Bar(labels[c.cls], None if is_margin(c) else c.trigger_size, c.cls in flagged,
+                         f"(score margin {c.trigger_size:.3g}: larger is more anomalous)" if is_margin(c) and c.trigger_size is not None else note(c))
+                     for c in cls_sorted]
+        sdesc = "; ".join(f"{labels[c.cls]}: score margin {c.trigger_size:.4g} (maximum-margin family)" if is_margin(c) and c.trigger_size is not None else
+                          f"{labels[c.cls]}: trigger size {c.trigger_size:.4g}" if c.trigger_size is not None else f"{labels[c.cls]}: not measured"
                           for c in cls_sorted)
         parts.append("<figure>" + bar_svg(size_bars, uid=ctx.next_id("bd"), title="Reversed trigger size per class",
                                           desc=sdesc + (f". Flagged: {', '.join(labels.get(c, str(c)) for c in sorted(flagged))}." if flagged else ". No class flagged."),
@@ -734,7 +740,8 @@ def _backdoor(ctx: _Ctx) -> str:
             thr = b.anomaly_threshold
             parts.append("<figure>" + bar_svg(abars, uid=ctx.next_id("bd"), title="Anomaly index per class",
                                               desc=adesc + (f". Threshold {thr:g}: a class above it is flagged." if thr is not None else ""),
-                                              value_label="anomaly index (median absolute deviations below the median trigger size)",
+                                              value_label="anomaly index (median absolute deviations below the median trigger size"
+                                                          + ("; margin family: -log10 p against the other classes' margins)" if any(map(is_margin, cls_sorted)) else ")"),
                                               threshold=thr, threshold_label=f"threshold {thr:g}" if thr is not None else "")
                          + "<figcaption>How far each class's trigger size lies below the others, in robust standard deviations; "
                            "the dashed line is the anomaly threshold.</figcaption></figure>")

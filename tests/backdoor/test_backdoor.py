@@ -149,6 +149,8 @@ def test_labels_only_flags_patch_backdoor(name: str) -> None:
 def test_labels_only_clean_not_flagged(name: str) -> None:
     bd = search(name, threat="labels")
     assert bd.flagged_classes == [], (bd.flagged_classes, bd.max_anomaly_index)
+    # the maximum-margin family needs scores: not run, and said so
+    assert "margin" not in bd.families_searched and any("maximum-margin" in f for f in bd.families_not_covered)
 
 
 def _baseline_spec() -> BackdoorSpec:

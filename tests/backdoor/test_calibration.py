@@ -77,11 +77,12 @@ def test_class_index_counts_only_families_whose_trigger_works(tmp_path: Path) ->
     bd = search("badnets_t3_tr")
     for c in bd.classes:
         checked = set(c.family_attack_success)
-        assert checked == {f for f in c.family_anomaly_indices if f in c.family_sizes}, (c.cls, checked)
-        ok = [f for f, r in c.family_attack_success.items() if (r.value or 0) >= 0.5]
+        # every family with a trigger is checked; the margin family has none (its evidence is the margin itself)
+        assert checked == {f for f in c.family_anomaly_indices if f in c.family_sizes and f != "margin"}, (c.cls, checked)
+        ok = [f for f, r in c.family_attack_success.items() if (r.value or 0) >= 0.5] + (["margin"] if "margin" in c.family_sizes else [])
         if ok:
             assert c.anomaly_index == pytest.approx(max(c.family_anomaly_indices[f] for f in ok), abs=1e-3)
-            assert c.trigger_kind in ok and c.attack_success == c.family_attack_success[c.trigger_kind]
+            assert c.trigger_kind in ok and c.attack_success == c.family_attack_success.get(c.trigger_kind)
 
 
 def test_calibration_picks_the_null_built_under_the_scans_settings(tmp_path: Path) -> None:
@@ -255,8 +256,8 @@ def test_report_lists_families_and_what_is_not_covered() -> None:
     from tests.backdoor.test_backdoor import search
 
     bd = search("clean_a")
-    assert bd.families_searched == ["patch", "blend", "square", "smooth", "warp"]
-    assert not any("warping" in f for f in bd.families_not_covered)
+    assert bd.families_searched == ["patch", "blend", "square", "smooth", "warp", "margin"]
+    assert not any("warping" in f or "maximum-margin" in f for f in bd.families_not_covered)
     assert any("input-aware" in f for f in bd.families_not_covered)
     assert bd.statistic_regime == "image" and bd.p_value is not None and 0 < bd.p_value <= 1
     assert bd.details["calibration"]["threshold_source"] == "null"
