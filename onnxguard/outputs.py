@@ -167,6 +167,14 @@ def write_atomic(path: Path | str, data: Data | Writer, *, flag: str = "output",
         except OSError:
             pass
         raise
+    try:  # the rename itself survives a crash only once the folder is on disk
+        dfd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:  # pragma: no cover - some filesystems refuse a directory fsync
+        pass
     return p
 
 

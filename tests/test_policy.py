@@ -27,6 +27,21 @@ def test_shipped_policies_exist_and_validate():
         assert lp.policy.name == name and len(lp.sha256) == 64 and lp.policy.checks
 
 
+def test_repository_policies_are_the_shipped_ones():
+    """``policies/`` (what users read and copy) and ``onnxguard/policies/`` (what the wheel ships and ``--policy
+    NAME`` loads) hold the same files, byte for byte: an edit to one alone would make a signed report name a
+    policy whose text differs from the one in the repository."""
+    from pathlib import Path
+
+    from onnxguard.policy import POLICY_DIR
+
+    repo = Path(__file__).resolve().parents[1] / "policies"
+    names = sorted(p.name for p in repo.glob("*.toml"))
+    assert names == sorted(p.name for p in POLICY_DIR.glob("*.toml"))
+    for n in names:
+        assert (repo / n).read_bytes() == (POLICY_DIR / n).read_bytes(), n
+
+
 def test_default_policy_is_standard():
     assert load_policy(None).policy.name == "standard"
 

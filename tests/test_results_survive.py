@@ -8,7 +8,6 @@ import stat
 import sys
 from pathlib import Path
 
-import pytest
 
 from onnxguard.attacks import ATTACKS
 from onnxguard.policy import parse_policy

@@ -43,6 +43,14 @@ sizes spread widely (MAD 0.3 to 0.5 log units on the 16x16 CNN fixtures of ``tes
 so the floor rarely binds; it keeps a model whose few reached classes happen to agree from making
 a slightly smaller one look odd.
 
+The ``margin`` family (:mod:`.margin`, MM-BD) measures the largest score margin per class, larger being more
+anomalous, and is scored by :func:`margin_indices` (``-log10 p`` against a Gamma fit to the other classes'
+margins). On the 40 clean image models of the null its largest index is 1.73, far under the size families'
+(up to 5.5), so on the common threshold it flags only a margin far out of line (the zoo's image blend: 5.46).
+Scaling it by the ratio of the two families' null thresholds (about 3.7) was tried on the cached searches and
+dropped: it also flagged the zoo's WaNet model (3.08), but the threshold then rose to 5.13 and the clean zoo
+model ``clean_d16_mlp_b`` (margin index 1.49) crossed it.
+
 With two or three classes a MAD across classes means little (:func:`reference_indices`):
 each class's trigger is compared with what the data itself needs to change class
 (images: also with the other classes' triggers, :func:`few_image_indices`).
@@ -119,7 +127,7 @@ def margin_indices(margins: np.ndarray, cap: float = MARGIN_INDEX_CAP) -> np.nda
             continue
         # p = 1 - F^(K-1), computed from log F so that p near 0 keeps its digits: -expm1((K-1) log F)
         p = -np.expm1(others.size * log_cdf) if log_cdf > -np.inf else 1.0
-        out[c] = min(cap, -np.log10(p)) if p > 0 else cap
+        out[c] = max(0.0, min(cap, -float(np.log10(p)))) if p > 0 else cap  # p = 1 gives 0, not -0
     return out
 
 

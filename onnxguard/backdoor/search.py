@@ -20,8 +20,9 @@ Order of work, all through one budgeted :class:`Probe`:
    field's direction with an adaptive magnitude, a :data:`WARP_SHARE` of the budget; run with
    scores and a budget of at least :data:`WARP_MIN_BUDGET`, otherwise listed as not covered),
    family ``warp``;
-2e. images with 4 or more classes, with scores: the maximum-margin search (:mod:`.margin`, MM-BD: the
-   largest score margin any input in the box reaches per class, a :data:`MARGIN_SHARE` of the budget and
+2e. images with 4 or more classes, with scores and a budget of at least :data:`MARGIN_MIN_BUDGET`: the
+   maximum-margin search (:mod:`.margin`, MM-BD: the largest score margin any input in the box reaches
+   per class, a :data:`MARGIN_SHARE` of the budget and
    at most a :data:`MARGIN_TIME_SHARE` of the time limit), family ``margin``; it has no trigger to check
    on held-back samples (its evidence is the margin itself), and its index is :func:`.anomaly.margin_indices`;
 4. per family, the MAD anomaly index over the classes' trigger sizes (with 2 or 3
@@ -93,7 +94,9 @@ WARP_SHARE = 0.2  # share of the query budget for the warp search (split evenly 
 WARP_MIN_BUDGET = 200_000  # below this budget (or under labels only) the warp search is not run: the mask searches need it all
 MARGIN_SHARE = 0.1  # share of the query budget for the maximum-margin search (images, 4+ classes, scores)
 MARGIN_TIME_SHARE = 0.15  # ... and of the time limit, at most (on a slow model its queries would take the whole limit)
-MARGIN_NOT_RUN = "maximum-margin statistic (MM-BD): not run in this scan (it needs scores)"
+MARGIN_MIN_BUDGET = 200_000  # below it the margin search is not run: at 100k the sweeps and it left the mask searches nothing
+MARGIN_NOT_RUN = ("maximum-margin statistic (MM-BD): not run in this scan (it runs with scores and a budget of at least "
+                  f"{MARGIN_MIN_BUDGET:,} queries)")
 MASK_GRID = 32  # the zeroth-order mask and pattern live on at most a 32 x 32 grid (coarse cells on large inputs)
 WARP_NOT_RUN = ("warping triggers (WaNet): not searched in this scan (the warp search runs with scores and a budget of at "
                 f"least {WARP_MIN_BUDGET:,} queries)")
@@ -218,7 +221,7 @@ def run_search(
     image_refs: dict[str, np.ndarray] = {}  # few-class images: natural reference per reference kind (square, blend)
     margin_inputs: dict[int, np.ndarray] = {}  # the margin search's input per class (saved for the classes it flags)
     warp_on = not tabular and not oracle.labels_only and budget >= WARP_MIN_BUDGET
-    margin_on = regime == "image" and not oracle.labels_only
+    margin_on = regime == "image" and not oracle.labels_only and budget >= MARGIN_MIN_BUDGET
     image_families = ["patch", "blend", "square", "smooth"] + (["warp"] if warp_on else []) + (["margin"] if margin_on else [])
     families: list[str] = ["features"] if tabular else image_families
     # the held-back check of every class's triggers is paid for first: no search stage may spend its queries
@@ -391,6 +394,8 @@ def run_search(
                 extra = int(short * (1 - SHORT_SHARE) / SHORT_SHARE)
             details["queries_short_search"] = int(short)
             details["queries_full_search"] = int(short + extra)
+            if short <= 0 and searches:  # the sweeps left nothing: no class gets a mask search (none is "fully searched")
+                raise OutOfBudget("query budget")
             for t in cls_order:
                 for fam in ("patch", "blend"):
                     if (t, fam) in searches:

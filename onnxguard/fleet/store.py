@@ -17,13 +17,13 @@ import hashlib
 import json
 import os
 import stat
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..errors import BadInputError, VerificationError
+from ..outputs import write_atomic
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..report import Report
@@ -44,31 +44,11 @@ def ensure_dir(path: Path) -> Path:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to a fresh temporary file beside ``path``, fsync it, then rename it into place.
-
-    A reader (or a rerun after a kill) sees the old file or the whole new one, never a part; the
-    rename replaces a symbolic link at ``path`` rather than writing through it."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:  # pragma: no cover - some filesystems refuse a directory fsync
-        pass
+    """Write ``data`` to ``path`` atomically (:func:`onnxguard.outputs.write_atomic`: a temporary file beside it,
+    fsynced, renamed into place, the folder fsynced): a reader, or a rerun after a kill, sees the old file or the
+    whole new one, never a part. Something planted at ``path`` that is not a regular file (a symbolic link, a
+    folder) is refused, never written through."""
+    write_atomic(path, data, flag="fleet output")
 
 
 @dataclass(frozen=True)

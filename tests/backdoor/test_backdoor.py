@@ -243,6 +243,8 @@ def test_held_back_check_is_paid_for_before_the_searches(monkeypatch: pytest.Mon
     bd = _search_after_smooth(monkeypatch, spend_all, spec)
     assert bd.queries <= spec.budget
     assert not any("held-back" in s for s in bd.early_stops), bd.early_stops
+    # nothing was left for the mask searches: no class is "fully searched", and the stop is on record
+    assert bd.fully_searched_classes == [] and any(s.startswith("search stages") for s in bd.early_stops), bd.early_stops
     with_trigger = [c for c in bd.classes if c.family_sizes.get("square") is not None]
     assert with_trigger, [c.family_sizes for c in bd.classes]
     for c in with_trigger:  # the square trigger of every class that has one was checked on all held-back samples

@@ -154,7 +154,7 @@ def test_a_margin_flag_reads_as_a_margin_in_finding_files_and_page(monkeypatch: 
     monkeypatch.setattr(S, "margin_sweep", planted)
     pol = load_policy("standard")
     prep = prepare(ScanOptions(model_path=FIX / "clean_a.onnx", data_path=FIX / "digits16.npz"), pol, np.random.default_rng(0), 0)
-    spec = BackdoorSpec(budget=120_000, time_limit_s=120, samples_per_class=15, full_search_classes=10)
+    spec = BackdoorSpec(budget=200_000, time_limit_s=120, samples_per_class=15, full_search_classes=10)
     bd = search_backdoors(prep, spec, threat="scores", seed=0, out_dir=tmp_path)
     row = bd.classes[3]
     assert bd.flagged_classes[:1] == [3] and row.trigger_kind == "margin" and row.trigger_size == 400.0
@@ -162,3 +162,12 @@ def test_a_margin_flag_reads_as_a_margin_in_finding_files_and_page(monkeypatch: 
     assert "score margin of 400" in bd.finding and "MM-BD" in bd.finding
     assert (tmp_path / "class3-margin.png").is_file() and np.load(tmp_path / "class3-margin.npy").shape == (1, 16, 16)
     assert bd.details["margin"]["queries"] <= 0.1 * spec.budget
+
+
+def test_margin_search_needs_a_budget_of_200k() -> None:
+    """At the baseline policy's 100k queries the sweeps and the margin search together left the mask searches
+    nothing: the margin search is then not run, and the report says so."""
+    from tests.backdoor.test_backdoor import search
+
+    bd = search("blended_t2", spec=load_policy("baseline").policy.backdoor)
+    assert "margin" not in bd.families_searched and any("maximum-margin" in f for f in bd.families_not_covered)

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from onnxguard import cli
 from onnxguard.cli import main
 from onnxguard.errors import OutputError
 from onnxguard.outputs import OutputDir, Protected, check_file, write_atomic

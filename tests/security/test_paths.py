@@ -9,7 +9,6 @@ import pytest
 
 from onnxguard import safeload
 from onnxguard.errors import ModelLoadError
-from onnxguard.policy import load_policy
 from onnxguard.scan import ScanOptions, run_scan
 from tests.hostile import build_corpus as bc
 
