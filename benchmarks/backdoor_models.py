@@ -468,11 +468,16 @@ def family_works(bd) -> np.ndarray:  # noqa: ANN001
 
 
 def family_maxima(bd) -> dict[str, float]:  # noqa: ANN001
-    """Per family, the largest index among classes whose trigger of that family works on held-back samples."""
+    """Per family, the largest index among classes whose trigger of that family works on held-back samples (the
+    margin family: its -log10 p, unscaled)."""
+    from onnxguard.backdoor.anomaly import margin_indices
+
     fams = bd.families_searched or []
     if bd.status != "completed" or not fams or not bd.classes:
         return {}
     stack = np.array([[c.family_anomaly_indices.get(f, np.nan) for c in bd.classes] for f in fams], dtype=np.float64)
+    if "margin" in fams:
+        stack[fams.index("margin")] = margin_indices(np.array([c.family_sizes.get("margin", np.nan) for c in bd.classes], dtype=np.float64))
     works = family_works(bd)
     out = {}
     for i, f in enumerate(fams):
@@ -482,22 +487,29 @@ def family_maxima(bd) -> dict[str, float]:  # noqa: ANN001
     return out
 
 
-def section_statistic(bd):  # noqa: ANN001, ANN201
+def section_statistic(bd, threshold: float | None = None, margin: bool = True):  # noqa: ANN001, ANN201
     """A cached section's statistic with the search's current rule (:func:`.anomaly.model_statistic`), from its
     per-class family indices and each family's held-back check (exact from report schema 1.3 on, where every
-    family's trigger is checked): a change of the rule needs no new search. None for a section without one."""
-    from onnxguard.backdoor.anomaly import model_statistic
+    family's trigger is checked): a change of the rule needs no new search. The margin family's index is
+    recomputed from its margins (``family_sizes``) and scaled for ``threshold`` (default: the section's own; the
+    null's scans run without a null, at the fallback threshold); ``margin`` False leaves the family out. None for
+    a section without a statistic."""
+    from onnxguard.backdoor.anomaly import margin_indices, margin_scale, model_statistic
 
     fams = bd.families_searched or []
     if bd.status != "completed" or not fams or not bd.classes:
         return None
     stack = np.array([[c.family_anomaly_indices.get(f, np.nan) for c in bd.classes] for f in fams], dtype=np.float64)
+    if "margin" in fams:
+        m = np.array([c.family_sizes.get("margin", np.nan) for c in bd.classes], dtype=np.float64)
+        stack[fams.index("margin")] = (margin_indices(m) * margin_scale(threshold if threshold is not None else bd.anomaly_threshold)
+                                       if margin else np.nan)
     return model_statistic(stack, family_works(bd))
 
 
-def restat(bd):  # noqa: ANN001, ANN201
+def restat(bd, threshold: float | None = None, margin: bool = True):  # noqa: ANN001, ANN201
     """The section with its class indices and statistic recomputed (:func:`section_statistic`)."""
-    ms = section_statistic(bd)
+    ms = section_statistic(bd, threshold, margin)
     if ms is None:
         return bd
     classes = [c.model_copy(update={"anomaly_index": float(a) if np.isfinite(a) else None}) for c, a in zip(bd.classes, ms.class_index)]

@@ -45,9 +45,9 @@ def rescore(bd: BackdoorSection) -> BackdoorSection:
     a class whose trigger works on held-back samples and whose index exceeds the calibrated threshold."""
     if bd.status != "completed" or bd.statistic_regime is None:
         return bd
-    ms = section_statistic(bd)
-    bd = restat(bd)
     cal = calibration(bd.statistic_regime, None)
+    ms = section_statistic(bd, cal.threshold)
+    bd = restat(bd, cal.threshold)
     flagged = ms.flagged(cal.threshold) if ms is not None else []
     return bd.model_copy(update={"flagged_classes": flagged, "anomaly_threshold": cal.threshold, "p_value": cal.p_value(bd.max_anomaly_index)})
 

@@ -46,10 +46,16 @@ a slightly smaller one look odd.
 The ``margin`` family (:mod:`.margin`, MM-BD) measures the largest score margin per class, larger being more
 anomalous, and is scored by :func:`margin_indices` (``-log10 p`` against a Gamma fit to the other classes'
 margins). On the 40 clean image models of the null its largest index is 1.73, far under the size families'
-(up to 5.5), so on the common threshold it flags only a margin far out of line (the zoo's image blend: 5.46).
-Scaling it by the ratio of the two families' null thresholds (about 3.7) was tried on the cached searches and
-dropped: it also flagged the zoo's WaNet model (3.08), but the threshold then rose to 5.13 and the clean zoo
-model ``clean_d16_mlp_b`` (margin index 1.49) crossed it.
+(up to 5.5). Its ``-log10 p`` is a (nominal) p-value of its own, so it gets its own level: a class is flagged
+on it at ``p < 0.001`` (:data:`MARGIN_FLAG_INDEX`), a nominal false-positive rate 50 times below the size
+families' 5%, so that flagging on either keeps the union at about the size families' rate. It enters the common
+index scaled by :func:`margin_scale` (threshold / 3), so one index and one threshold still decide (and grade).
+On the null no clean model comes near (1.73 at most: p = 0.019); the leave-one-out rate is unchanged, the
+margin level being fixed rather than fitted. Two other rules were measured on the cached searches and dropped:
+the raw ``-log10 p`` on the common threshold (4.32) flags only a margin far out of line (the zoo's image blend,
+5.46), and scaling it by the ratio of the two families' null thresholds (about 3.7) flagged the clean zoo model
+``clean_d16_mlp_b`` (1.49, p = 0.03). The level of 0.001 was chosen after the zoo's WaNet model (3.08) had been
+seen, so that detection is not an independent confirmation of the level.
 
 With two or three classes a MAD across classes means little (:func:`reference_indices`):
 each class's trigger is compared with what the data itself needs to change class
@@ -68,7 +74,14 @@ CONSISTENCY = 1.4826  # makes the MAD estimate the standard deviation of a norma
 MAD_FLOOR = 0.1
 FAMILY_FLOOR = {"patch": 0.2, "blend": 0.2, "features": 0.1, "square": 0.3, "smooth": 0.5, "warp": 0.3}
 LOG_FAMILIES = {"square", "smooth", "warp"}  # statistic on log sizes; the floor is then in log units
-MARGIN_INDEX_CAP = 30.0  # the margin family's index is -log10 p, capped here
+MARGIN_INDEX_CAP = 30.0  # the margin family's -log10 p is capped here
+MARGIN_FLAG_INDEX = 3.0  # the margin family flags a class at -log10 p > 3 (p < 0.001), whatever the threshold
+
+
+def margin_scale(threshold: float) -> float:
+    """The factor that puts the margin family's ``-log10 p`` on the common index scale: a class's margin index
+    crosses ``threshold`` exactly when ``p < 10 ** -MARGIN_FLAG_INDEX`` (see the module docstring)."""
+    return float(threshold) / MARGIN_FLAG_INDEX
 
 
 def family_indices(sizes: np.ndarray, family: str) -> np.ndarray:

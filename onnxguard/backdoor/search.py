@@ -24,7 +24,8 @@ Order of work, all through one budgeted :class:`Probe`:
    maximum-margin search (:mod:`.margin`, MM-BD: the largest score margin any input in the box reaches
    per class, a :data:`MARGIN_SHARE` of the budget and
    at most a :data:`MARGIN_TIME_SHARE` of the time limit), family ``margin``; it has no trigger to check
-   on held-back samples (its evidence is the margin itself), and its index is :func:`.anomaly.margin_indices`;
+   on held-back samples (its evidence is the margin itself); its index is :func:`.anomaly.margin_indices`
+   (``-log10 p``) times :func:`.anomaly.margin_scale` (it crosses the threshold at ``p < 0.001``);
 4. per family, the MAD anomaly index over the classes' trigger sizes (with 2 or 3
    classes, the reference-ratio index of :func:`.anomaly.reference_indices`: for
    tabular inputs against the greedy search with natural feature values, for images
@@ -52,7 +53,15 @@ import numpy as np
 from ..attacks.base import to_chw
 from ..oracle import Oracle
 from ..report import BackdoorSection, ClassTrigger, Rate
-from .anomaly import UNCHECKED_FAMILIES, class_indices, family_indices, few_image_indices, model_statistic, reference_indices
+from .anomaly import (
+    UNCHECKED_FAMILIES,
+    class_indices,
+    family_indices,
+    few_image_indices,
+    margin_scale,
+    model_statistic,
+    reference_indices,
+)
 from .null import calibration
 from .smooth import CENSOR as SMOOTH_CENSOR
 from .smooth import SmoothTrigger, smooth_sweep
@@ -200,6 +209,10 @@ def run_search(
                 "threat_model": threat}
     cal = calibration(regime, anomaly_threshold, settings=settings, **({"path": null_file} if null_file else {}))
     threshold = cal.threshold
+    m_scale = margin_scale(threshold)  # the margin family's -log10 p on the common scale (anomaly.py)
+
+    def fam_index(v: np.ndarray, fam: str) -> np.ndarray:
+        return family_indices(v, fam) * (m_scale if fam == "margin" else 1.0)
     xs, ys = x[s_idx], y[s_idx]
     xh, yh = x[h_idx], y[h_idx]
     probe = Probe(oracle, t0 + time_limit_s, max_time_reserve=HELD_BACK_TIME_SHARE * time_limit_s)
@@ -418,7 +431,7 @@ def run_search(
                 if margin_on:
                     est["margin"] = sizes["margin"]
                 with np.errstate(all="ignore"):
-                    ai = class_indices(np.stack([family_indices(est[f], f) for f in est]))
+                    ai = class_indices(np.stack([fam_index(est[f], f) for f in est]))
                 rank = np.lexsort((-pre, -np.nan_to_num(ai, nan=-np.inf)))
                 chosen = [int(t) for t in rank if (int(t), "patch") in searches][:k_full]
                 for t in chosen:
@@ -470,7 +483,10 @@ def run_search(
             "blend towards it (for blend); patch (a soft mask) and smooth: reported, not scored")
         details["reference_sizes"] = {k: [None if not np.isfinite(v) else round(float(v), 4) for v in arr] for k, arr in image_refs.items()}
     else:
-        ai_fam = {fam: family_indices(stat_sizes.get(fam, sizes[fam]), fam) for fam in families}
+        ai_fam = {fam: fam_index(stat_sizes.get(fam, sizes[fam]), fam) for fam in families}
+        if "margin" in ai_fam:
+            details["margin"]["index_scale"] = round(m_scale, 6)
+            details["margin"]["neg_log10_p"] = [None if not np.isfinite(v) else round(float(v), 4) for v in ai_fam["margin"] / m_scale]
     stack = np.stack([ai_fam[f] for f in families])
     # a class's index and kind come from the families that reversed a trigger for it (a censored size has no trigger)
     has = np.stack([np.isfinite(sizes[f]) for f in families])

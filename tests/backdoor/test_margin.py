@@ -162,6 +162,18 @@ def test_a_margin_flag_reads_as_a_margin_in_finding_files_and_page(monkeypatch: 
     assert "score margin of 400" in bd.finding and "MM-BD" in bd.finding
     assert (tmp_path / "class3-margin.png").is_file() and np.load(tmp_path / "class3-margin.npy").shape == (1, 16, 16)
     assert bd.details["margin"]["queries"] <= 0.1 * spec.budget
+    # on the common scale the margin index crosses the threshold exactly at p = 0.001
+    scale = bd.details["margin"]["index_scale"]
+    assert scale == pytest.approx(bd.anomaly_threshold / 3.0, rel=1e-5)
+    assert row.family_anomaly_indices["margin"] == pytest.approx(bd.details["margin"]["neg_log10_p"][3] * scale, abs=1e-3)
+
+
+def test_margin_scale_puts_p_of_a_thousandth_on_the_threshold() -> None:
+    from onnxguard.backdoor.anomaly import MARGIN_FLAG_INDEX, margin_scale
+
+    for thr in (3.0, 4.32, 10.0):
+        assert MARGIN_FLAG_INDEX * margin_scale(thr) == pytest.approx(thr)
+        assert -np.log10(0.0009) * margin_scale(thr) > thr > -np.log10(0.0011) * margin_scale(thr)
 
 
 def test_margin_search_needs_a_budget_of_200k() -> None:
