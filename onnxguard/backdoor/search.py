@@ -635,9 +635,12 @@ def run_search(
 
 def _margin_stage(probe: Probe, xs: np.ndarray, ys: np.ndarray, n_classes: int, budget: int, time_limit_s: float,
                   rng: np.random.Generator, searched: list[int] | None):
-    """The maximum-margin search within its share of the budget and of the time limit."""
+    """The maximum-margin search within its share of the budget and of the time limit. Its own deadline adds the
+    held-back reserve's time, which :meth:`Probe.time_left` takes off again (else a slow model's reserve would eat
+    the whole share)."""
     deadline = probe.deadline
-    probe.deadline = min(deadline, time.perf_counter() + MARGIN_TIME_SHARE * time_limit_s)
+    reserve_t = min(probe.query_time(probe.reserved), probe.max_time_reserve)
+    probe.deadline = min(deadline, time.perf_counter() + MARGIN_TIME_SHARE * time_limit_s + reserve_t)
     try:
         return margin_sweep(probe, xs, ys, n_classes, max_queries=min(int(MARGIN_SHARE * budget), probe.left), rng=rng,
                             classes=searched if searched is not None else [t for t in range(n_classes) if (ys == t).any()])

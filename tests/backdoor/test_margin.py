@@ -183,3 +183,19 @@ def test_margin_search_needs_a_budget_of_200k() -> None:
 
     bd = search("blended_t2", spec=load_policy("baseline").policy.backdoor)
     assert "margin" not in bd.families_searched and any("maximum-margin" in f for f in bd.families_not_covered)
+
+
+def test_margin_stage_keeps_its_time_share_on_a_slow_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a slow model the held-back reserve's expected time is taken off every stage's time; the margin stage's
+    own deadline (15% of the limit) adds it back, so the reserve does not eat the whole share. The model is made
+    to look slow by fixing the probe's expected time per query (no race with the clock)."""
+    import onnxguard.backdoor.search as S
+
+    oracle, x, y = _setup("clean_a")
+    probe = Probe(oracle, time.perf_counter() + 600, max_time_reserve=0.2 * 60)
+    probe.reserved = 10_000
+    monkeypatch.setattr(Probe, "query_time", lambda self, n: 0.001 * n)  # 1 ms a query: the reserve needs 10 s
+    res = S._margin_stage(probe, x, y, 10, 300_000, 60.0, np.random.default_rng(0), None)
+    # the share is 9 s, one step of 10 classes x 8 restarts 0.08 s: about 110 steps (none without the reserve added back)
+    assert 90 <= res.steps <= 112 and res.complete, res.steps
+    assert probe.deadline == pytest.approx(time.perf_counter() + 600, abs=30)  # restored
