@@ -342,6 +342,13 @@ def run_search(
                 reach = np.array([(ys != t).any() and (ys == t).any() and (searched is None or t in searched) for t in classes])
                 stat_sizes["smooth"] = np.where(np.isfinite(sm.amplitude), sm.amplitude, np.where(reach, SMOOTH_CENSOR, np.nan))
             report_progress()
+            if margin_on:  # before the warp search: on a slow model the warp can run to the time limit; this stage has its own cap
+                mr = _margin_stage(probe, xs, ys, n_classes, budget, time_limit_s, np.random.default_rng([seed, 9]), searched)
+                sizes["margin"] = mr.margin  # no success rate: the margin family has no trigger (search_success None)
+                margin_inputs = mr.inputs
+                details["margin"] = {"queries": int(mr.queries), "steps_per_restart": int(mr.steps), "restarts": RESTARTS,
+                                     "complete": mr.complete, "size_unit": "largest score margin reached (logits or log-probabilities)"}
+                report_progress()
             if warp_on:
                 # smooth warps (WaNet): per class, NES over a coarse warp field's direction with an adaptive magnitude
                 warp_classes = searched if searched is not None else [t for t in classes if (ys == t).any()]
@@ -359,13 +366,6 @@ def run_search(
                 # models most classes are often out of reach, and a median at the censoring value with a collapsed MAD
                 # would make every reached class look anomalous; leaving them out lowers the median (conservative)
             report_progress()
-            if margin_on:
-                mr = _margin_stage(probe, xs, ys, n_classes, budget, time_limit_s, np.random.default_rng([seed, 9]), searched)
-                sizes["margin"] = mr.margin  # no success rate: the margin family has no trigger (search_success None)
-                margin_inputs = mr.inputs
-                details["margin"] = {"queries": int(mr.queries), "steps_per_restart": int(mr.steps), "restarts": RESTARTS,
-                                     "complete": mr.complete, "size_unit": "largest score margin reached (logits or log-probabilities)"}
-                report_progress()
             if regime == "few-image":
                 nat = natural_references(probe, xs, ys, n_classes, level=SUCCESS_TARGET, rng=rng,
                                          small_rungs=budget >= SMALL_RUNGS_MIN_BUDGET)

@@ -123,7 +123,9 @@ def test_margin_index_of_an_outlier_and_of_a_weak_model() -> None:
     assert int(np.argmax(a)) == 7 and a[7] > 5 and np.delete(a, 7).max() < 1
     assert np.nanmax(b) < 1.5  # a MAD index gives its largest class 4.8
     assert np.isnan(margin_indices(np.array([1.0, 2.0, np.nan]))).all()  # fewer than 3 other classes
-    assert np.isnan(margin_indices(np.array([5.0] * 4))).all()  # no spread to fit a null to
+    assert np.nanmax(margin_indices(np.array([5.0] * 4))) < 0.5  # no spread: the floored null, nothing stands out
+    # three nearly equal classes do not make a fourth one 40% above them certain (the fitted spread is floored)
+    assert np.nanmax(margin_indices(np.array([3.99, 3.98, 4.0, 5.73]))) < 1.5
 
 
 def test_margin_family_needs_no_held_back_check() -> None:
