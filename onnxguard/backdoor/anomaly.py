@@ -54,7 +54,7 @@ On the null no clean model comes near (1.73 at most: p = 0.019); the leave-one-o
 margin level being fixed rather than fitted. Two other rules were measured on the cached searches and dropped:
 the raw ``-log10 p`` on the common threshold (4.32) flags only a margin far out of line (the zoo's image blend,
 5.46), and scaling it by the ratio of the two families' null thresholds (about 3.7) flagged the clean zoo model
-``clean_d16_mlp_b`` (1.49, p = 0.03). The level of 0.001 was chosen after the zoo's WaNet model (3.08) had been
+``clean_d16_mlp_b`` (1.49, p = 0.03; measured before the spread floor of :func:`margin_indices`). The level of 0.001 was chosen after the zoo's WaNet model (3.08) had been
 seen, so that detection is not an independent confirmation of the level.
 
 With two or three classes a MAD across classes means little (:func:`reference_indices`):
