@@ -1,4 +1,5 @@
-"""Random baselines shared by the backdoor tests: what an uninformed search finds with the same queries."""
+"""Shared by the backdoor tests: random baselines (what an uninformed search finds with the same queries), and
+the oracle and samples that the per-family tests search on."""
 
 from __future__ import annotations
 
@@ -33,3 +34,21 @@ def random_patch_area(model: Path, data: Path, target: int, queries: int, seed: 
         if (oracle.query(xt, np.zeros(len(xt), dtype=np.int64)).labels == target).mean() >= 0.9:
             best = min(best, s * s)
     return best
+
+
+def oracle_and_samples(model: Path, data: Path, *, per_class: int, n_classes: int = 10, budget: int = 10_000_000,
+                       seed: int = 0):  # noqa: ANN201
+    """The standard policy's preparation of ``model`` on ``data``: an oracle of ``budget`` queries (scores), and up
+    to ``per_class`` correctly classified samples of each class in the (C, H, W) view, with their labels."""
+    from onnxguard.attacks.base import to_chw
+    from onnxguard.oracle import Oracle
+
+    pol = load_policy("standard")
+    prep = prepare(ScanOptions(model_path=model, data_path=data, policy=pol), pol, np.random.default_rng(seed), 0)
+    oracle = Oracle(prep.model, prep.domain, n_samples=1, budget=budget, labels_only=False)
+    x = to_chw(np.asarray(prep.z, dtype=np.float64), oracle.sample_shape)
+    y = np.asarray(prep.y)
+    ok = prep.pred == y
+    rng = np.random.default_rng([seed, 3])
+    keep = np.concatenate([rng.permutation(np.flatnonzero(ok & (y == c)))[:per_class] for c in range(n_classes)])
+    return oracle, x[keep], y[keep]

@@ -19,7 +19,7 @@ ROOT = HERE.parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from onnxguard.attacks.base import from_chw, to_chw  # noqa: E402
+from onnxguard.attacks.base import from_chw  # noqa: E402
 from onnxguard.backdoor import margin as M  # noqa: E402
 from onnxguard.backdoor.anomaly import margin_indices, model_statistic  # noqa: E402
 from onnxguard.backdoor.probe import Probe  # noqa: E402
@@ -27,6 +27,7 @@ from onnxguard.evasion import prepare  # noqa: E402
 from onnxguard.oracle import Oracle  # noqa: E402
 from onnxguard.options import ScanOptions  # noqa: E402
 from onnxguard.policy import load_policy  # noqa: E402
+from tests.backdoor.baselines import oracle_and_samples  # noqa: E402
 
 FIX = HERE / "fixtures"
 MANIFEST = json.loads((FIX / "manifest.json").read_text())
@@ -35,16 +36,7 @@ _cache: dict = {}
 
 
 def _setup(name: str, budget: int = 10_000_000, seed: int = 0):
-    pol = load_policy("standard")
-    prep = prepare(ScanOptions(model_path=FIX / f"{name}.onnx", data_path=FIX / "digits16.npz"), pol,
-                   np.random.default_rng(seed), 0)
-    oracle = Oracle(prep.model, prep.domain, n_samples=1, budget=budget, labels_only=False)
-    x = to_chw(np.asarray(prep.z, dtype=np.float64), oracle.sample_shape)
-    y = np.asarray(prep.y)
-    ok = prep.pred == y
-    rng = np.random.default_rng([seed, 3])
-    keep = np.concatenate([rng.permutation(np.flatnonzero(ok & (y == c)))[:10] for c in range(10)])
-    return oracle, x[keep], y[keep]
+    return oracle_and_samples(FIX / f"{name}.onnx", FIX / "digits16.npz", per_class=10, budget=budget, seed=seed)
 
 
 def _sweep(name: str, seed: int = 0) -> tuple[M.MarginResult, Oracle]:

@@ -19,14 +19,13 @@ ROOT = HERE.parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from onnxguard.attacks.base import to_chw  # noqa: E402
 from onnxguard.backdoor import warp as W  # noqa: E402
 from onnxguard.backdoor.anomaly import family_indices  # noqa: E402
 from onnxguard.backdoor.probe import Probe  # noqa: E402
 from onnxguard.evasion import prepare  # noqa: E402
-from onnxguard.oracle import Oracle  # noqa: E402
 from onnxguard.options import ScanOptions  # noqa: E402
 from onnxguard.policy import BackdoorSpec, load_policy  # noqa: E402
+from tests.backdoor.baselines import oracle_and_samples  # noqa: E402
 
 TARGET = 6
 PER_CLASS = 6000  # the per-class cap the standard policy gives the warp search (20% of 300k over 10 classes)
@@ -46,17 +45,8 @@ def models() -> dict:
 
 
 def _setup(models: dict, name: str, budget: int = 10_000_000, seed: int = 0):
-    pol = load_policy("standard")
     d = models["dir"]
-    prep = prepare(ScanOptions(model_path=d / f"{name}.onnx", data_path=d / "digits16.npz", policy=pol), pol,
-                   np.random.default_rng(seed), 0)
-    oracle = Oracle(prep.model, prep.domain, n_samples=1, budget=budget, labels_only=False)
-    x = to_chw(np.asarray(prep.z, dtype=np.float64), oracle.sample_shape)
-    y = np.asarray(prep.y)
-    ok = prep.pred == y
-    rng = np.random.default_rng([seed, 3])
-    keep = np.concatenate([rng.permutation(np.flatnonzero(ok & (y == c)))[:20] for c in range(10)])
-    x, y = x[keep], y[keep]
+    oracle, x, y = oracle_and_samples(d / f"{name}.onnx", d / "digits16.npz", per_class=20, budget=budget, seed=seed)
     screen = np.concatenate([np.flatnonzero(y == c)[:1] for c in range(10)])
     return oracle, (x[screen], y[screen]), (x, y)
 
