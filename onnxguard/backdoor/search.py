@@ -484,9 +484,11 @@ def run_search(
         details["reference_sizes"] = {k: [None if not np.isfinite(v) else round(float(v), 4) for v in arr] for k, arr in image_refs.items()}
     else:
         ai_fam = {fam: fam_index(stat_sizes.get(fam, sizes[fam]), fam) for fam in families}
-        if "margin" in ai_fam:
+        if "margin" in ai_fam:  # (the stage may not have run: a stop before it)
+            raw = family_indices(stat_sizes.get("margin", sizes["margin"]), "margin")
+            details.setdefault("margin", {"queries": 0, "complete": False})
             details["margin"]["index_scale"] = round(m_scale, 6)
-            details["margin"]["neg_log10_p"] = [None if not np.isfinite(v) else round(float(v), 4) for v in ai_fam["margin"] / m_scale]
+            details["margin"]["neg_log10_p"] = [None if not np.isfinite(v) else round(float(v), 4) for v in raw]
     stack = np.stack([ai_fam[f] for f in families])
     # a class's index and kind come from the families that reversed a trigger for it (a censored size has no trigger)
     has = np.stack([np.isfinite(sizes[f]) for f in families])

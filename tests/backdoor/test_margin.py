@@ -193,3 +193,21 @@ def test_margin_stage_keeps_its_time_share_on_a_slow_model(monkeypatch: pytest.M
     # the share is 9 s, one step of 10 classes x 8 restarts 0.08 s: about 110 steps (none without the reserve added back)
     assert 90 <= res.steps <= 112 and res.complete, res.steps
     assert probe.deadline == pytest.approx(time.perf_counter() + 600, abs=30)  # restored
+
+
+def test_a_stop_before_the_margin_stage_still_reports(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stage before the margin search stops the search stages (the smooth sweep raises the time limit): the
+    search still completes its report, the margin family measured nothing, and the stop is on record."""
+    from onnxguard.backdoor.probe import OutOfBudget
+    from onnxguard.policy import BackdoorSpec
+    from tests.backdoor.test_backdoor import _search_after_smooth
+
+    def stop(probe, screen):  # noqa: ANN001, ANN202
+        raise OutOfBudget("time limit")
+
+    spec = BackdoorSpec(budget=200_000, time_limit_s=120, samples_per_class=15, full_search_classes=10)
+    bd = _search_after_smooth(monkeypatch, stop, spec)
+    assert bd.status == "completed" and "margin" in bd.families_searched
+    assert not any("margin" in c.family_sizes for c in bd.classes)
+    assert bd.details["margin"]["neg_log10_p"] == [None] * 10 and not bd.details["margin"]["complete"]
+    assert any(s.startswith("search stages") and "time limit" in s for s in bd.early_stops), bd.early_stops
