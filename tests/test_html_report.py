@@ -223,6 +223,20 @@ def test_backdoored_report_page(scans):
         decode_png(i["src"])
 
 
+def test_a_margin_flag_stays_off_the_size_chart(scans):
+    """A class flagged by the maximum-margin family carries a margin, not a trigger size (larger is more anomalous):
+    the size chart leaves its bar out and says so, and the index chart names the margin family's scale."""
+    r = scans["backdoored"].model_copy(deep=True)
+    row = r.backdoor.classes[7]
+    row.trigger_kind, row.trigger_size, row.attack_success = "margin", 400.0, None
+    page = Page(render(r))
+    svg_text = " ".join(page.text_by_tag.get("text", []))
+    assert "score margin 400: larger is more anomalous" in svg_text
+    desc = " ".join(page.text_by_tag.get("desc", []))
+    assert "class 7: score margin 400 (maximum-margin family)" in desc and "class 7: trigger size" not in desc
+    assert "margin family: -log10 p" in svg_text or "margin family: -log10 p" in page.text
+
+
 def test_real_backdoor_scan_page(tmp_path):
     """A real scan of a BadNets-backdoored fixture (target 3, top-right patch): the search flags class 3 and the
     page shows the bars, the threshold and the reversed trigger the search saved."""
