@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..attacks.base import margin  # s_c - max_{j != c} s_j, the attacks' untargeted margin
 from .probe import OutOfBudget, Probe
 from .triggers import batch_rows
 
@@ -44,14 +45,6 @@ class MarginResult:
     steps: int
     complete: bool = True  # False when a budget or time stop cut the steps short
     inputs: dict[int, np.ndarray] = field(default_factory=dict)  # class -> the input (C, H, W) that reached it
-
-
-def _margins(scores: np.ndarray, cls: np.ndarray) -> np.ndarray:
-    s = np.asarray(scores, dtype=np.float64)
-    own = s[np.arange(len(s)), cls]
-    other = s.copy()
-    other[np.arange(len(s)), cls] = -np.inf
-    return own - other.max(axis=1)
 
 
 def window_side(step: int, steps: int, h: int, w: int) -> int:
@@ -97,7 +90,7 @@ def margin_sweep(probe: Probe, xs: np.ndarray, ys: np.ndarray, n_classes: int, *
         cls_a = np.repeat(np.asarray(chunk, dtype=np.int64), restarts)
         n = len(x)
         try:
-            best = _margins(_score(probe, x), cls_a)
+            best = margin(_score(probe, x), cls_a)
             for k in range(steps):
                 side = window_side(k, steps, h, w)
                 r0 = rng.integers(0, h - side + 1, size=n)
@@ -109,7 +102,7 @@ def margin_sweep(probe: Probe, xs: np.ndarray, ys: np.ndarray, n_classes: int, *
                     win = x[i, :, r0[i]:r0[i] + side, c0[i]:c0[i] + side]
                     old[i] = win
                     win[...] = colour[i][:, None, None]
-                m = _margins(_score(probe, x), cls_a)
+                m = margin(_score(probe, x), cls_a)
                 up = m > best
                 best[up] = m[up]
                 for i in np.flatnonzero(~up):
