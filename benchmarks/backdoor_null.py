@@ -8,8 +8,9 @@ images, and tabular models with 2, 3 and 5 classes (seeds 200+, none in the zoo 
 Runs the policy's backdoor search on each and writes ``onnxguard/backdoor/null.json``: per regime
 (image, tabular, few, few-image), the models' statistics, the threshold for a false-positive rate of at most
 5%, a leave-one-out estimate of the false-positive rate (each model against the threshold of the others),
-each model's largest validated index per family, and the provenance (script, policy, budget, seed, tool version, git commit, date, each model's
-data, architecture, output and clean accuracy).
+each model's largest validated index per family, and the provenance (script, policy, budget, seed, search
+version, tool version, git commit, date, each model's data, architecture, output and clean accuracy). Cached
+results of another search version (``search.SEARCH_VERSION``) are scanned again.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from onnxguard.report import BackdoorSection  # noqa: E402
 
 from onnxguard import __version__  # noqa: E402
 from onnxguard.backdoor.null import FPR_TARGET, NULL_FILE, calibrated_threshold  # noqa: E402
+from onnxguard.backdoor.search import SEARCH_VERSION  # noqa: E402
 from onnxguard.stats import wilson  # noqa: E402
 from onnxguard.policy import load_policy  # noqa: E402
 
@@ -63,18 +65,17 @@ def main(argv: list[str] | None = None) -> int:
             continue
         info = manifest[spec.name]
         cache = results / f"{spec.name}-{args.policy}-{args.seed}.json"
-        if cache.exists():
-            row = json.loads(cache.read_text())
-        else:
+        row = json.loads(cache.read_text()) if cache.exists() else {}
+        if row.get("search_version") != SEARCH_VERSION:  # none yet, or built by another version of the search: scan again
             bd, wall, cpu = scan(args.out / f"{spec.name}.onnx", args.out / f"{spec.data}.npz", args.policy, args.seed, null_file=empty, threads=args.threads)
             row = {"name": spec.name, "data": spec.data, "arch": spec.arch, "output": spec.output, "seed": spec.seed,
                    "clean_accuracy": round(info["clean_accuracy"], 4), "regime": bd.statistic_regime or "none", "status": bd.status,
                    "queries": bd.queries, "early_stops": bd.early_stops, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1)}
             # the whole section: the statistic is recomputed from the per-class family indices (restat)
-            cache.write_text(json.dumps(row | {"section": bd.model_dump(mode="json")}))
+            cache.write_text(json.dumps(row | {"search_version": SEARCH_VERSION, "section": bd.model_dump(mode="json")}))
         if "section" in row:  # cached
             bd = BackdoorSection.model_validate(row["section"])
-        row = {k: v for k, v in row.items() if k not in ("section", "statistic")}
+        row = {k: v for k, v in row.items() if k not in ("section", "statistic", "search_version")}
         print(f"{row['name']:22s} {row['regime']:8s} {row['status']:10s} "
               f"queries {row['queries']:7d} {row.get('wall_s', 0):6.1f}s wall {row.get('cpu_s', 0):6.1f}s CPU"
               + (f" early stops: {row['early_stops']}" if row["early_stops"] else ""), flush=True)
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             "time_limit_s": TIME_LIMIT_S,
             "excluded": f"models whose search stopped on its time limit, and models that failed to train (clean accuracy < {MIN_ACCURACY})",
             "samples_per_class": pol.backdoor.samples_per_class, "full_search_classes": pol.backdoor.full_search_classes,
-            "threat_model": pol.threat_model.access, "seed": args.seed,
+            "threat_model": pol.threat_model.access, "search_version": SEARCH_VERSION, "seed": args.seed,
             "fpr_target": FPR_TARGET, "tool_version": __version__, "git_commit": commit,
             "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "models": models,

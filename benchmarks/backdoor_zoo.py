@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from backdoor_models import build_all, restat, scan, section_statistic, zoo_specs  # noqa: E402
 
 from onnxguard.backdoor.null import calibration  # noqa: E402
+from onnxguard.backdoor.search import SEARCH_VERSION  # noqa: E402
 from onnxguard.report import BackdoorSection  # noqa: E402
 from onnxguard.stats import wilson  # noqa: E402
 
@@ -82,13 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     for spec in specs:
         info = manifest[spec.name]
         cache = args.zoo / "results" / f"{spec.name}-{args.policy}-{args.threat or 'policy'}-{args.seed}.json"
-        if cache.exists() and not args.rescan:
-            saved = json.loads(cache.read_text())
+        saved = json.loads(cache.read_text()) if cache.exists() and not args.rescan else {}
+        if saved.get("search_version") == SEARCH_VERSION:  # a result of another version of the search is scanned again
             bd, wall, cpu = BackdoorSection.model_validate(saved["section"]), saved["wall"], saved["cpu"]
         else:
             bd, wall, cpu = scan(args.zoo / f"{spec.name}.onnx", args.zoo / f"{spec.data}.npz", args.policy, args.seed, args.threat, threads=args.threads)
             cache.parent.mkdir(parents=True, exist_ok=True)
-            cache.write_text(json.dumps({"section": bd.model_dump(mode="json"), "wall": wall, "cpu": cpu}))
+            cache.write_text(json.dumps({"search_version": SEARCH_VERSION, "section": bd.model_dump(mode="json"), "wall": wall, "cpu": cpu}))
         bd = rescore(bd)
         targets = spec.target if isinstance(spec.target, list) else [spec.target]
         truth = f"{spec.trigger}->{','.join(map(str, targets))}" if spec.backdoored else "clean"

@@ -108,7 +108,8 @@ def calibrated_threshold(values: list[float], fpr_target: float = FPR_TARGET) ->
     return float(v[n - 1 - allowed])
 
 
-SETTINGS = ("budget", "samples_per_class", "full_search_classes", "threat_model")  # what a null is built under
+# what a null is built under; search_version: the search code that built it (search.SEARCH_VERSION)
+SETTINGS = ("budget", "samples_per_class", "full_search_classes", "threat_model", "search_version")
 
 
 def _differs(prov: dict, settings: dict | None) -> tuple[str, ...]:

@@ -76,6 +76,11 @@ from .margin import RESTARTS, margin_sweep
 from .triggers import box_trigger, patch_library, patch_sizes, prescreen, stamp
 from .zo import ZOSearch
 
+# the version of what the search measures: bump it with any change that can move a clean model's statistic (a
+# family, a share, a rule). The shipped nulls record the version they were built by (benchmarks/backdoor_null.py);
+# a scan whose version differs says that its threshold is not calibrated for it, and a test fails until the
+# nulls are rebuilt (tests/backdoor/test_calibration.py)
+SEARCH_VERSION = 1
 SUCCESS_TARGET = 0.9  # a reversed trigger "works" when it sends this share of other-class samples to the target
 MIN_HELD_OUT_SUCCESS = 0.5  # a flagged trigger must also work on held-back samples
 PRESCREEN_SHARE = 0.08  # share of the query budget for the patch pre-screen
@@ -206,7 +211,7 @@ def run_search(
         return _not_run(why, threat, budget)
     regime = _regime(tabular, n_classes)
     settings = {"budget": budget, "samples_per_class": samples_per_class, "full_search_classes": full_search_classes,
-                "threat_model": threat}
+                "threat_model": threat, "search_version": SEARCH_VERSION}
     cal = calibration(regime, anomaly_threshold, settings=settings, **({"path": null_file} if null_file else {}))
     threshold = cal.threshold
     m_scale = margin_scale(threshold)  # the margin family's -log10 p on the common scale (anomaly.py)

@@ -104,6 +104,36 @@ def test_calibration_picks_the_null_built_under_the_scans_settings(tmp_path: Pat
     assert c.as_dict()["null_matches_scan"] is False and c.as_dict()["scan_differs_from_null_in"] == ["budget", "threat_model"]
 
 
+def test_shipped_nulls_were_built_by_this_version_of_the_search() -> None:
+    """Each null in null.json records the version of the search that built it (search.SEARCH_VERSION), and it
+    is this one: a change to the search that bumps the version fails here until the nulls are rebuilt
+    (benchmarks/backdoor_null.py). Each shipped policy's scan then finds the null built under its own settings."""
+    from onnxguard.backdoor.search import SEARCH_VERSION
+
+    data = json.loads(NULL_FILE.read_text())
+    for v in [data] + data.get("variants", []):
+        assert v["provenance"]["search_version"] == SEARCH_VERSION, v["provenance"]["policy"]
+    for name in ("baseline", "standard", "strict"):
+        pol = load_policy(name).policy
+        settings = {"budget": pol.backdoor.budget, "samples_per_class": pol.backdoor.samples_per_class,
+                    "full_search_classes": pol.backdoor.full_search_classes, "threat_model": pol.threat_model.access,
+                    "search_version": SEARCH_VERSION}
+        cal = calibration("image", None, settings=settings)
+        assert not cal.differs and cal.provenance["policy"] == name and cal.as_dict()["null_matches_scan"] is True
+
+
+def test_a_null_built_by_another_search_version_is_not_calibrated_for_the_scan(tmp_path: Path) -> None:
+    """A null that predates the version field, or records another version, says so in the report: the scan's
+    settings differ in ``search_version`` (and the finding then says its threshold is not calibrated)."""
+    same = {"budget": 300_000, "samples_per_class": 20, "full_search_classes": 10, "threat_model": "scores"}
+    for k, prov in enumerate((same, same | {"search_version": 1})):
+        path = tmp_path / f"null{k}.json"
+        path.write_text(json.dumps({"provenance": prov, "regimes": {"image": {"values": [1.0, 2.0, 3.0, 4.0, 5.0]}}}))
+        cal = calibration("image", None, path, settings=same | {"search_version": 2})
+        assert cal.differs == ("search_version",) and cal.as_dict()["null_matches_scan"] is False
+    assert not calibration("image", None, path, settings=same | {"search_version": 1}).differs
+
+
 def test_finding_says_when_the_null_was_built_under_other_settings() -> None:
     from tests.backdoor.test_backdoor import search
 
