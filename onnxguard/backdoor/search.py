@@ -17,7 +17,8 @@ Order of work, all through one budgeted :class:`Probe`:
 2c. images: the smooth-global-pattern sweep (:mod:`.smooth`: SIG sinusoids,
    low-frequency fields), family ``smooth``;
 2d. images: the warp search (:mod:`.warp`: WaNet-style smooth warps, NES over a coarse
-   field's direction with an adaptive magnitude, a :data:`WARP_SHARE` of the budget; run with
+   field's direction with an adaptive magnitude, a :data:`WARP_SHARE` of the budget and at most a
+   :data:`WARP_TIME_SHARE` of the time limit; run with
    scores and a budget of at least :data:`WARP_MIN_BUDGET`, otherwise listed as not covered),
    family ``warp``;
 2e. images with 4 or more classes, with scores and a budget of at least :data:`MARGIN_MIN_BUDGET`: the
@@ -45,6 +46,8 @@ says so (``families_not_covered``).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -105,6 +108,9 @@ FEW_CLASSES = 3  # at most this many classes: the reference-ratio statistic inst
 FEW_IMAGE_REFERENCE = {"square": "square", "blend": "blend"}
 FEW_IMAGE_RESERVE = 0.01  # few-class images: share of the budget kept back beyond the held-back check's own queries
 WARP_SHARE = 0.2  # share of the query budget for the warp search (split evenly over the classes it searches)
+# ... and at most this share of the time limit: on a slow model (a 3x224x224 input) the warp search ran to the time
+# limit and the mask searches after it got no time at all (the null's models never reach it: their scans are budget-bound)
+WARP_TIME_SHARE = 0.2
 WARP_MIN_BUDGET = 200_000  # below this budget (or under labels only) the warp search is not run: the mask searches need it all
 MARGIN_SHARE = 0.1  # share of the query budget for the maximum-margin search (images, 4+ classes, scores)
 MARGIN_TIME_SHARE = 0.15  # ... and of the time limit, at most (on a slow model its queries would take the whole limit)
@@ -358,8 +364,9 @@ def run_search(
                 # smooth warps (WaNet): per class, NES over a coarse warp field's direction with an adaptive magnitude
                 warp_classes = searched if searched is not None else [t for t in classes if (ys == t).any()]
                 wq = int(WARP_SHARE * budget) // max(1, len(warp_classes))
-                wp = warp_sweep(probe, screen, (xs, ys), n_classes, level=SUCCESS_TARGET, max_queries_per_class=wq,
-                                seed=seed, classes=warp_classes)
+                with _stage_deadline(probe, WARP_TIME_SHARE * time_limit_s):
+                    wp = warp_sweep(probe, screen, (xs, ys), n_classes, level=SUCCESS_TARGET, max_queries_per_class=wq,
+                                    seed=seed, classes=warp_classes)
                 sizes["warp"], succ["warp"] = wp.magnitude, wp.rate
                 for t, trig in wp.triggers.items():
                     triggers[(t, "warp")] = trig
@@ -414,12 +421,19 @@ def run_search(
             details["queries_full_search"] = int(short + extra)
             if short <= 0 and searches:  # the sweeps left nothing: no class gets a mask search (none is "fully searched")
                 raise OutOfBudget("query budget")
-            for t in cls_order:
-                for fam in ("patch", "blend"):
-                    if (t, fam) in searches:
-                        s = searches[(t, fam)]
-                        s.run(probe, short)
-                        queries_per_class[t] += s.queries
+            # each search runs under its own deadline, an even share of the time left: on a slow model the first
+            # class's search ran to the time limit and no other class got one (a 3x224x224 model); a search that
+            # ends early leaves its time to the rest. Budget-bound searches (the null's) never reach their share.
+            pairs = [(t, fam) for t in cls_order for fam in ("patch", "blend") if (t, fam) in searches]
+            cut: set[int] = set()  # classes whose mask search its time share cut short: not "fully searched"
+            for j, (t, fam) in enumerate(pairs):
+                s = searches[(t, fam)]
+                n_stops = len(probe.stops)
+                with _stage_deadline(probe, max(0.0, probe.time_left()) / (len(pairs) - j)):
+                    s.run(probe, short)
+                if len(probe.stops) > n_stops:
+                    cut.add(t)
+                queries_per_class[t] += s.queries
                 report_progress()
                 if probe.left <= 0 or probe.time_left() <= 0:
                     raise OutOfBudget("query budget" if probe.left <= 0 else "time limit")
@@ -449,7 +463,7 @@ def run_search(
                     report_progress()
             else:
                 for t, _ in searches:
-                    full[t] = True
+                    full[t] = t not in cut
     except OutOfBudget as exc:
         stopped = exc.reason
         probe.stopped("search stages (after the pre-screen)" if not tabular else "feature search", exc.reason)
@@ -640,19 +654,26 @@ def run_search(
     )
 
 
-def _margin_stage(probe: Probe, xs: np.ndarray, ys: np.ndarray, n_classes: int, budget: int, time_limit_s: float,
-                  rng: np.random.Generator, searched: list[int] | None):
-    """The maximum-margin search within its share of the budget and of the time limit. Its own deadline adds the
-    held-back reserve's time, which :meth:`Probe.time_left` takes off again (else a slow model's reserve would eat
-    the whole share)."""
+@contextmanager
+def _stage_deadline(probe: Probe, seconds: float) -> Iterator[None]:
+    """A stage's own deadline: at most ``seconds`` from now (never past the search's). It adds the held-back
+    reserve's expected time, which :meth:`Probe.time_left` takes off again (else a slow model's reserve would eat
+    the whole share). The search's deadline is restored after the stage, however it ends."""
     deadline = probe.deadline
     reserve_t = min(probe.query_time(probe.reserved), probe.max_time_reserve)
-    probe.deadline = min(deadline, time.perf_counter() + MARGIN_TIME_SHARE * time_limit_s + reserve_t)
+    probe.deadline = min(deadline, time.perf_counter() + seconds + reserve_t)
     try:
-        return margin_sweep(probe, xs, ys, n_classes, max_queries=min(int(MARGIN_SHARE * budget), probe.left), rng=rng,
-                            classes=searched if searched is not None else [t for t in range(n_classes) if (ys == t).any()])
+        yield
     finally:
         probe.deadline = deadline
+
+
+def _margin_stage(probe: Probe, xs: np.ndarray, ys: np.ndarray, n_classes: int, budget: int, time_limit_s: float,
+                  rng: np.random.Generator, searched: list[int] | None):
+    """The maximum-margin search within its share of the budget and of the time limit."""
+    with _stage_deadline(probe, MARGIN_TIME_SHARE * time_limit_s):
+        return margin_sweep(probe, xs, ys, n_classes, max_queries=min(int(MARGIN_SHARE * budget), probe.left), rng=rng,
+                            classes=searched if searched is not None else [t for t in range(n_classes) if (ys == t).any()])
 
 
 def _reference_of(t: int, fam: str, reference: np.ndarray, image_refs: dict[str, np.ndarray]) -> float | None:

@@ -282,6 +282,42 @@ def test_early_stops_are_recorded_with_where() -> None:
     assert "stopped early" in (bd.finding or bd.reason or "")
 
 
+def test_on_a_slow_model_every_class_gets_a_share_of_the_mask_searches_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each mask search (class x patch/blend) runs under its own deadline, an even share of the time left: on a
+    3x224x224 model class 0's patch search once ran to the time limit and no other class got one. A search that
+    would run on is stood in for by one that reads its deadline and stops there (no race with the clock); every
+    class then gets its searches, each under its share, the cut is on record, and a class cut short is not
+    reported as fully searched."""
+    from onnxguard.backdoor.probe import OutOfBudget
+    from onnxguard.backdoor.zo import ZOSearch
+    from tests.backdoor.test_backdoor import FIX, data_for
+
+    shares: list[tuple[int, str, float, float]] = []
+    real = ZOSearch.run
+
+    def stand_in(self, probe, queries):  # noqa: ANN001, ANN202
+        shares.append((self.target, self.family, probe.time_left(), probe.deadline))
+        real(self, probe, min(queries, 2 * self.step_cost()))  # a few real steps: the family gets a size
+        if self.target == 4:  # as if class 4's searches ran into their deadline
+            probe.stopped(f"{self.family} search, class {self.target}, step {self.steps}", OutOfBudget("time limit").reason)
+
+    monkeypatch.setattr(ZOSearch, "run", stand_in)
+    limit = 600.0
+    pol = load_policy("standard")
+    prep = prepare(ScanOptions(model_path=FIX / "badnets_t3_tr.onnx", data_path=data_for("badnets_t3_tr")), pol,
+                   np.random.default_rng(0), 0)
+    spec = BackdoorSpec(budget=200_000, time_limit_s=limit, samples_per_class=15, full_search_classes=10)
+    bd = search_backdoors(prep, spec, threat="scores", seed=0)
+    assert sorted((t, f) for t, f, _, _ in shares) == sorted((t, f) for t in range(10) for f in ("patch", "blend"))
+    # the first search's share is a twentieth of what was left (under 30 s of the 600), not all of it; the last one
+    # gets what the others left (nearly all of it here: the stand-ins return at once)
+    assert shares[0][2] <= limit / 20 and shares[-1][2] > limit / 2, [round(v, 1) for _, _, v, _ in shares]
+    assert len({d for _, _, _, d in shares}) == len(shares)  # each its own deadline; the search's is restored
+    assert any(s.startswith("patch search, class 4") for s in bd.early_stops)
+    assert 4 not in bd.fully_searched_classes and len(bd.fully_searched_classes) == 9
+    assert all("patch" in c.family_sizes and "blend" in c.family_sizes for c in bd.classes)
+
+
 def test_report_lists_families_and_what_is_not_covered() -> None:
     from tests.backdoor.test_backdoor import search
 

@@ -162,3 +162,34 @@ def test_full_search_lists_warp_and_saves_its_field(models: dict, tmp_path: Path
                   np.full((1, 1, 16, 16), 0.5))
     assert np.load(tmp_path / f"class{TARGET}-warp.npy").shape == (2, 16, 16)
     assert (tmp_path / f"class{TARGET}-warp.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and len(files) == 2
+
+
+def test_warp_stage_keeps_to_its_time_share_and_leaves_the_mask_searches_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a slow model (a 3x224x224 input) the warp search once ran to the search's time limit and the mask
+    searches after it got none. The stage now runs under its own deadline, at most WARP_TIME_SHARE of the limit
+    (plus the held-back reserve's expected time, which every stage's time_left takes off again). A warp search
+    that would run on and on is stood in for by one that reads its deadline and stops there; the mask searches
+    then still run, and the stop is on record. No clock race: the deadline is read, not waited for."""
+    import onnxguard.backdoor.search as S
+    from onnxguard.backdoor import search_backdoors
+    from tests.backdoor.test_backdoor import FIX, data_for
+
+    limit = 600.0
+    seen: dict = {}
+
+    def stand_in(probe, screen, search, n_classes, **kw):  # noqa: ANN001, ANN003, ANN202
+        seen["share_s"] = probe.deadline - time.perf_counter()
+        probe.stopped("warp search", "time limit")
+        return W.WarpResult(np.full(n_classes, np.nan), np.zeros(n_classes))
+
+    monkeypatch.setattr(S, "warp_sweep", stand_in)
+    pol = load_policy("standard")
+    prep = prepare(ScanOptions(model_path=FIX / "badnets_t3_tr.onnx", data_path=data_for("badnets_t3_tr")), pol,
+                   np.random.default_rng(0), 0)
+    spec = BackdoorSpec(budget=200_000, time_limit_s=limit, samples_per_class=15, full_search_classes=10)
+    bd = search_backdoors(prep, spec, threat="scores", seed=0)
+    # the search's own deadline is ~600 s away; the warp stage's is its share (120 s) plus the reserve's expected
+    # time (well under a second on this model)
+    assert S.WARP_TIME_SHARE * limit - 30 <= seen["share_s"] <= S.WARP_TIME_SHARE * limit + 5, seen
+    assert any(s.startswith("warp search: time limit") for s in bd.early_stops), bd.early_stops
+    assert bd.details["queries_full_search"] > 0 and all("patch" in c.family_sizes for c in bd.classes)
