@@ -10,7 +10,8 @@ Order of work, all through one budgeted :class:`Probe`:
 2b. images: the decision-based square-patch sweep (:mod:`.squares`), the same cheap
    measurement for every class under either threat model (family ``square``);
 3. per class, the zeroth-order mask search (``patch``) and blend search (``blend``),
-   see :mod:`.zo`; tabular inputs get the few-feature search of :mod:`.tabular`.
+   see :mod:`.zo`, each under its own deadline, an even share of the time left (on a slow model every class
+   gets one; a class cut short is not "fully searched"); tabular inputs get the few-feature search of :mod:`.tabular`.
    With more classes than ``full_search_classes``, every class gets a short search
    first and only the most suspicious ones continue to the full search; the statistic of
    the mask families then compares the short-search sizes, which every class has;
