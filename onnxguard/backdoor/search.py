@@ -454,14 +454,18 @@ def run_search(
                     ai = class_indices(np.stack([fam_index(est[f], f) for f in est]))
                 rank = np.lexsort((-pre, -np.nan_to_num(ai, nan=-np.inf)))
                 chosen = [int(t) for t in rank if (int(t), "patch") in searches][:k_full]
-                for t in chosen:
-                    full[t] = True
-                    for fam in ("patch", "blend"):
-                        s = searches[(t, fam)]
-                        before = s.queries
+                todo = [(t, fam) for t in chosen for fam in ("patch", "blend")]
+                for j, (t, fam) in enumerate(todo):  # each under an even share of the time left, as above
+                    s = searches[(t, fam)]
+                    before, n_stops = s.queries, len(probe.stops)
+                    with _stage_deadline(probe, max(0.0, probe.time_left()) / (len(todo) - j)):
                         s.run(probe, extra)
-                        queries_per_class[t] += s.queries - before
+                    if len(probe.stops) > n_stops:
+                        cut.add(t)
+                    queries_per_class[t] += s.queries - before
                     report_progress()
+                for t in chosen:
+                    full[t] = t not in cut
             else:
                 for t, _ in searches:
                     full[t] = t not in cut

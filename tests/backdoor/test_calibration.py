@@ -318,6 +318,33 @@ def test_on_a_slow_model_every_class_gets_a_share_of_the_mask_searches_time(monk
     assert all("patch" in c.family_sizes and "blend" in c.family_sizes for c in bd.classes)
 
 
+def test_the_full_searches_of_the_chosen_classes_share_the_time_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With fewer full-search classes than classes, the chosen classes' full searches also run under even shares
+    of the time left, and a chosen class whose search was cut short is not reported as fully searched."""
+    from onnxguard.backdoor.zo import ZOSearch
+    from tests.backdoor.test_backdoor import FIX, data_for
+
+    shares: list[tuple[int, str, float]] = []
+    real = ZOSearch.run
+
+    def stand_in(self, probe, queries):  # noqa: ANN001, ANN202
+        shares.append((self.target, self.family, probe.time_left()))
+        real(self, probe, min(queries, 2 * self.step_cost()))
+        if len(shares) == 21:  # the first full search (after 10 classes x 2 short ones) runs into its deadline
+            probe.stopped(f"{self.family} search, class {self.target}, step {self.steps}", "time limit")
+
+    monkeypatch.setattr(ZOSearch, "run", stand_in)
+    pol = load_policy("standard")
+    prep = prepare(ScanOptions(model_path=FIX / "badnets_t3_tr.onnx", data_path=data_for("badnets_t3_tr")), pol,
+                   np.random.default_rng(0), 0)
+    spec = BackdoorSpec(budget=200_000, time_limit_s=600, samples_per_class=15, full_search_classes=3)
+    bd = search_backdoors(prep, spec, threat="scores", seed=0)
+    full = shares[20:]
+    assert len(shares) == 26 and len({t for t, _, _ in full}) == 3, shares
+    assert full[0][2] <= shares[19][2] / 6 + 1.0  # a sixth of what the short searches left
+    assert full[0][0] not in bd.fully_searched_classes and len(bd.fully_searched_classes) == 2
+
+
 def test_report_lists_families_and_what_is_not_covered() -> None:
     from tests.backdoor.test_backdoor import search
 
