@@ -425,19 +425,22 @@ def run_search(
             # each search runs under its own deadline, an even share of the time left: on a slow model the first
             # class's search ran to the time limit and no other class got one (a 3x224x224 model); a search that
             # ends early leaves its time to the rest. Budget-bound searches (the null's) never reach their share.
-            pairs = [(t, fam) for t in cls_order for fam in ("patch", "blend") if (t, fam) in searches]
             cut: set[int] = set()  # classes whose mask search its time share cut short: not "fully searched"
-            for j, (t, fam) in enumerate(pairs):
-                s = searches[(t, fam)]
-                n_stops = len(probe.stops)
-                with _stage_deadline(probe, max(0.0, probe.time_left()) / (len(pairs) - j)):
-                    s.run(probe, short)
-                if len(probe.stops) > n_stops:
-                    cut.add(t)
-                queries_per_class[t] += s.queries
-                report_progress()
-                if probe.left <= 0 or probe.time_left() <= 0:
-                    raise OutOfBudget("query budget" if probe.left <= 0 else "time limit")
+
+            def run_in_shares(todo: list[tuple[int, str]], queries: int, stop_when_spent: bool) -> None:
+                for j, (t, fam) in enumerate(todo):
+                    s = searches[(t, fam)]
+                    before, n_stops = s.queries, len(probe.stops)
+                    with _stage_deadline(probe, max(0.0, probe.time_left()) / (len(todo) - j)):
+                        s.run(probe, queries)
+                    if len(probe.stops) > n_stops:
+                        cut.add(t)
+                    queries_per_class[t] += s.queries - before
+                    report_progress()
+                    if stop_when_spent and (probe.left <= 0 or probe.time_left() <= 0):
+                        raise OutOfBudget("query budget" if probe.left <= 0 else "time limit")
+
+            run_in_shares([(t, fam) for t in cls_order for fam in ("patch", "blend") if (t, fam) in searches], short, True)
             if extra > 0:
                 est = {fam: np.array([searches[(t, fam)].estimated_size() if (t, fam) in searches else np.nan for t in classes]) for fam in ("patch", "blend")}
                 # like with like: with a reduced search the statistic of the mask families compares every
@@ -454,16 +457,7 @@ def run_search(
                     ai = class_indices(np.stack([fam_index(est[f], f) for f in est]))
                 rank = np.lexsort((-pre, -np.nan_to_num(ai, nan=-np.inf)))
                 chosen = [int(t) for t in rank if (int(t), "patch") in searches][:k_full]
-                todo = [(t, fam) for t in chosen for fam in ("patch", "blend")]
-                for j, (t, fam) in enumerate(todo):  # each under an even share of the time left, as above
-                    s = searches[(t, fam)]
-                    before, n_stops = s.queries, len(probe.stops)
-                    with _stage_deadline(probe, max(0.0, probe.time_left()) / (len(todo) - j)):
-                        s.run(probe, extra)
-                    if len(probe.stops) > n_stops:
-                        cut.add(t)
-                    queries_per_class[t] += s.queries - before
-                    report_progress()
+                run_in_shares([(t, fam) for t in chosen for fam in ("patch", "blend")], extra, False)
                 for t in chosen:
                     full[t] = t not in cut
             else:
