@@ -42,12 +42,17 @@ def data_for(name: str) -> Path:
     return FIX / "digits16.npz"
 
 
+def fresh_search(name: str, spec: BackdoorSpec = SPEC, threat: str = "scores", seed: int = 0, out_dir: Path | None = None):
+    """The search on a fixture, not cached (for tests that patch one of its stages)."""
+    pol = load_policy("standard")
+    prep = prepare(ScanOptions(model_path=FIX / f"{name}.onnx", data_path=data_for(name)), pol, np.random.default_rng(seed), 0)
+    return search_backdoors(prep, spec, threat=threat, seed=seed, out_dir=out_dir)
+
+
 def search(name: str, spec: BackdoorSpec = SPEC, threat: str = "scores", seed: int = 0, out_dir: Path | None = None):
     key = (name, spec.model_dump_json(), threat, seed, out_dir is not None)
     if key not in _cache:
-        pol = load_policy("standard")
-        prep = prepare(ScanOptions(model_path=FIX / f"{name}.onnx", data_path=data_for(name)), pol, np.random.default_rng(seed), 0)
-        _cache[key] = search_backdoors(prep, spec, threat=threat, seed=seed, out_dir=out_dir)
+        _cache[key] = fresh_search(name, spec, threat, seed, out_dir)
     return _cache[key]
 
 
@@ -226,9 +231,7 @@ def _search_after_smooth(monkeypatch: pytest.MonkeyPatch, then, spec: BackdoorSp
         return out
 
     monkeypatch.setattr(S, "smooth_sweep", patched)
-    prep = prepare(ScanOptions(model_path=FIX / "badnets_t3_tr.onnx", data_path=data_for("badnets_t3_tr")),
-                   load_policy("standard"), np.random.default_rng(0), 0)
-    return search_backdoors(prep, spec, threat="scores", seed=0)
+    return fresh_search("badnets_t3_tr", spec)
 
 
 def test_held_back_check_is_paid_for_before_the_searches(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -288,9 +288,8 @@ def test_on_a_slow_model_every_class_gets_a_share_of_the_mask_searches_time(monk
     would run on is stood in for by one that reads its deadline and stops there (no race with the clock); every
     class then gets its searches, each under its share, the cut is on record, and a class cut short is not
     reported as fully searched."""
-    from onnxguard.backdoor.probe import OutOfBudget
     from onnxguard.backdoor.zo import ZOSearch
-    from tests.backdoor.test_backdoor import FIX, data_for
+    from tests.backdoor.test_backdoor import fresh_search
 
     shares: list[tuple[int, str, float, float]] = []
     real = ZOSearch.run
@@ -299,15 +298,12 @@ def test_on_a_slow_model_every_class_gets_a_share_of_the_mask_searches_time(monk
         shares.append((self.target, self.family, probe.time_left(), probe.deadline))
         real(self, probe, min(queries, 2 * self.step_cost()))  # a few real steps: the family gets a size
         if self.target == 4:  # as if class 4's searches ran into their deadline
-            probe.stopped(f"{self.family} search, class {self.target}, step {self.steps}", OutOfBudget("time limit").reason)
+            probe.stopped(f"{self.family} search, class {self.target}, step {self.steps}", "time limit")
 
     monkeypatch.setattr(ZOSearch, "run", stand_in)
     limit = 600.0
-    pol = load_policy("standard")
-    prep = prepare(ScanOptions(model_path=FIX / "badnets_t3_tr.onnx", data_path=data_for("badnets_t3_tr")), pol,
-                   np.random.default_rng(0), 0)
     spec = BackdoorSpec(budget=200_000, time_limit_s=limit, samples_per_class=15, full_search_classes=10)
-    bd = search_backdoors(prep, spec, threat="scores", seed=0)
+    bd = fresh_search("badnets_t3_tr", spec)
     assert sorted((t, f) for t, f, _, _ in shares) == sorted((t, f) for t in range(10) for f in ("patch", "blend"))
     # the first search's share is a twentieth of what was left (under 30 s of the 600), not all of it; the last one
     # gets what the others left (nearly all of it here: the stand-ins return at once)
@@ -322,7 +318,7 @@ def test_the_full_searches_of_the_chosen_classes_share_the_time_too(monkeypatch:
     """With fewer full-search classes than classes, the chosen classes' full searches also run under even shares
     of the time left, and a chosen class whose search was cut short is not reported as fully searched."""
     from onnxguard.backdoor.zo import ZOSearch
-    from tests.backdoor.test_backdoor import FIX, data_for
+    from tests.backdoor.test_backdoor import fresh_search
 
     shares: list[tuple[int, str, float]] = []
     real = ZOSearch.run
@@ -334,11 +330,8 @@ def test_the_full_searches_of_the_chosen_classes_share_the_time_too(monkeypatch:
             probe.stopped(f"{self.family} search, class {self.target}, step {self.steps}", "time limit")
 
     monkeypatch.setattr(ZOSearch, "run", stand_in)
-    pol = load_policy("standard")
-    prep = prepare(ScanOptions(model_path=FIX / "badnets_t3_tr.onnx", data_path=data_for("badnets_t3_tr")), pol,
-                   np.random.default_rng(0), 0)
     spec = BackdoorSpec(budget=200_000, time_limit_s=600, samples_per_class=15, full_search_classes=3)
-    bd = search_backdoors(prep, spec, threat="scores", seed=0)
+    bd = fresh_search("badnets_t3_tr", spec)
     full = shares[20:]
     assert len(shares) == 26 and len({t for t, _, _ in full}) == 3, shares
     assert full[0][2] <= shares[19][2] / 6 + 1.0  # a sixth of what the short searches left

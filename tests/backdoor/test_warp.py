@@ -171,8 +171,7 @@ def test_warp_stage_keeps_to_its_time_share_and_leaves_the_mask_searches_time(mo
     that would run on and on is stood in for by one that reads its deadline and stops there; the mask searches
     then still run, and the stop is on record. No clock race: the deadline is read, not waited for."""
     import onnxguard.backdoor.search as S
-    from onnxguard.backdoor import search_backdoors
-    from tests.backdoor.test_backdoor import FIX, data_for
+    from tests.backdoor.test_backdoor import fresh_search
 
     limit = 600.0
     seen: dict = {}
@@ -183,11 +182,8 @@ def test_warp_stage_keeps_to_its_time_share_and_leaves_the_mask_searches_time(mo
         return W.WarpResult(np.full(n_classes, np.nan), np.zeros(n_classes))
 
     monkeypatch.setattr(S, "warp_sweep", stand_in)
-    pol = load_policy("standard")
-    prep = prepare(ScanOptions(model_path=FIX / "badnets_t3_tr.onnx", data_path=data_for("badnets_t3_tr")), pol,
-                   np.random.default_rng(0), 0)
     spec = BackdoorSpec(budget=200_000, time_limit_s=limit, samples_per_class=15, full_search_classes=10)
-    bd = search_backdoors(prep, spec, threat="scores", seed=0)
+    bd = fresh_search("badnets_t3_tr", spec)
     # the search's own deadline is ~600 s away; the warp stage's is its share (120 s) plus the reserve's expected
     # time (well under a second on this model)
     assert S.WARP_TIME_SHARE * limit - 30 <= seen["share_s"] <= S.WARP_TIME_SHARE * limit + 5, seen
