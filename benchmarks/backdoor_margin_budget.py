@@ -27,6 +27,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -77,17 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         return few_classes(args.models or default_models(few=True), args.budgets, args.seeds)
     clean: dict[int, list[float]] = {b: [] for b in args.budgets}
     targets: dict[str, dict[int, list[float]]] = {}
-    for item in args.models or default_models():
-        kind, name = item.split(":")
-        root = OUT / f"backdoor_{kind}"
-        if not (root / f"{name}.onnx").exists():
-            print(f"{name}: not built (run benchmarks/backdoor_{kind}.py first)")
-            continue
-        meta, prep = _load(root, name)
-        model = prep.model
-        k = model.n_classes or 0
-        if len(model.sample_shape) == 1 or k < 4:
-            continue
+    for name, meta, prep, k in _image_models(args.models or default_models(), lambda k: k >= 4):
         tgts = _targets(meta)
         cells = []
         for b in args.budgets:
@@ -114,12 +105,22 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _load(root: Path, name: str) -> tuple[dict, object]:
-    meta = json.loads((root / f"{name}.json").read_text())
+def _image_models(models: list[str], classes_ok: Callable[[int], bool]) -> Iterator[tuple[str, dict, object, int]]:
+    """(name, meta, prepared scan, classes) of each ``kind:name`` that is built, an image model, and whose class
+    count ``classes_ok`` accepts."""
     pol = load_policy("standard")
-    prep = prepare(ScanOptions(model_path=root / f"{name}.onnx", data_path=root / f"{meta['data']}.npz", policy=pol, threads=1),
-                   pol, np.random.default_rng(0), 0)
-    return meta, prep
+    for item in models:
+        kind, name = item.split(":")
+        root = OUT / f"backdoor_{kind}"
+        if not (root / f"{name}.onnx").exists():
+            print(f"{name}: not built (run benchmarks/backdoor_{kind}.py first)")
+            continue
+        meta = json.loads((root / f"{name}.json").read_text())
+        prep = prepare(ScanOptions(model_path=root / f"{name}.onnx", data_path=root / f"{meta['data']}.npz", policy=pol, threads=1),
+                       pol, np.random.default_rng(0), 0)
+        k = prep.model.n_classes or 0
+        if len(prep.model.sample_shape) > 1 and classes_ok(k):
+            yield name, meta, prep, k
 
 
 def _targets(meta: dict) -> list[int]:
@@ -152,16 +153,7 @@ def few_classes(models: list[str], budgets: list[int], seeds: list[int]) -> int:
     """See ``--few`` in the module doc."""
     clean: dict[int, list[tuple[float, float]]] = {b: [] for b in budgets}
     targets: dict[str, dict[int, list[tuple[float, float]]]] = {}
-    for item in models:
-        kind, name = item.split(":")
-        root = OUT / f"backdoor_{kind}"
-        if not (root / f"{name}.onnx").exists():
-            print(f"{name}: not built (run benchmarks/backdoor_{kind}.py first)")
-            continue
-        meta, prep = _load(root, name)
-        k = prep.model.n_classes or 0
-        if len(prep.model.sample_shape) == 1 or not 2 <= k <= 3:
-            continue
+    for name, meta, prep, k in _image_models(models, lambda k: 2 <= k <= 3):
         tgts = _targets(meta)
         cells = []
         for b in budgets:
