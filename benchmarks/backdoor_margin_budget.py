@@ -5,7 +5,7 @@
 
 For each image model with 4 or more classes (by default: the zoo's backdoored ones and the null's clean ones,
 both built by ``backdoor_zoo.py`` and ``backdoor_null.py`` under ``benchmarks/out``), the search's own sample
-draw (20 correctly classified samples per class, as the standard policy's search draws them) and
+draw (the standard policy's ``samples_per_class`` correctly classified samples per class, 20) and
 ``margin_sweep`` within each budget; prints the family's ``-log10 p`` (``anomaly.margin_indices``) of the
 planted target (backdoored) or the largest over the classes (clean), then per budget the largest clean value
 and each target's values. The family flags at ``-log10 p > 3`` (p < 0.001).
@@ -46,6 +46,7 @@ from onnxguard.oracle import Oracle  # noqa: E402
 from onnxguard.policy import load_policy  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "out"
+POLICY = load_policy("standard")
 NULL = ROOT / "onnxguard" / "backdoor" / "null.json"
 
 
@@ -108,7 +109,6 @@ def main(argv: list[str] | None = None) -> int:
 def _image_models(models: list[str], classes_ok: Callable[[int], bool]) -> Iterator[tuple[str, dict, object, int]]:
     """(name, meta, prepared scan, classes) of each ``kind:name`` that is built, an image model, and whose class
     count ``classes_ok`` accepts."""
-    pol = load_policy("standard")
     for item in models:
         kind, name = item.split(":")
         root = OUT / f"backdoor_{kind}"
@@ -116,8 +116,8 @@ def _image_models(models: list[str], classes_ok: Callable[[int], bool]) -> Itera
             print(f"{name}: not built (run benchmarks/backdoor_{kind}.py first)")
             continue
         meta = json.loads((root / f"{name}.json").read_text())
-        prep = prepare(ScanOptions(model_path=root / f"{name}.onnx", data_path=root / f"{meta['data']}.npz", policy=pol, threads=1),
-                       pol, np.random.default_rng(0), 0)
+        prep = prepare(ScanOptions(model_path=root / f"{name}.onnx", data_path=root / f"{meta['data']}.npz", policy=POLICY, threads=1),
+                       POLICY, np.random.default_rng(0), 0)
         k = prep.model.n_classes or 0
         if len(prep.model.sample_shape) > 1 and classes_ok(k):
             yield name, meta, prep, k
@@ -136,7 +136,7 @@ def _sweep(prep, k: int, budget: int, seed: int, natural: bool = True) -> tuple[
     x = to_chw(np.asarray(prep.z, dtype=np.float64), oracle.sample_shape)
     y = np.asarray(prep.y)
     ok = np.asarray(prep.pred) == y
-    s_idx, _ = _split(y, ok, k, 20, rng)
+    s_idx, _ = _split(y, ok, k, POLICY.policy.backdoor.samples_per_class, rng)  # the search's own draw
     probe = Probe(oracle, time.perf_counter() + 3600)
     res = margin_sweep(probe, x[s_idx], y[s_idx], k, max_queries=budget, rng=rng, classes=sorted(set(y[s_idx].tolist())))
     nat = np.full(k, np.nan)
